@@ -1,0 +1,45 @@
+"""Load checkpoints safely (``weights_only=True``) and turn them into a classifier, with clear errors."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from brain_mri.errors import BrainMRIError
+from brain_mri.models import BrainMRIClassifier
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dictionary, refusing anything that is not a BrainMRIClassifier checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise BrainMRIError(f"No checkpoint file at {path}.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise BrainMRIError(
+            f"{path} was refused: it holds objects other than tensors and plain values, which could run "
+            f"code when loaded. Only load checkpoints you trust. ({str(err).splitlines()[0]})"
+        ) from None
+    except Exception as err:  # torch raises RuntimeError, EOFError, ... for files that are no checkpoint
+        raise BrainMRIError(f"{path} is not a PyTorch checkpoint ({type(err).__name__}: {err}).") from None
+    hyperparameters = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+    if "state_dict" not in checkpoint or "arch" not in hyperparameters:
+        raise BrainMRIError(f"{path} is not a BrainMRIClassifier checkpoint (no model hyperparameters).")
+    return checkpoint
+
+
+def restore_classifier(checkpoint: dict) -> BrainMRIClassifier:
+    """A classifier built from the checkpoint's hyperparameters, with its weights loaded."""
+    model = BrainMRIClassifier(**checkpoint["hyper_parameters"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        hp = checkpoint["hyper_parameters"]
+        raise BrainMRIError(
+            f"The checkpoint's weights do not fit a {hp['arch']} with {hp['num_classes']} classes: "
+            f"{str(err).splitlines()[0]}"
+        ) from None
+    return model

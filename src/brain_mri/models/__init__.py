@@ -1,0 +1,3 @@
+from brain_mri.models.classifier import BrainMRIClassifier
+
+__all__ = ["BrainMRIClassifier"]

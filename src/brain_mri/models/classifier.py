@@ -1,0 +1,121 @@
+"""BrainMRIClassifier: one LightningModule for every backbone, built from primitive hyperparameters."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection, MinMetric
+from torchmetrics.classification import (
+    AUROC,
+    Accuracy,
+    CohenKappa,
+    F1Score,
+    Recall,
+    Specificity,
+)
+
+from brain_mri.errors import BrainMRIError
+from brain_mri.models.backbones import build_backbone
+
+OPTIMIZERS = {
+    "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
+    "adamw": lambda params, lr, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+    "sgd": lambda params, lr, wd: torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=0.9),
+}
+
+
+def classification_metrics(num_classes: int, names: tuple[str, ...], prefix: str) -> MetricCollection:
+    """torchmetrics objects; for two classes the positive (tumor) class is label 1."""
+    task = {"task": "binary"} if num_classes == 2 else {"task": "multiclass", "num_classes": num_classes}
+    averaged = {} if num_classes == 2 else {"average": "macro"}
+    factories = {
+        "accuracy": lambda: Accuracy(**task),
+        "auroc": lambda: AUROC(**task),
+        "sensitivity": lambda: Recall(**task, **averaged),
+        "specificity": lambda: Specificity(**task, **averaged),
+        "f1": lambda: F1Score(**task, **averaged),
+        "cohen_kappa": lambda: CohenKappa(**task),
+    }
+    return MetricCollection({name: factories[name]() for name in names}, prefix=prefix)
+
+
+class BrainMRIClassifier(L.LightningModule):
+    """Image classifier whose checkpoint reloads with ``BrainMRIClassifier.load_from_checkpoint(path)``.
+
+    Logs ``train/loss``, ``train/accuracy``, ``val/loss``, ``val/accuracy``, ``val/auroc``,
+    ``val/loss_best`` per epoch, and the ``test/*`` metrics when tested.
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        num_classes: int = 2,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        optimizer: str = "adam",
+    ):
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise BrainMRIError(f"Unknown optimizer '{optimizer}'. Choose one of: {', '.join(OPTIMIZERS)}.")
+        self.save_hyperparameters(logger=False)
+        self.net = build_backbone(arch, num_classes)
+        self.criterion = nn.CrossEntropyLoss()
+        self.train_metrics = classification_metrics(num_classes, ("accuracy",), "train/")
+        self.val_metrics = classification_metrics(num_classes, ("accuracy", "auroc"), "val/")
+        self.test_metrics = classification_metrics(
+            num_classes, ("accuracy", "auroc", "sensitivity", "specificity", "f1", "cohen_kappa"), "test/"
+        )
+        self.val_loss = MeanMetric()
+        self.val_loss_best = MinMetric()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def _scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the metrics take: the positive-class probability (binary) or all probabilities."""
+        probabilities = logits.softmax(dim=1)
+        return probabilities[:, 1] if self.hparams.num_classes == 2 else probabilities
+
+    def _step(self, batch, metrics: MetricCollection) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = self.criterion(logits, labels)
+        metrics.update(self._scores(logits.detach()), labels)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, self.train_metrics)
+        batch_size = len(batch[1])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        return loss
+
+    def on_train_start(self) -> None:
+        # The sanity check must not count towards the best validation loss.
+        self.val_loss_best.reset()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss = self._step(batch, self.val_metrics)
+        self.val_loss.update(loss, weight=len(batch[1]))
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_loss_best.update(self.val_loss.compute())
+        self.log("val/loss_best", self.val_loss_best.compute(), prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        loss = self._step(batch, self.test_metrics)
+        self.log("test/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch[1]))
+        self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, _ = batch
+        return self(images).softmax(dim=1)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        make = OPTIMIZERS[self.hparams.optimizer]
+        return make(self.parameters(), self.hparams.lr, self.hparams.weight_decay)

@@ -1,0 +1,58 @@
+"""The training task: fit, test the best checkpoint, and leave a self-describing run folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig
+
+from brain_mri.checkpoints import load_checkpoint
+from brain_mri.cli import instantiate_group
+from brain_mri.errors import BrainMRIError
+from brain_mri.evaluate import test_and_save
+
+log = logging.getLogger(__name__)
+
+
+def log_hyperparameters(loggers: list, model: L.LightningModule, datamodule, seed: int, results: dict) -> None:
+    """One hyperparameter record per run; TensorBoard's HPARAMS tab also gets the run's results."""
+    params = {**{f"model/{k}": v for k, v in model.hparams.items()}, "seed": seed}
+    params |= {f"data/{k}": v for k, v in datamodule.hparams.items() if v is not None}
+    scores = {k: float(v) for k, v in results.items() if isinstance(v, float)}
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics=scores)
+        else:
+            logger.log_hyperparams(params)
+        logger.save()
+
+
+def train(cfg: DictConfig) -> float:
+    """Train one model; returns ``val/loss_best``, the value the sweepers minimise."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("fit")  # data problems surface now, before any model is built
+    model = hydra.utils.instantiate(cfg.model)
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    best = trainer.checkpoint_callback
+    if best is None or not best.best_model_path:
+        raise BrainMRIError("Training ended without a best checkpoint: did validation run at least once?")
+    summary = {
+        "val/loss_best": float(best.best_model_score),
+        "best_checkpoint": best.best_model_path,
+        "best_epoch": load_checkpoint(best.best_model_path)["epoch"],
+        "epochs_trained": trainer.current_epoch,
+    }
+    results = test_and_save(trainer, model, datamodule, Path(cfg.paths.output_dir), best.best_model_path, summary)
+    log_hyperparameters(loggers, model, datamodule, cfg.seed, results)
+    log.info("Best checkpoint %s (val/loss %.4f)", best.best_model_path, summary["val/loss_best"])
+    return summary["val/loss_best"]
