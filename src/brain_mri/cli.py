@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def run_task(task: Callable[[DictConfig], object], cfg: DictConfig):
-    """Run ``task(cfg)``; a problem with the user's input ends the process with its message, not a traceback."""
+    """Run ``task(cfg)``; a user-input problem ends the process with its message, not a traceback."""
     try:
         return task(cfg)
     except BrainMRIError as err:

@@ -18,7 +18,9 @@ from brain_mri.evaluate import test_and_save
 log = logging.getLogger(__name__)
 
 
-def log_hyperparameters(loggers: list, model: L.LightningModule, datamodule, seed: int, results: dict) -> None:
+def log_hyperparameters(
+    loggers: list, model: L.LightningModule, datamodule, seed: int, results: dict
+) -> None:
     """One hyperparameter record per run; TensorBoard's HPARAMS tab also gets the run's results."""
     params = {**{f"model/{k}": v for k, v in model.hparams.items()}, "seed": seed}
     params |= {f"data/{k}": v for k, v in datamodule.hparams.items() if v is not None}
@@ -52,7 +54,9 @@ def train(cfg: DictConfig) -> float:
         "best_epoch": load_checkpoint(best.best_model_path)["epoch"],
         "epochs_trained": trainer.current_epoch,
     }
-    results = test_and_save(trainer, model, datamodule, Path(cfg.paths.output_dir), best.best_model_path, summary)
+    results = test_and_save(
+        trainer, model, datamodule, Path(cfg.paths.output_dir), best.best_model_path, summary
+    )
     log_hyperparameters(loggers, model, datamodule, cfg.seed, results)
     log.info("Best checkpoint %s (val/loss %.4f)", best.best_model_path, summary["val/loss_best"])
     return summary["val/loss_best"]

@@ -1,0 +1,71 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import PROJECT_ROOT
+
+from brain_mri.checkpoints import load_checkpoint, restore_classifier
+from brain_mri.errors import BrainMRIError
+
+
+class TouchOnLoad:
+    """A pickled payload that would create a file if the checkpoint were unpickled unsafely."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_load_from_checkpoint_in_a_fresh_python(trained_run):
+    checkpoint = next((trained_run / "checkpoints").glob("epoch*.ckpt"))
+    code = (
+        "import sys, torch\n"
+        "from brain_mri import BrainMRIClassifier\n"
+        "model = BrainMRIClassifier.load_from_checkpoint(sys.argv[1])\n"
+        "model.eval()\n"
+        "print(model.hparams.arch, tuple(model(torch.rand(1, 3, 32, 32)).shape))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(checkpoint)], capture_output=True, text=True, cwd=PROJECT_ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-3:] == ["resnet18", "(1,", "2)"]
+
+
+def test_checkpoint_loads_with_weights_only(trained_run):
+    checkpoint = load_checkpoint(trained_run / "checkpoints" / "last.ckpt")
+    model = restore_classifier(checkpoint)
+    assert torch.equal(model.state_dict()["net.fc.weight"], checkpoint["state_dict"]["net.fc.weight"])
+
+
+def test_missing_and_foreign_files_are_refused(tmp_path):
+    with pytest.raises(BrainMRIError, match="No checkpoint file"):
+        load_checkpoint(tmp_path / "absent.ckpt")
+    (tmp_path / "notes.ckpt").write_text("hello")
+    with pytest.raises(BrainMRIError, match="not a PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "notes.ckpt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.ckpt")
+    with pytest.raises(BrainMRIError, match="not a BrainMRIClassifier checkpoint"):
+        load_checkpoint(tmp_path / "other.ckpt")
+
+
+def test_pickled_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "payload-ran"
+    torch.save(
+        {"state_dict": {}, "hyper_parameters": {"arch": "resnet18"}, "extra": TouchOnLoad(marker)},
+        tmp_path / "evil.ckpt",
+    )
+    with pytest.raises(BrainMRIError, match="refused"):
+        load_checkpoint(tmp_path / "evil.ckpt")
+    assert not marker.exists()
+
+
+def test_weights_for_another_head_give_a_clear_message(trained_run):
+    checkpoint = load_checkpoint(trained_run / "checkpoints" / "last.ckpt")
+    checkpoint["hyper_parameters"]["num_classes"] = 3
+    with pytest.raises(BrainMRIError, match="do not fit a resnet18 with 3 classes"):
+        restore_classifier(checkpoint)

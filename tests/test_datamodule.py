@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from brain_mri.data import BrainMRIDataModule
+from brain_mri.errors import BrainMRIError
+
+
+def test_batches_are_uint8_in_memory_and_float_rgb_on_device(phantom_root):
+    datamodule = BrainMRIDataModule(str(phantom_root), image_size=40, batch_size=8)
+    datamodule.setup()
+    images, labels = next(iter(datamodule.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (8, 1, 40, 40)
+    model_input, same_labels = datamodule.on_after_batch_transfer((images, labels), 0)
+    assert model_input.shape == (8, 3, 40, 40) and model_input.dtype == torch.float32
+    assert model_input.min() >= 0.0 and model_input.max() <= 1.0
+    assert torch.equal(model_input[:, 0], model_input[:, 2]) and torch.equal(same_labels, labels)
+    assert sum(len(b[1]) for b in datamodule.train_dataloader()) == len(datamodule.partition_indices("train"))
+
+
+def test_a_lone_last_training_image_is_dropped_for_batch_norm(phantom_root):
+    datamodule = BrainMRIDataModule(str(phantom_root), image_size=32)
+    datamodule.setup()
+    train_size = len(datamodule.partition_indices("train"))
+    datamodule.hparams.batch_size = train_size - 1
+    assert [len(b[1]) for b in datamodule.train_dataloader()] == [train_size - 1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"image_size": 8}, "image_size"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"val_fraction": 0.6, "test_fraction": 0.6}, "sum to at most 1"),
+    ],
+)
+def test_impossible_settings_are_refused_at_once(tmp_path, kwargs, message):
+    with pytest.raises(BrainMRIError, match=message):
+        BrainMRIDataModule(str(tmp_path), **kwargs)
+
+
+def test_missing_data_folder_explains_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr("brain_mri.data.download.is_online", lambda: False)
+    datamodule = BrainMRIDataModule(str(tmp_path / "nowhere"))
+    with pytest.raises(BrainMRIError) as error:
+        datamodule.setup()
+    text = str(error.value)
+    assert str(tmp_path / "nowhere") in text and "data=synthetic" in text and "data.download=true" in text

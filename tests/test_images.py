@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from brain_mri.data.duplicates import content_fingerprint
+from brain_mri.data.images import decode_images, read_grayscale, scan_image_files
+from brain_mri.errors import BrainMRIError
+
+
+def make_class_folders(root: Path) -> None:
+    for name in ("no", "yes"):
+        (root / name).mkdir(parents=True)
+        Image.fromarray(np.full((40, 50), 100, np.uint8)).save(root / name / "a.png")
+
+
+def test_scan_orders_classes_and_ignores_system_files(tmp_path):
+    make_class_folders(tmp_path)
+    (tmp_path / "yes" / ".DS_Store").write_bytes(b"\0\0")
+    (tmp_path / "yes" / "Thumbs.db").write_bytes(b"\0\0")
+    (tmp_path / ".hidden").mkdir()
+    files = scan_image_files(tmp_path)
+    assert [(f.path, f.class_name, f.label) for f in files] == [
+        ("no/a.png", "no", 0),
+        ("yes/a.png", "yes", 1),
+    ]
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "I;16"])
+def test_every_mode_becomes_8bit_grayscale(tmp_path, mode):
+    gradient = np.tile(np.linspace(0, 255, 64), (48, 1)).astype(np.uint8)
+    image = Image.fromarray(gradient).convert("RGB").convert(mode) if mode != "I;16" else None
+    if mode == "I;16":
+        image = Image.fromarray(gradient.astype(np.uint16) * 257)
+    path = tmp_path / "scan.jpg"  # a PNG under a .jpg name, as in the real set
+    image.save(path, format="PNG")
+    gray = np.asarray(read_grayscale(path))
+    assert gray.dtype == np.uint8 and gray.shape == (48, 64)
+    assert gray[:, 0].max() < 10 and gray[:, -1].min() > 240  # the full range survives every mode
+
+
+def test_all_unreadable_files_are_reported_together(tmp_path):
+    make_class_folders(tmp_path)
+    (tmp_path / "no" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "yes" / "notes.jpg").write_text("not an image")
+    files = scan_image_files(tmp_path)
+    with pytest.raises(BrainMRIError) as error:
+        decode_images(tmp_path, files, 32, content_fingerprint)
+    assert "2 file(s)" in str(error.value)
+    assert "no/empty.jpg" in str(error.value) and "yes/notes.jpg" in str(error.value)
+
+
+def test_layout_errors_are_clear(tmp_path):
+    with pytest.raises(BrainMRIError, match="does not exist"):
+        scan_image_files(tmp_path / "missing")
+    (tmp_path / "only").mkdir()
+    with pytest.raises(BrainMRIError, match="at least two"):
+        scan_image_files(tmp_path)
+    (tmp_path / "other").mkdir()
+    with pytest.raises(BrainMRIError, match="holds no files"):
+        scan_image_files(tmp_path)
+
+
+def test_every_real_image_loads(real_root):
+    files = scan_image_files(real_root)
+    assert len(files) == 253
+    assert sum(f.label for f in files) == 155  # yes = 1
+    pixels, prints = decode_images(real_root, files, 64, content_fingerprint)
+    assert pixels.shape == (253, 64, 64) and pixels.dtype == np.uint8
+    assert prints.shape[0] == 253 and np.isfinite(prints).all()

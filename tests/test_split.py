@@ -1,0 +1,84 @@
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+
+from brain_mri.data import BrainMRIDataModule
+from brain_mri.data.images import ImageFile
+from brain_mri.data.split import check_groups_have_one_class, grouped_stratified_split, read_split
+from brain_mri.errors import BrainMRIError
+
+
+def planted_groups(seed=0):
+    """300 images, 70 % positive, in groups of 1-4 images of one class."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 5, 120)
+    groups = np.repeat(np.arange(120), sizes)[:300]
+    labels = (rng.random(120) < 0.7).astype(int)[groups]
+    return labels, groups
+
+
+def test_split_is_deterministic_and_seed_dependent():
+    labels, groups = planted_groups()
+    first = grouped_stratified_split(labels, groups, 0.1, 0.1, seed=1)
+    assert first == grouped_stratified_split(labels, groups, 0.1, 0.1, seed=1)
+    assert first != grouped_stratified_split(labels, groups, 0.1, 0.1, seed=2)
+
+
+def test_split_is_stratified_and_keeps_groups_whole():
+    labels, groups = planted_groups()
+    partition = np.array(grouped_stratified_split(labels, groups, 0.15, 0.2, seed=3))
+    for group in np.unique(groups):
+        assert len(set(partition[groups == group])) == 1
+    for label in (0, 1):
+        in_class = labels == label
+        for name, fraction in (("val", 0.15), ("test", 0.2)):
+            share = np.mean(partition[in_class] == name)
+            assert abs(share - fraction) <= 4 / in_class.sum()  # within one group (<= 4 images)
+    assert set(partition) == {"train", "val", "test"}
+
+
+def test_conflicting_labels_name_the_files():
+    files = [
+        ImageFile("no/a.png", "no", 0),
+        ImageFile("yes/b.png", "yes", 1),
+        ImageFile("yes/c.png", "yes", 1),
+    ]
+    with pytest.raises(BrainMRIError, match=r"no/a.png, yes/b.png"):
+        check_groups_have_one_class(files, np.array([0, 0, 1]))
+
+
+def test_datamodule_split_is_disjoint_stratified_and_reusable(phantom_root, tmp_path):
+    first = BrainMRIDataModule(str(phantom_root), image_size=32, output_dir=str(tmp_path / "a"), split_seed=5)
+    first.setup()
+    rows = read_split(tmp_path / "a" / "split.csv")
+    assert len(rows) == 44 and len({r["path"] for r in rows}) == 44
+    by_group = defaultdict(set)
+    for row in rows:
+        by_group[row["group"]].add(row["partition"])
+    assert all(len(parts) == 1 for parts in by_group.values())
+    counts = Counter((r["class"], r["partition"]) for r in rows)
+    assert counts[("no", "test")] in (2, 3) and counts[("yes", "test")] in (2, 3)
+
+    reused = BrainMRIDataModule(
+        str(phantom_root),
+        image_size=48,
+        split_file=str(tmp_path / "a" / "split.csv"),
+        output_dir=str(tmp_path / "b"),
+        split_seed=99,
+    )
+    reused.setup()
+    assert (tmp_path / "a" / "split.csv").read_text() == (tmp_path / "b" / "split.csv").read_text()
+    assert [f.path for f in reused.partition_files("test")] == [
+        r["path"] for r in rows if r["partition"] == "test"
+    ]
+
+
+def test_real_split_keeps_named_copies_together(real_root, tmp_path):
+    datamodule = BrainMRIDataModule(str(real_root), image_size=32, output_dir=str(tmp_path))
+    datamodule.setup()
+    partition = {r["path"]: r["partition"] for r in read_split(tmp_path / "split.csv")}
+    assert partition["yes/Y20.jpg"] == partition["yes/Y92.png"]
+    assert partition["no/12 no.jpg"] == partition["no/no 90.jpg"]
+    counts = Counter(partition.values())
+    assert counts["test"] in range(23, 30) and counts["val"] in range(23, 30)

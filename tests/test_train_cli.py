@@ -1,0 +1,123 @@
+"""End to end: the real train.py and eval.py in subprocesses, on phantom data."""
+
+import csv
+import json
+
+import pytest
+import torch
+from conftest import FAST_TRAINING, check, run_script
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+from torchmetrics.functional.classification import binary_accuracy, binary_auroc
+
+TEST_METRICS = ("accuracy", "auroc", "sensitivity", "specificity", "f1", "cohen_kappa", "loss")
+
+
+def read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_folder_is_complete_and_consistent(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert {f"test/{m}" for m in TEST_METRICS} | {"val/loss_best", "best_epoch", "best_checkpoint"} <= set(
+        metrics
+    )
+    best = trained_run / "checkpoints" / metrics["best_checkpoint"].split("/")[-1]
+    assert best.is_file() and (trained_run / "checkpoints" / "last.ckpt").is_file()
+
+    logged = read_rows(trained_run / "csv" / "metrics.csv")
+    val_losses = [float(r["val/loss"]) for r in logged if r["val/loss"]]
+    assert len(val_losses) == 2 and metrics["val/loss_best"] == pytest.approx(min(val_losses))
+    assert metrics["best_epoch"] == val_losses.index(min(val_losses))
+    assert any(r["train/loss"] for r in logged) and any(r["val/auroc"] for r in logged)
+
+    split = read_rows(trained_run / "split.csv")
+    predictions = read_rows(trained_run / "predictions.csv")
+    assert [p["path"] for p in predictions] == [r["path"] for r in split if r["partition"] == "test"]
+    probability = torch.tensor([float(p["probability"]) for p in predictions])
+    label = torch.tensor([int(p["label"]) for p in predictions])
+    assert [int(p["predicted"]) for p in predictions] == (probability > 0.5).int().tolist()
+    assert metrics["test/accuracy"] == pytest.approx(binary_accuracy(probability, label).item())
+    assert metrics["test/auroc"] == pytest.approx(binary_auroc(probability, label).item())
+
+    events = EventAccumulator(str(trained_run / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "val/loss", "val/auroc", "val/loss_best", "test/auroc"} <= set(
+        events.Tags()["scalars"]
+    )
+    hparams = events.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/experiment"]).experiment
+    assert {"val/loss_best", "test/auroc", "test/sensitivity"} <= {
+        m.name.tag for m in experiment.metric_infos
+    }
+    session = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_start_info"])
+    assert session.session_start_info.hparams["model/arch"].string_value == "resnet18"
+
+
+def test_eval_reproduces_the_runs_test_metrics(trained_run, tmp_path):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    check(run_script("eval.py", f"ckpt_path={metrics['best_checkpoint']}", f"hydra.run.dir={tmp_path}"))
+    again = json.loads((tmp_path / "metrics.json").read_text())
+    for name in TEST_METRICS:
+        assert again[f"test/{name}"] == pytest.approx(metrics[f"test/{name}"], abs=1e-6)
+    assert (tmp_path / "predictions.csv").read_text() == (trained_run / "predictions.csv").read_text()
+
+
+def test_eval_on_every_image_of_a_folder(trained_run, phantom_root, tmp_path):
+    checkpoint = trained_run / "checkpoints" / "last.ckpt"
+    check(
+        run_script(
+            "eval.py",
+            f"ckpt_path={checkpoint}",
+            "eval.on=all",
+            f"data.root={phantom_root}",
+            f"hydra.run.dir={tmp_path}",
+        )
+    )
+    assert len(read_rows(tmp_path / "predictions.csv")) == 44
+
+
+def test_multirun_grid_shares_one_split(phantom_root, tmp_path):
+    check(
+        run_script(
+            "train.py",
+            "-m",
+            *FAST_TRAINING,
+            "trainer.max_epochs=1",
+            f"data.root={phantom_root}",
+            "model.lr=1e-3,1e-4",
+            "data.batch_size=8,16",
+            f"hydra.sweep.dir={tmp_path}",
+        )
+    )
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    splits = {(job / "split.csv").read_text() for job in jobs}
+    assert len(splits) == 1
+    settings = set()
+    for job in jobs:
+        assert (job / "metrics.json").is_file()
+        hparams = (job / "csv" / "hparams.yaml").read_text()
+        settings.add(hparams)
+    assert len(settings) == 4
+
+
+def test_missing_data_folder_is_one_clear_message(tmp_path):
+    result = run_script("train.py", f"data.root={tmp_path / 'absent'}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 1
+    assert "Error: No data set at" in result.stderr and "data=synthetic" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("name", ["absent.ckpt", "split.csv"])
+def test_eval_refuses_what_is_not_a_checkpoint(trained_run, tmp_path, name):
+    result = run_script("eval.py", f"ckpt_path={trained_run / name}", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1 and "Error:" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_unknown_model_lists_the_choices(tmp_path):
+    result = run_script("train.py", "model=resnet1000", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1
+    assert all(name in result.stderr for name in ("densenet121", "resnet18", "vgg11"))
