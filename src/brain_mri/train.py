@@ -58,5 +58,10 @@ def train(cfg: DictConfig) -> float:
         trainer, model, datamodule, Path(cfg.paths.output_dir), best.best_model_path, summary
     )
     log_hyperparameters(loggers, model, datamodule, cfg.seed, results)
-    log.info("Best checkpoint %s (val/loss %.4f)", best.best_model_path, summary["val/loss_best"])
+    log.info(
+        "Run folder %s; best checkpoint %s (val/loss %.4f)",
+        cfg.paths.output_dir,
+        best.best_model_path,
+        summary["val/loss_best"],
+    )
     return summary["val/loss_best"]
