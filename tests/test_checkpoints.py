@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PROJECT_ROOT
 
 from brain_mri.checkpoints import load_checkpoint, restore_classifier
 from brain_mri.errors import BrainMRIError
+from conftest import PROJECT_ROOT
 
 
 class TouchOnLoad:

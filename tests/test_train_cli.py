@@ -5,10 +5,11 @@ import json
 
 import pytest
 import torch
-from conftest import FAST_TRAINING, check, run_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torchmetrics.functional.classification import binary_accuracy, binary_auroc
+
+from conftest import FAST_TRAINING, check, run_script
 
 TEST_METRICS = ("accuracy", "auroc", "sensitivity", "specificity", "f1", "cohen_kappa", "loss")
 
