@@ -1,0 +1,3 @@
+from brain_mri.data.datamodule import BrainMRIDataModule
+
+__all__ = ["BrainMRIDataModule"]

@@ -1,0 +1,226 @@
+"""BrainMRIDataModule: scan, decode once, group duplicates, split, and serve uint8 tensors in batches."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from brain_mri.data.download import ensure_dataset
+from brain_mri.data.duplicates import DEFAULT_THRESHOLD, content_fingerprint, duplicate_groups
+from brain_mri.data.images import ImageFile, decode_images, discover_classes, scan_image_files
+from brain_mri.data.split import (
+    PARTITIONS,
+    check_groups_have_one_class,
+    grouped_stratified_split,
+    read_split,
+    split_rows,
+    write_split,
+)
+from brain_mri.data.synthetic import generate_phantom_dataset
+from brain_mri.errors import BrainMRIError
+from brain_mri.run_outputs import SPLIT_FILE
+
+log = logging.getLogger(__name__)
+
+
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 1, H, W) -> float (B, 3, H, W) in [0, 1]: the study's grayscale repeated to 3 channels."""
+    return images.float().div_(255.0).expand(-1, 3, -1, -1)
+
+
+class IndexedBatches(Dataset):
+    """Serves whole batches by indexing the in-memory tensor with a list of indices: no per-item work."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, indices):
+        return self.images[indices], self.labels[indices]
+
+
+class BrainMRIDataModule(L.LightningDataModule):
+    """Owns the data set, its leak-free split (written to ``split.csv``) and the batch transforms.
+
+    Images are decoded and resized once, kept in memory as uint8, and turned into float 3-channel
+    batches on the device (``on_after_batch_transfer``).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 100,
+        batch_size: int = 25,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 42,
+        split_file: str | None = None,
+        output_dir: str | None = None,
+        duplicate_threshold: float = DEFAULT_THRESHOLD,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        download: bool = False,
+        synthetic: bool = False,
+        synthetic_per_class: int = 40,
+    ):
+        super().__init__()
+        if image_size < 16:
+            raise BrainMRIError(f"data.image_size must be at least 16 pixels, got {image_size}.")
+        if batch_size < 1:
+            raise BrainMRIError(f"data.batch_size must be at least 1, got {batch_size}.")
+        if not (0 <= val_fraction < 1 and 0 <= test_fraction <= 1 and val_fraction + test_fraction <= 1):
+            raise BrainMRIError(
+                f"data.val_fraction ({val_fraction}) and data.test_fraction ({test_fraction}) "
+                "must lie in [0, 1] and sum to at most 1."
+            )
+        self.save_hyperparameters(logger=False)
+        self.hparams.root = str(Path(root).expanduser().resolve())
+        self.files: list[ImageFile] = []
+        self.partitions: list[str] = []
+        self.classes: list[str] = []
+        self.images: torch.Tensor | None = None
+
+    @classmethod
+    def for_evaluation(
+        cls,
+        ckpt_path: str,
+        trained: dict | None,
+        on: str = "test",
+        root: str | None = None,
+        split_file: str | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        output_dir: str | None = None,
+    ) -> BrainMRIDataModule:
+        """The data a checkpoint is tested on, prepared exactly as in training (root, image size).
+
+        ``on="test"``: the test partition of the run's ``split.csv`` (or of ``split_file``);
+        ``on="all"``: every image under ``root`` (default: the training data root).
+        """
+        if not trained:
+            raise BrainMRIError(f"{ckpt_path} holds no data settings: was it written by train.py?")
+        if on not in ("test", "all"):
+            raise BrainMRIError(f"eval.on must be 'test' or 'all', got '{on}'.")
+        settings = {
+            "root": root or trained["root"],
+            "image_size": trained["image_size"],
+            "duplicate_threshold": trained["duplicate_threshold"],
+            "batch_size": batch_size,
+            "num_workers": num_workers,
+            "output_dir": output_dir,
+        }
+        if on == "all":
+            return cls(**settings, val_fraction=0.0, test_fraction=1.0)
+        split_file = Path(split_file or Path(ckpt_path).resolve().parent.parent / SPLIT_FILE)
+        if not split_file.is_file():
+            raise BrainMRIError(
+                f"No split file at {split_file}: pass data.split_file=<run>/split.csv, or eval.on=all."
+            )
+        return cls(**settings, split_file=str(split_file))
+
+    @property
+    def root(self) -> Path:
+        return Path(self.hparams.root)
+
+    def prepare_data(self) -> None:
+        if self.hparams.synthetic:
+            generate_phantom_dataset(self.root, per_class=self.hparams.synthetic_per_class)
+        ensure_dataset(self.root, download=self.hparams.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Scan, decode, group and split once; later calls (every Trainer stage) reuse the result."""
+        if self.images is not None:
+            return
+        self.prepare_data()
+        files = scan_image_files(self.root)
+        pixels, fingerprints = decode_images(self.root, files, self.hparams.image_size, content_fingerprint)
+        if self.hparams.split_file:
+            files, pixels, partitions, groups = self._apply_saved_split(files, pixels)
+        else:
+            groups = duplicate_groups(fingerprints, self.hparams.duplicate_threshold)
+            check_groups_have_one_class(files, groups)
+            labels = np.array([f.label for f in files])
+            partitions = grouped_stratified_split(
+                labels, groups, self.hparams.val_fraction, self.hparams.test_fraction, self.hparams.split_seed
+            )
+        self.files, self.partitions = files, partitions
+        self.classes = discover_classes(self.root)
+        self.images = torch.from_numpy(pixels).unsqueeze(1)
+        self.split_table = split_rows(files, partitions, groups)
+        if self.hparams.output_dir:
+            write_split(Path(self.hparams.output_dir) / SPLIT_FILE, self.split_table)
+        counts = {p: self.partition_indices(p).size for p in PARTITIONS}
+        log.info(
+            "Data: %d images in %d duplicate groups from %s; split %s",
+            len(files), len(set(groups.tolist())), self.root, counts,
+        )
+
+    def _apply_saved_split(self, files: list[ImageFile], pixels: np.ndarray):
+        """Reuse a saved split exactly: same files, same partitions, same groups."""
+        rows = read_split(Path(self.hparams.split_file))
+        position = {f.path: i for i, f in enumerate(files)}
+        missing = [r["path"] for r in rows if r["path"] not in position]
+        if missing:
+            raise BrainMRIError(
+                f"{len(missing)} file(s) of the split {self.hparams.split_file} are not under {self.root}: "
+                + ", ".join(missing[:10])
+            )
+        order = [position[r["path"]] for r in rows]
+        chosen = [files[i] for i in order]
+        relabelled = [r for r, f in zip(rows, chosen) if int(r["label"]) != f.label]
+        if relabelled:
+            raise BrainMRIError(
+                f"The split {self.hparams.split_file} gives other classes than the folders for: "
+                + ", ".join(r["path"] for r in relabelled[:10])
+            )
+        groups = np.array([int(r["group"]) for r in rows])
+        return chosen, pixels[order], [r["partition"] for r in rows], groups
+
+    def partition_indices(self, partition: str) -> np.ndarray:
+        return np.flatnonzero(np.array(self.partitions) == partition)
+
+    def partition_files(self, partition: str) -> list[ImageFile]:
+        return [self.files[i] for i in self.partition_indices(partition)]
+
+    def _loader(self, partition: str, shuffle: bool) -> DataLoader:
+        indices = torch.from_numpy(self.partition_indices(partition))
+        if len(indices) == 0:
+            raise BrainMRIError(f"The {partition} partition is empty: check data.val_fraction / test_fraction.")
+        labels = torch.tensor([f.label for f in self.files])
+        dataset = IndexedBatches(self.images[indices], labels[indices])
+        sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        batch_size = self.hparams.batch_size
+        # A last training batch of one image breaks batch norm; drop it only in that case.
+        drop_last = shuffle and len(dataset) % batch_size == 1 and len(dataset) > 1
+        return DataLoader(
+            dataset,
+            sampler=BatchSampler(sampler, batch_size, drop_last=drop_last),
+            batch_size=None,
+            num_workers=self.hparams.num_workers,
+            pin_memory=self.hparams.pin_memory,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Predictions are made on the test partition, in the order of ``partition_files('test')``."""
+        return self._loader("test", shuffle=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        return to_model_input(images), labels
