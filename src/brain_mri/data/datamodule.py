@@ -159,7 +159,10 @@ class BrainMRIDataModule(L.LightningDataModule):
         counts = {p: self.partition_indices(p).size for p in PARTITIONS}
         log.info(
             "Data: %d images in %d duplicate groups from %s; split %s",
-            len(files), len(set(groups.tolist())), self.root, counts,
+            len(files),
+            len(set(groups.tolist())),
+            self.root,
+            counts,
         )
 
     def _apply_saved_split(self, files: list[ImageFile], pixels: np.ndarray):
@@ -174,7 +177,7 @@ class BrainMRIDataModule(L.LightningDataModule):
             )
         order = [position[r["path"]] for r in rows]
         chosen = [files[i] for i in order]
-        relabelled = [r for r, f in zip(rows, chosen) if int(r["label"]) != f.label]
+        relabelled = [r for r, f in zip(rows, chosen, strict=True) if int(r["label"]) != f.label]
         if relabelled:
             raise BrainMRIError(
                 f"The split {self.hparams.split_file} gives other classes than the folders for: "
@@ -192,7 +195,9 @@ class BrainMRIDataModule(L.LightningDataModule):
     def _loader(self, partition: str, shuffle: bool) -> DataLoader:
         indices = torch.from_numpy(self.partition_indices(partition))
         if len(indices) == 0:
-            raise BrainMRIError(f"The {partition} partition is empty: check data.val_fraction / test_fraction.")
+            raise BrainMRIError(
+                f"The {partition} partition is empty: check data.val_fraction / test_fraction."
+            )
         labels = torch.tensor([f.label for f in self.files])
         dataset = IndexedBatches(self.images[indices], labels[indices])
         sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)

@@ -24,10 +24,11 @@ def is_online(host: str = KAGGLE_HOST, timeout: float = 3.0) -> bool:
 def missing_data_message(root: Path) -> str:
     return (
         f"No data set at {root}.\n"
-        f"  Put the Kaggle 'Brain MRI Images for Brain Tumor Detection' set there (class folders no/ and yes/),\n"
-        f"  or point to it with data.root=/path/to/brain_tumor_dataset or BRAIN_MRI_DATA=/path/to/it,\n"
-        f"  or download it (needs internet) with data.download=true.\n"
-        f"  To try the project without any data: python train.py data=synthetic"
+        "  Put the Kaggle 'Brain MRI Images for Brain Tumor Detection' set there\n"
+        "  (class folders no/ and yes/),\n"
+        "  or point to it with data.root=/path/to/brain_tumor_dataset or BRAIN_MRI_DATA=/path/to/it,\n"
+        "  or download it (needs internet) with data.download=true.\n"
+        "  To try the project without any data: python train.py data=synthetic"
     )
 
 
@@ -46,7 +47,9 @@ def download_kaggle_dataset(root: Path) -> Path:
     try:
         cached = Path(kagglehub.dataset_download(KAGGLE_DATASET))
     except Exception as err:  # kagglehub raises many kinds; all mean the same to the user
-        raise BrainMRIError(f"Downloading {KAGGLE_DATASET} failed: {err}\n{missing_data_message(root)}") from err
+        raise BrainMRIError(
+            f"Downloading {KAGGLE_DATASET} failed: {err}\n{missing_data_message(root)}"
+        ) from err
     source = find_class_root(cached)
     root.parent.mkdir(parents=True, exist_ok=True)
     for class_name in ("no", "yes"):

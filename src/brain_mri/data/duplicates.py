@@ -44,7 +44,7 @@ def duplicate_groups(fingerprints: np.ndarray, threshold: float = DEFAULT_THRESH
     chunk = 1024
     for start in range(0, count, chunk):
         similarity = fingerprints[start : start + chunk] @ fingerprints.T
-        for i, j in zip(*np.nonzero(similarity >= threshold)):
+        for i, j in zip(*np.nonzero(similarity >= threshold), strict=True):
             a, b = root_of(start + i), root_of(j)
             if a != b:
                 parent[max(a, b)] = min(a, b)

@@ -17,7 +17,7 @@ PARTITIONS = ("train", "val", "test")
 def check_groups_have_one_class(files: list[ImageFile], groups: np.ndarray) -> None:
     """The same image under two classes is a labelling error that no split can fix: name the files."""
     members = defaultdict(list)
-    for item, group in zip(files, groups):
+    for item, group in zip(files, groups, strict=True):
         members[group].append(item)
     conflicts = [m for m in members.values() if len({item.label for item in m}) > 1]
     if conflicts:
@@ -52,7 +52,7 @@ def grouped_stratified_split(
 def split_rows(files: list[ImageFile], partitions: list[str], groups: np.ndarray) -> list[dict]:
     return [
         {"path": f.path, "class": f.class_name, "label": f.label, "partition": p, "group": int(g)}
-        for f, p, g in zip(files, partitions, groups)
+        for f, p, g in zip(files, partitions, groups, strict=True)
     ]
 
 

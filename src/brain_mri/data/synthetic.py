@@ -25,7 +25,9 @@ def phantom_slice(rng: np.random.Generator, size: int, lesion: bool) -> Image.Im
     ax, ay = rng.uniform(0.36, 0.42), rng.uniform(0.42, 0.47)
     radius = ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2
     # Coarse random tissue texture: it makes every slice distinct, as real scans are.
-    texture = Image.fromarray((rng.random((24, 24)) * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+    texture = Image.fromarray((rng.random((24, 24)) * 255).astype(np.uint8)).resize(
+        (size, size), Image.BICUBIC
+    )
     image = np.where(radius < 1.0, 0.45 + 0.6 * (np.asarray(texture) / 255.0 - 0.5), 0.0)
     image[(radius >= 0.85) & (radius < 1.0)] = 0.95
     for side in (-1, 1):
