@@ -20,14 +20,16 @@ def planted_groups(seed=0):
 
 def test_split_is_deterministic_and_seed_dependent():
     labels, groups = planted_groups()
-    first = grouped_stratified_split(labels, groups, 0.1, 0.1, seed=1)
-    assert first == grouped_stratified_split(labels, groups, 0.1, 0.1, seed=1)
-    assert first != grouped_stratified_split(labels, groups, 0.1, 0.1, seed=2)
+    first, _ = grouped_stratified_split(labels, groups, 0.1, 0.1, seed=1)
+    assert first == grouped_stratified_split(labels, groups, 0.1, 0.1, seed=1)[0]
+    assert first != grouped_stratified_split(labels, groups, 0.1, 0.1, seed=2)[0]
 
 
 def test_split_is_stratified_and_keeps_groups_whole():
     labels, groups = planted_groups()
-    partition = np.array(grouped_stratified_split(labels, groups, 0.15, 0.2, seed=3))
+    partition, folds = grouped_stratified_split(labels, groups, 0.15, 0.2, seed=3)
+    partition = np.array(partition)
+    assert set(folds) == {-1}
     for group in np.unique(groups):
         assert len(set(partition[groups == group])) == 1
     for label in (0, 1):
@@ -36,6 +38,25 @@ def test_split_is_stratified_and_keeps_groups_whole():
             share = np.mean(partition[in_class] == name)
             assert abs(share - fraction) <= 4 / in_class.sum()  # within one group (<= 4 images)
     assert set(partition) == {"train", "val", "test"}
+
+
+def test_k_folds_partition_the_non_test_images_and_leave_test_alone():
+    labels, groups = planted_groups(seed=4)
+    plain, _ = grouped_stratified_split(labels, groups, 0.1, 0.2, seed=7)
+    test = [p == "test" for p in plain]
+    val_sets = []
+    for fold in range(5):
+        partition, folds = grouped_stratified_split(labels, groups, 0.1, 0.2, seed=7, num_folds=5, fold=fold)
+        assert [p == "test" for p in partition] == test  # the test partition never moves
+        assert all((k == -1) == t for k, t in zip(folds, test, strict=True))
+        assert [p == "val" for p in partition] == [k == fold for k in folds]
+        val_sets.append({i for i, p in enumerate(partition) if p == "val"})
+        for group in np.unique(groups):
+            assert len({folds[i] for i in np.flatnonzero(groups == group)}) == 1
+    assert sum(len(v) for v in val_sets) == len(set().union(*val_sets)) == len(labels) - sum(test)
+    for label in (0, 1):
+        sizes = [sum(labels[i] == label for i in v) for v in val_sets]
+        assert max(sizes) - min(sizes) <= 4  # balanced to within one group
 
 
 def test_conflicting_labels_name_the_files():
@@ -72,6 +93,21 @@ def test_datamodule_split_is_disjoint_stratified_and_reusable(phantom_root, tmp_
     assert [f.path for f in reused.partition_files("test")] == [
         r["path"] for r in rows if r["partition"] == "test"
     ]
+
+
+def test_saved_folds_can_be_reused_for_another_fold(phantom_root, tmp_path):
+    BrainMRIDataModule(
+        str(phantom_root), image_size=32, num_folds=3, fold=0, output_dir=str(tmp_path / "a")
+    ).setup()
+    saved = read_split(tmp_path / "a" / "split.csv")
+    other = BrainMRIDataModule(
+        str(phantom_root), image_size=32, num_folds=3, fold=2, split_file=str(tmp_path / "a" / "split.csv")
+    )
+    other.setup()
+    val = {f.path for f in other.partition_files("val")}
+    assert val == {r["path"] for r in saved if r["fold"] == "2"} and val
+    with pytest.raises(BrainMRIError, match="num_folds >= 2"):
+        BrainMRIDataModule(str(phantom_root), num_folds=3, fold=3)
 
 
 def test_real_split_keeps_named_copies_together(real_root, tmp_path):

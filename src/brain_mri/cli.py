@@ -1,24 +1,40 @@
-"""What the Hydra entry points share: run a task and turn a BrainMRIError into one plain message."""
+"""What the Hydra entry points share: run a task, report user errors plainly, keep sweeps going."""
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from brain_mri.errors import BrainMRIError
+from brain_mri.run_outputs import METRICS_FILE, write_json
 
 log = logging.getLogger(__name__)
 
 
-def run_task(task: Callable[[DictConfig], object], cfg: DictConfig):
-    """Run ``task(cfg)``; a user-input problem ends the process with its message, not a traceback."""
+def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
+    """Run ``task(cfg)``.
+
+    A single run that meets a user-input problem exits with its message, not a traceback. In a sweep, a
+    failing job (any exception) is recorded as failed in its ``metrics.json`` and returns NaN, which the
+    sweepers treat as a failed trial, so the other jobs still run.
+    """
     try:
         return task(cfg)
-    except BrainMRIError as err:
+    except Exception as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.exception("Job failed; the sweep goes on")
+            write_json(Path(cfg.paths.output_dir) / METRICS_FILE, {"status": "failed", "error": str(err)})
+            return math.nan
+        if not isinstance(err, BrainMRIError):
+            raise
         log.debug("Stopped by a user-facing error", exc_info=True)  # the full trace stays in the job log
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(1)

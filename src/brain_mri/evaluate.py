@@ -40,7 +40,7 @@ def test_and_save(
             datamodule.partition_files("test"), positive, probabilities.argmax(dim=1), strict=True
         )
     ]
-    metrics.update(extra or {})
+    metrics.update(extra or {}, status="completed")
     if trainer.is_global_zero:
         write_csv(output_dir / PREDICTIONS_FILE, rows, PREDICTION_FIELDS)
         write_json(output_dir / METRICS_FILE, metrics)

@@ -14,6 +14,7 @@ from brain_mri.checkpoints import load_checkpoint
 from brain_mri.cli import instantiate_group
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import test_and_save
+from brain_mri.run_outputs import write_resolved_config
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def log_hyperparameters(
 
 def train(cfg: DictConfig) -> float:
     """Train one model; returns ``val/loss_best``, the value the sweepers minimise."""
+    write_resolved_config(Path(cfg.paths.output_dir), cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")  # data problems surface now, before any model is built

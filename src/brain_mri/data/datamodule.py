@@ -17,6 +17,7 @@ from brain_mri.data.split import (
     PARTITIONS,
     check_groups_have_one_class,
     grouped_stratified_split,
+    partitions_for_fold,
     read_split,
     split_rows,
     write_split,
@@ -61,6 +62,8 @@ class BrainMRIDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         split_seed: int = 42,
+        num_folds: int = 0,
+        fold: int = 0,
         split_file: str | None = None,
         output_dir: str | None = None,
         duplicate_threshold: float = DEFAULT_THRESHOLD,
@@ -80,10 +83,16 @@ class BrainMRIDataModule(L.LightningDataModule):
                 f"data.val_fraction ({val_fraction}) and data.test_fraction ({test_fraction}) "
                 "must lie in [0, 1] and sum to at most 1."
             )
+        if num_folds == 1 or num_folds < 0 or (num_folds >= 2 and not 0 <= fold < num_folds):
+            raise BrainMRIError(
+                f"Cross-validation needs data.num_folds >= 2 and 0 <= data.fold < num_folds "
+                f"(got num_folds={num_folds}, fold={fold}); num_folds=0 turns it off."
+            )
         self.save_hyperparameters(logger=False)
         self.hparams.root = str(Path(root).expanduser().resolve())
         self.files: list[ImageFile] = []
         self.partitions: list[str] = []
+        self.folds: list[int] = []
         self.classes: list[str] = []
         self.images: torch.Tensor | None = None
 
@@ -142,18 +151,20 @@ class BrainMRIDataModule(L.LightningDataModule):
         files = scan_image_files(self.root)
         pixels, fingerprints = decode_images(self.root, files, self.hparams.image_size, content_fingerprint)
         if self.hparams.split_file:
-            files, pixels, partitions, groups = self._apply_saved_split(files, pixels)
+            files, pixels, partitions, folds, groups = self._apply_saved_split(files, pixels)
         else:
             groups = duplicate_groups(fingerprints, self.hparams.duplicate_threshold)
             check_groups_have_one_class(files, groups)
             labels = np.array([f.label for f in files])
-            partitions = grouped_stratified_split(
-                labels, groups, self.hparams.val_fraction, self.hparams.test_fraction, self.hparams.split_seed
+            hp = self.hparams
+            partitions, folds = grouped_stratified_split(
+                labels, groups, hp.val_fraction, hp.test_fraction, hp.split_seed, hp.num_folds, hp.fold
             )
         self.files, self.partitions = files, partitions
         self.classes = discover_classes(self.root)
         self.images = torch.from_numpy(pixels).unsqueeze(1)
-        self.split_table = split_rows(files, partitions, groups)
+        self.folds = folds
+        self.split_table = split_rows(files, partitions, folds, groups)
         if self.hparams.output_dir:
             write_split(Path(self.hparams.output_dir) / SPLIT_FILE, self.split_table)
         counts = {p: self.partition_indices(p).size for p in PARTITIONS}
@@ -166,7 +177,8 @@ class BrainMRIDataModule(L.LightningDataModule):
         )
 
     def _apply_saved_split(self, files: list[ImageFile], pixels: np.ndarray):
-        """Reuse a saved split exactly: same files, same partitions, same groups."""
+        """Reuse a saved split exactly: same files, partitions, folds and groups (another ``fold`` may be
+        chosen as validation when the saved split has folds)."""
         rows = read_split(Path(self.hparams.split_file))
         position = {f.path: i for i, f in enumerate(files)}
         missing = [r["path"] for r in rows if r["path"] not in position]
@@ -184,7 +196,16 @@ class BrainMRIDataModule(L.LightningDataModule):
                 + ", ".join(r["path"] for r in relabelled[:10])
             )
         groups = np.array([int(r["group"]) for r in rows])
-        return chosen, pixels[order], [r["partition"] for r in rows], groups
+        folds = [int(r["fold"]) for r in rows]
+        partitions = [r["partition"] for r in rows]
+        if self.hparams.num_folds:
+            if max(folds) + 1 != self.hparams.num_folds:
+                raise BrainMRIError(
+                    f"The split {self.hparams.split_file} has {max(folds) + 1} folds, "
+                    f"not data.num_folds={self.hparams.num_folds}."
+                )
+            partitions = partitions_for_fold(rows, self.hparams.fold)
+        return chosen, pixels[order], partitions, folds, groups
 
     def partition_indices(self, partition: str) -> np.ndarray:
         return np.flatnonzero(np.array(self.partitions) == partition)

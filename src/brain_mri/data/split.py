@@ -26,33 +26,62 @@ def check_groups_have_one_class(files: list[ImageFile], groups: np.ndarray) -> N
 
 
 def grouped_stratified_split(
-    labels: np.ndarray, groups: np.ndarray, val_fraction: float, test_fraction: float, seed: int
-) -> list[str]:
-    """Partition name per image. Per class, whole groups are dealt in a seeded order: each goes to test
-    while test is short of its share, then to val, else to train, so the sizes match the fractions to
-    within one group and the result depends only on the data and the seed."""
+    labels: np.ndarray,
+    groups: np.ndarray,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    num_folds: int = 0,
+    fold: int = 0,
+) -> tuple[list[str], list[int]]:
+    """Partition name and cross-validation fold (-1: none) per image.
+
+    Per class, whole groups are dealt in a seeded order. A group goes to test while test is short of its
+    share, so the test partition depends only on the data, ``test_fraction`` and the seed, with or without
+    cross-validation. The other groups go to val while val is short of its share, else to train; or, with
+    ``num_folds`` >= 2, each to the fold that has the fewest images of its class so far, and fold ``fold``
+    is the validation partition.
+    """
     rng = np.random.default_rng(seed)
-    partition = [""] * len(labels)
+    partition, folds = [""] * len(labels), [-1] * len(labels)
     for label in np.unique(labels):
         in_class = np.flatnonzero(labels == label)
         class_groups = sorted({int(groups[i]) for i in in_class})
         rng.shuffle(class_groups)
         targets = {"test": test_fraction * len(in_class), "val": val_fraction * len(in_class)}
         counts = {"test": 0, "val": 0}
+        fold_sizes = [0] * max(num_folds, 0)
         for group in class_groups:
             members = in_class[groups[in_class] == group]
-            chosen = next((p for p in ("test", "val") if targets[p] - counts[p] >= len(members) / 2), "train")
-            if chosen != "train":
-                counts[chosen] += len(members)
+            fold_of_group = -1
+            if targets["test"] - counts["test"] >= len(members) / 2:
+                chosen = "test"
+            elif num_folds >= 2:
+                fold_of_group = int(np.argmin(fold_sizes))
+                fold_sizes[fold_of_group] += len(members)
+                chosen = "val" if fold_of_group == fold else "train"
+            else:
+                chosen = "val" if targets["val"] - counts["val"] >= len(members) / 2 else "train"
+            counts[chosen] = counts.get(chosen, 0) + len(members)
             for i in members:
-                partition[i] = chosen
-    return partition
+                partition[i], folds[i] = chosen, fold_of_group
+    return partition, folds
 
 
-def split_rows(files: list[ImageFile], partitions: list[str], groups: np.ndarray) -> list[dict]:
+def split_rows(
+    files: list[ImageFile], partitions: list[str], folds: list[int], groups: np.ndarray
+) -> list[dict]:
     return [
-        {"path": f.path, "class": f.class_name, "label": f.label, "partition": p, "group": int(g)}
-        for f, p, g in zip(files, partitions, groups, strict=True)
+        {"path": f.path, "class": f.class_name, "label": f.label, "partition": p, "fold": k, "group": int(g)}
+        for f, p, k, g in zip(files, partitions, folds, groups, strict=True)
+    ]
+
+
+def partitions_for_fold(rows: list[dict], fold: int) -> list[str]:
+    """Re-derive the partitions of a saved cross-validation split for another validation fold."""
+    return [
+        r["partition"] if r["partition"] == "test" else ("val" if int(r["fold"]) == fold else "train")
+        for r in rows
     ]
 
 

@@ -91,6 +91,14 @@ class BrainMRIClassifier(L.LightningModule):
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
 
+    def on_train_epoch_end(self) -> None:
+        loss = self.trainer.callback_metrics.get("train/loss")
+        if loss is not None and not torch.isfinite(loss):
+            raise BrainMRIError(
+                f"Training diverged: train/loss is {loss.item()} in epoch {self.current_epoch} "
+                f"(lr={self.hparams.lr}). Try a smaller learning rate; the best checkpoint so far is kept."
+            )
+
     def on_train_start(self) -> None:
         # The sanity check must not count towards the best validation loss.
         self.val_loss_best.reset()

@@ -1,0 +1,89 @@
+"""The report's figures, drawn from what runs wrote (no model is loaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure  # figures without pyplot: no display, no global state
+from matplotlib.ticker import MaxNLocator
+
+
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def grid_3d(rows: list[dict], path: Path) -> Path:
+    """The study's Figure 3: batch size, learning rate (log) and minimum validation loss, per architecture."""
+    figure = Figure(figsize=(7, 5.5))
+    axes = figure.add_subplot(projection="3d")
+    for arch in sorted({r["model"] for r in rows}):
+        mine = [r for r in rows if r["model"] == arch]
+        axes.scatter(
+            [r["batch_size"] for r in mine],
+            [np.log10(r["lr"]) for r in mine],
+            [r["val_loss_best"] for r in mine],
+            label=arch,
+            s=30,
+            depthshade=False,
+        )
+    axes.set_xlabel("batch size")
+    axes.set_ylabel("log10 learning rate")
+    axes.set_zlabel("min validation loss")
+    axes.legend(loc="upper left")
+    return _save(figure, path)
+
+
+def curves(epochs: list[dict], best_epoch: int | None, title: str, path: Path) -> Path:
+    """Training and validation loss and accuracy per epoch, the best epoch marked (Figures 4 and 5)."""
+    figure = Figure(figsize=(10, 4))
+    axes = figure.subplots(1, 2)
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for stage in ("train", "val"):
+            points = [
+                (e["epoch"], e[f"{stage}/{metric}"]) for e in epochs if e.get(f"{stage}/{metric}") is not None
+            ]
+            if points:
+                axis.plot(*zip(*points, strict=True), marker="o", ms=3, label=stage)
+        if best_epoch is not None:
+            axis.axvline(best_epoch, color="grey", linestyle="--", label="best")
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_ylabel(metric)
+        axis.legend()
+    figure.suptitle(title)
+    return _save(figure, path)
+
+
+def roc(labels: np.ndarray, probabilities: np.ndarray, auroc: float, title: str, path: Path) -> Path:
+    thresholds = np.unique(probabilities)[::-1]  # tied scores make one diagonal step, as AUROC counts them
+    positive, negative = labels == 1, labels == 0
+    tpr = [0.0] + [(positive & (probabilities >= t)).sum() / max(positive.sum(), 1) for t in thresholds]
+    fpr = [0.0] + [(negative & (probabilities >= t)).sum() / max(negative.sum(), 1) for t in thresholds]
+    figure = Figure(figsize=(4.5, 4.5))
+    axis = figure.subplots()
+    axis.plot(fpr, tpr, label=f"AUROC {auroc:.3f}")
+    axis.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    axis.set_xlabel("1 - specificity")
+    axis.set_ylabel("sensitivity")
+    axis.set_title(title)
+    axis.legend(loc="lower right")
+    return _save(figure, path)
+
+
+def confusion(labels: np.ndarray, predicted: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
+    counts = np.zeros((len(classes), len(classes)), dtype=int)
+    np.add.at(counts, (labels, predicted), 1)
+    figure = Figure(figsize=(4, 3.6))
+    axis = figure.subplots()
+    axis.imshow(counts, cmap="Blues")
+    for (i, j), count in np.ndenumerate(counts):
+        axis.text(j, i, str(count), ha="center", va="center", color="black", fontsize=14)
+    axis.set_xticks(range(len(classes)), classes)
+    axis.set_yticks(range(len(classes)), classes)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(title)
+    return _save(figure, path)

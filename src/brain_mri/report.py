@@ -1,0 +1,284 @@
+"""Report on a sweep or a run: ``python -m brain_mri.report <folder>``.
+
+Reads only what runs wrote (``config.yaml``, ``.hydra/overrides.yaml``, ``metrics.json``,
+``csv/metrics.csv``, ``predictions.csv``, ``split.csv``), so it works on a sweep that is still running or
+partly failed. Writes ``<folder>/report/``: runs.csv, runs.md, best.json, grid_3d.png and, for the best
+run, curves_/roc_/confusion_<run>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from brain_mri import plots
+from brain_mri.bootstrap import METRIC_NAMES, bootstrap_intervals
+from brain_mri.errors import BrainMRIError
+from brain_mri.run_outputs import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    SPLIT_FILE,
+    read_csv,
+    read_epochs,
+    read_json,
+    write_csv,
+    write_json,
+)
+
+SETTINGS = {
+    "model": "model.arch",
+    "batch_size": "data.batch_size",
+    "lr": "model.lr",
+    "weight_decay": "model.weight_decay",
+    "fold": "data.fold",
+}
+TEST_COLUMNS = [f"test/{name}" for name in METRIC_NAMES] + ["test/loss"]
+NOT_SETTINGS = ("hydra.", "paths.", "data.root", "data.split_file", "data.output_dir")
+
+
+def find_runs(folder: Path) -> list[Path]:
+    """Every run folder at or below ``folder`` (a folder with the config a run writes), in natural order."""
+    runs = {p.parent for p in folder.rglob(CONFIG_FILE) if (p.parent / ".hydra").is_dir()}
+
+    def natural(path: Path):
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.as_posix())]
+
+    return sorted(runs, key=natural)
+
+
+def read_overrides(run: Path) -> dict[str, str]:
+    path = run / ".hydra" / "overrides.yaml"
+    items = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
+    return dict(item.lstrip("+~").split("=", 1) for item in items if "=" in item)
+
+
+def read_run(run: Path, root: Path) -> dict:
+    """One row of the report: settings, epochs, validation loss, test metrics and status."""
+    config = OmegaConf.load(run / CONFIG_FILE)
+    metrics = read_json(run / METRICS_FILE) if (run / METRICS_FILE).is_file() else {}
+    epochs = read_epochs(run / "csv" / "metrics.csv")
+    val_losses = [e["val/loss"] for e in epochs if "val/loss" in e]
+    status = metrics.get("status") or ("completed" if "test/loss" in metrics else "incomplete")
+    row = {"run": run.relative_to(root).as_posix() if run != root else run.name, "folder": run}
+    row |= {name: OmegaConf.select(config, key) for name, key in SETTINGS.items()}
+    if not OmegaConf.select(config, "data.num_folds", default=0):
+        row["fold"] = None
+    row |= {
+        "epochs": metrics.get("epochs_trained", len(epochs)),
+        "best_epoch": metrics.get("best_epoch", val_losses.index(min(val_losses)) if val_losses else None),
+        "val_loss_best": metrics.get("val/loss_best") or (min(val_losses) if val_losses else math.nan),
+    }
+    row |= {name: metrics.get(name) for name in TEST_COLUMNS}
+    row |= {"status": status, "error": metrics.get("error"), "overrides": read_overrides(run)}
+    return row
+
+
+def swept_keys(rows: list[dict]) -> list[str]:
+    """Overridden keys that vary across runs and are not already a column (e.g. ``seed``)."""
+    covered = set(SETTINGS.values()) | {"model"}
+    keys = sorted({k for r in rows for k in r["overrides"]} - covered)
+    keys = [k for k in keys if not k.startswith(NOT_SETTINGS)]
+    return [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1]
+
+
+def sort_key(row: dict):
+    loss = row["val_loss_best"]
+    return (row["status"] != "completed", math.isnan(loss) if loss is not None else True, loss or 0.0)
+
+
+def cross_validation_summary(rows: list[dict], extra: list[str]) -> list[dict]:
+    """Mean and standard deviation across folds of each configuration with at least one finished fold."""
+    configs: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["fold"] is not None and row["status"] == "completed":
+            key = (row["model"], row["batch_size"], row["lr"], row["weight_decay"])
+            key += tuple(row["overrides"].get(k) for k in extra if k != "data.fold")
+            configs.setdefault(key, []).append(row)
+    summary = []
+    for key, members in configs.items():
+        entry = dict(zip(("model", "batch_size", "lr", "weight_decay"), key[:4], strict=True))
+        entry["folds"] = len(members)
+        for name in ["val_loss_best", *TEST_COLUMNS]:
+            values = [m[name] for m in members if m[name] is not None]
+            entry[f"{name} mean"] = statistics.fmean(values) if values else None
+            entry[f"{name} std"] = statistics.stdev(values) if len(values) > 1 else None
+        summary.append(entry)
+    return sorted(summary, key=lambda e: e["val_loss_best mean"])
+
+
+def format_value(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(format_value(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def best_run_figures(row: dict, out: Path, resamples: int, seed: int) -> dict:
+    """Curves, ROC and confusion matrix of the best run, and bootstrap intervals of its test metrics."""
+    run = row["folder"]
+    name = row["run"].replace("/", "_")
+    plots.curves(
+        read_epochs(run / "csv" / "metrics.csv"),
+        row["best_epoch"],
+        f"best run: {row['run']}",
+        out / f"curves_{name}.png",
+    )
+    predictions = read_csv(run / PREDICTIONS_FILE)
+    labels = np.array([int(p["label"]) for p in predictions])
+    probabilities = np.array([float(p["probability"]) for p in predictions])
+    predicted = np.array([int(p["predicted"]) for p in predictions])
+    classes = {int(r["label"]): r["class"] for r in read_csv(run / SPLIT_FILE)}
+    intervals = bootstrap_intervals(labels, probabilities, resamples=resamples, seed=seed)
+    plots.roc(
+        labels, probabilities, intervals["auroc"]["estimate"], f"ROC, {row['run']}", out / f"roc_{name}.png"
+    )
+    plots.confusion(
+        labels,
+        predicted,
+        [classes[i] for i in sorted(classes)],
+        f"test, {row['run']}",
+        out / f"confusion_{name}.png",
+    )
+    return {
+        "run": row["run"],
+        "settings": {k: row[k] for k in SETTINGS},
+        "val/loss_best": row["val_loss_best"],
+        "test_images": len(labels),
+        "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95, "unit": "test image"},
+        "metrics": intervals,
+    }
+
+
+def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
+    """Write every report file; returns the rows, the cross-validation summary and the best run."""
+    folder = folder.resolve()
+    runs = find_runs(folder)
+    if not runs:
+        raise BrainMRIError(f"No runs under {folder} (a run folder holds {CONFIG_FILE} and .hydra/).")
+    rows = sorted((read_run(run, folder) for run in runs), key=sort_key)
+    extra = swept_keys(rows)
+    for row in rows:
+        row |= {k: row["overrides"].get(k) for k in extra}
+    out = folder / "report"
+    out.mkdir(exist_ok=True)
+    columns = ["run", *SETTINGS, *extra, "epochs", "best_epoch", "val_loss_best", *TEST_COLUMNS, "status"]
+    write_csv(out / "runs.csv", rows, (*columns, "error"))
+    if all(r["fold"] is None for r in rows):
+        columns.remove("fold")
+    cv = cross_validation_summary(rows, extra)
+    finished = [r for r in rows if r["status"] == "completed"]
+    best = None
+    if finished:
+        plots.grid_3d(finished, out / "grid_3d.png")
+        best = best_run_figures(finished[0], out, resamples, seed)
+        write_json(
+            out / "best.json",
+            {k: v for k, v in best.items() if k != "metrics"}
+            | {
+                f"{name}/{part}": value
+                for name, parts in best["metrics"].items()
+                for part, value in parts.items()
+            },
+        )
+    (out / "runs.md").write_text(render_markdown(rows, columns, cv, best))
+    return {"rows": rows, "columns": columns, "cross_validation": cv, "best": best, "folder": out}
+
+
+def render_markdown(rows: list[dict], columns: list[str], cv: list[dict], best: dict | None) -> str:
+    failed = sum(r["status"] == "failed" for r in rows)
+    parts = [
+        f"# Runs ({len(rows)}; {failed} failed), sorted by minimum validation loss\n",
+        markdown_table(rows, columns),
+    ]
+    if cv:
+        cv_columns = ["model", "batch_size", "lr", "weight_decay", "folds"]
+        cv_columns += [
+            f"{n} {s}" for n in ("val_loss_best", "test/auroc", "test/accuracy") for s in ("mean", "std")
+        ]
+        parts += [
+            "\n## Cross-validation: mean and standard deviation across folds\n",
+            markdown_table(cv, cv_columns),
+        ]
+    if best:
+        level = int(100 * best["bootstrap"]["level"])
+        parts += [
+            f"\n## Best run: {best['run']} ({best['test_images']} test images)\n",
+            f"{level} % bootstrap intervals ({best['bootstrap']['resamples']} resamples of the test images, "
+            f"seed {best['bootstrap']['seed']}). They show how much the figures could move on another test "
+            "set of this size from the same population; they do not cover the variation between training "
+            "runs (seeds, splits).\n",
+            markdown_table(
+                [{"metric": n, **v} for n, v in best["metrics"].items()],
+                ["metric", "estimate", "low", "high"],
+            ),
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def print_summary(report: dict, limit: int = 10) -> None:
+    table = Table(title=f"Runs, best first (report in {report['folder']})")
+    shown = [
+        c
+        for c in report["columns"]
+        if c
+        in (
+            "run",
+            "model",
+            "batch_size",
+            "lr",
+            "fold",
+            "epochs",
+            "val_loss_best",
+            "test/auroc",
+            "test/accuracy",
+            "status",
+        )
+    ]
+    for column in shown:
+        table.add_column(column)
+    for row in report["rows"][:limit]:
+        table.add_row(*(format_value(row.get(c)) for c in shown))
+    console = Console()
+    if not console.is_terminal:
+        console.width = 160
+    console.print(table)
+    if report["best"]:
+        auroc = report["best"]["metrics"]["auroc"]
+        console.print(
+            f"best run {report['best']['run']}: test AUROC {auroc['estimate']:.3f} "
+            f"(95 % CI {auroc['low']:.3f}-{auroc['high']:.3f})"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m brain_mri.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=Path, help="a sweep folder (outputs/multiruns/...) or one run folder")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    args = parser.parse_args(argv)
+    try:
+        print_summary(build_report(args.folder, args.resamples, args.seed))
+    except BrainMRIError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
