@@ -65,3 +65,21 @@ def trained_run(tmp_path_factory, phantom_root) -> Path:
     run_dir = tmp_path_factory.mktemp("run")
     check(run_script("train.py", *FAST_TRAINING, f"data.root={phantom_root}", f"hydra.run.dir={run_dir}"))
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def small_sweep(tmp_path_factory, phantom_root) -> Path:
+    """A 2x2 sweep in which the two jobs with batch size 0 fail: the sweep must still finish."""
+    sweep = tmp_path_factory.mktemp("sweep")
+    check(
+        run_script(
+            "train.py",
+            "-m",
+            *FAST_TRAINING,
+            f"data.root={phantom_root}",
+            "model.lr=1e-3,1e-4",
+            "data.batch_size=8,0",
+            f"hydra.sweep.dir={sweep}",
+        )
+    )
+    return sweep

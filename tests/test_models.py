@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import hydra
 import pytest
 import torch
@@ -58,3 +60,14 @@ def test_optimizer_is_chosen_by_name(name, kind):
     optimizer = BrainMRIClassifier(optimizer=name, lr=0.01, weight_decay=0.1).configure_optimizers()
     assert isinstance(optimizer, kind)
     assert optimizer.param_groups[0]["lr"] == 0.01 and optimizer.param_groups[0]["weight_decay"] == 0.1
+
+
+def test_a_diverging_loss_stops_training_with_a_clear_message():
+    model = BrainMRIClassifier()
+    model._trainer = SimpleNamespace(
+        callback_metrics={"train/loss": torch.tensor(float("nan"))}, current_epoch=3
+    )
+    with pytest.raises(BrainMRIError, match=r"diverged.*epoch 3.*best checkpoint so far is kept"):
+        model.on_train_epoch_end()
+    model._trainer.callback_metrics["train/loss"] = torch.tensor(0.4)
+    model.on_train_epoch_end()

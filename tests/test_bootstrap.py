@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+import torch
+from torchmetrics.functional.classification import (
+    binary_accuracy,
+    binary_auroc,
+    binary_cohen_kappa,
+    binary_f1_score,
+    binary_recall,
+    binary_specificity,
+)
+
+from brain_mri.bootstrap import binary_metrics, bootstrap_intervals
+
+
+def simulated_predictions(n: int, seed: int = 0):
+    """A classifier of moderate skill: positives score higher on average, with overlap and ties."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < 0.6).astype(int)
+    scores = np.clip(0.5 + 0.25 * (2 * labels - 1) + rng.normal(0, 0.25, n), 0, 1).round(2)
+    return labels, scores
+
+
+def test_metrics_agree_with_torchmetrics():
+    labels, scores = simulated_predictions(200)
+    ours = {k: float(v[0]) for k, v in binary_metrics(labels, scores).items()}
+    p, y = torch.tensor(scores), torch.tensor(labels)
+    expected = {
+        "accuracy": binary_accuracy(p, y),
+        "sensitivity": binary_recall(p, y),
+        "specificity": binary_specificity(p, y),
+        "auroc": binary_auroc(p, y),
+        "f1": binary_f1_score(p, y),
+        "cohen_kappa": binary_cohen_kappa(p, y),
+    }
+    for name, value in expected.items():
+        assert ours[name] == pytest.approx(value.item(), abs=1e-6), name
+
+
+def test_intervals_contain_the_estimate_and_shrink_with_more_images():
+    widths = []
+    for n in (30, 300):
+        labels, scores = simulated_predictions(n, seed=n)
+        intervals = bootstrap_intervals(labels, scores, resamples=1000, seed=0)
+        for name, interval in intervals.items():
+            assert interval["low"] <= interval["estimate"] <= interval["high"], name
+        widths.append({name: i["high"] - i["low"] for name, i in intervals.items()})
+    assert all(widths[1][name] < widths[0][name] for name in widths[0])
+
+
+def test_intervals_are_reproducible_for_a_seed():
+    labels, scores = simulated_predictions(40)
+    assert bootstrap_intervals(labels, scores, seed=3) == bootstrap_intervals(labels, scores, seed=3)
+    assert bootstrap_intervals(labels, scores, seed=3) != bootstrap_intervals(labels, scores, seed=4)
+
+
+def test_undefined_resamples_are_ignored_not_zero():
+    labels, scores = np.array([1, 0, 0, 0]), np.array([0.9, 0.2, 0.3, 0.1])
+    sensitivity = bootstrap_intervals(labels, scores, resamples=500)["sensitivity"]
+    assert sensitivity == {"estimate": 1.0, "low": 1.0, "high": 1.0}

@@ -1,0 +1,96 @@
+import json
+import shutil
+
+import pytest
+
+from brain_mri.report import build_report, main
+from brain_mri.run_outputs import read_csv, read_json
+
+FIGURES = ("grid_3d.png", "curves_{}.png", "roc_{}.png", "confusion_{}.png")
+
+
+def test_sweep_report_has_every_file_and_the_right_rows(small_sweep, capsys):
+    main([str(small_sweep), "--resamples", "300"])
+    out = small_sweep / "report"
+    rows = read_csv(out / "runs.csv")
+    assert sorted(r["run"] for r in rows) == ["0", "1", "2", "3"]
+    assert {(r["lr"], r["batch_size"]) for r in rows} == {
+        ("0.001", "8"),
+        ("0.0001", "8"),
+        ("0.001", "0"),
+        ("0.0001", "0"),
+    }
+    finished = [r for r in rows if r["status"] == "completed"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert [r["batch_size"] for r in failed] == ["0", "0"] and all("batch_size" in r["error"] for r in failed)
+    assert rows[:2] == finished and float(finished[0]["val_loss_best"]) <= float(finished[1]["val_loss_best"])
+    for row in finished:
+        metrics = read_json(small_sweep / row["run"] / "metrics.json")
+        assert float(row["val_loss_best"]) == pytest.approx(metrics["val/loss_best"])
+        assert float(row["test/auroc"]) == pytest.approx(metrics["test/auroc"])
+        assert int(row["epochs"]) == 2
+
+    best = json.loads((out / "best.json").read_text())
+    split = read_csv(small_sweep / best["run"] / "split.csv")
+    assert best["run"] == finished[0]["run"] and best["test_images"] == sum(
+        r["partition"] == "test" for r in split
+    )
+    for name in ("accuracy", "auroc", "sensitivity", "specificity", "f1", "cohen_kappa"):
+        assert best[f"{name}/low"] <= best[f"{name}/estimate"] <= best[f"{name}/high"]
+    assert best["auroc/estimate"] == pytest.approx(float(finished[0]["test/auroc"]), abs=1e-6)
+    for figure in FIGURES:
+        assert (out / figure.format(best["run"])).stat().st_size > 5000
+    markdown = (out / "runs.md").read_text()
+    assert "2 failed" in markdown and "bootstrap" in markdown and markdown.count("| failed |") == 2
+    assert "failed" in capsys.readouterr().out
+
+
+def finished_jobs(sweep):
+    return [
+        p.parent.name for p in sorted(sweep.glob("*/metrics.json")) if read_json(p)["status"] == "completed"
+    ]
+
+
+def test_report_on_a_sweep_still_running(small_sweep, tmp_path):
+    sweep = tmp_path / "sweep"
+    first, second = finished_jobs(small_sweep)
+    shutil.copytree(small_sweep / first, sweep / "0")
+    shutil.copytree(small_sweep / second, sweep / "1")
+    (sweep / "1" / "metrics.json").unlink()  # job 1 has not finished yet
+    report = build_report(sweep, resamples=100)
+    running = next(r for r in report["rows"] if r["run"] == "1")
+    assert running["status"] == "incomplete" and running["test/auroc"] is None
+    epochs = read_csv(sweep / "1" / "csv" / "metrics.csv")
+    assert running["val_loss_best"] == pytest.approx(
+        min(float(e["val/loss"]) for e in epochs if e["val/loss"])
+    )
+    assert report["best"]["run"] == "0"
+
+
+def test_report_on_one_run_folder(trained_run):
+    report = build_report(trained_run, resamples=100)
+    assert len(report["rows"]) == 1 and report["best"]["run"] == trained_run.name
+    assert (trained_run / "report" / f"curves_{trained_run.name}.png").is_file()
+
+
+def test_cross_validation_is_summarised_per_configuration(small_sweep, tmp_path):
+    sweep = tmp_path / "cv"
+    for fold, job in enumerate(
+        finished_jobs(small_sweep)
+    ):  # two finished jobs posing as two folds of one config
+        shutil.copytree(small_sweep / job, sweep / str(fold))
+        config = (sweep / str(fold) / "config.yaml").read_text()
+        config = config.replace("num_folds: 0", "num_folds: 2").replace("fold: 0", f"fold: {fold}")
+        config = config.replace("lr: 0.0001", "lr: 0.001")
+        (sweep / str(fold) / "config.yaml").write_text(config)
+    report = build_report(sweep, resamples=100)
+    (summary,) = report["cross_validation"]
+    losses = [r["val_loss_best"] for r in report["rows"]]
+    assert summary["folds"] == 2 and summary["val_loss_best mean"] == pytest.approx(sum(losses) / 2)
+    assert "Cross-validation" in (sweep / "report" / "runs.md").read_text()
+
+
+def test_missing_folder_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path)])
+    assert "No runs under" in capsys.readouterr().err
