@@ -6,7 +6,7 @@ from brain_mri.data.images import decode_images, scan_image_files
 
 def groups_by_path(root):
     files = scan_image_files(root)
-    _, prints = decode_images(root, files, 32, content_fingerprint)
+    prints = decode_images(root, files, 32, content_fingerprint).fingerprints
     return dict(zip([f.path for f in files], duplicate_groups(prints).tolist(), strict=True))
 
 

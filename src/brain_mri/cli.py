@@ -10,6 +10,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -45,3 +46,29 @@ def instantiate_group(group: DictConfig | None) -> list:
     if not group:
         return []
     return [hydra.utils.instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+
+
+def ensure_writable(folder: str) -> None:
+    """Stop with one message, before any work, when ``folder`` cannot be created or written."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe = Path(folder) / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        print(
+            f"Error: cannot write the output folder {folder} ({err.strerror}). "
+            "Choose another with hydra.run.dir=... / hydra.sweep.dir=... or paths.log_dir=...",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
+class OutputFolderCheck(Callback):
+    """Hydra callback: checks the run or sweep folder before Hydra itself writes into it."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        ensure_writable(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        ensure_writable(config.hydra.sweep.dir)

@@ -10,7 +10,8 @@ from pathlib import Path
 SPLIT_FILE = "split.csv"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
-SPLIT_FIELDS = ("path", "class", "label", "partition", "fold", "group")
+SPLIT_FIELDS = ("path", "class", "label", "partition", "fold", "group", "sha256")
+BAD_IMAGES_FILE = "bad_images.csv"
 PREDICTION_FIELDS = ("path", "label", "probability", "predicted")
 CONFIG_FILE = "config.yaml"
 

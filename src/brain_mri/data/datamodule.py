@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from brain_mri.data.download import ensure_dataset
 from brain_mri.data.duplicates import DEFAULT_THRESHOLD, content_fingerprint, duplicate_groups
@@ -16,6 +16,7 @@ from brain_mri.data.images import ImageFile, decode_images, discover_classes, sc
 from brain_mri.data.split import (
     PARTITIONS,
     check_groups_have_one_class,
+    data_fingerprint,
     grouped_stratified_split,
     partitions_for_fold,
     read_split,
@@ -24,7 +25,7 @@ from brain_mri.data.split import (
 )
 from brain_mri.data.synthetic import generate_phantom_dataset
 from brain_mri.errors import BrainMRIError
-from brain_mri.run_outputs import SPLIT_FILE
+from brain_mri.run_outputs import BAD_IMAGES_FILE, SPLIT_FILE, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,36 @@ class IndexedBatches(Dataset):
         return self.images[indices], self.labels[indices]
 
 
+class EpochBatches(Sampler[list[int]]):
+    """Batches of indices; when shuffling, the order depends only on (seed, epoch).
+
+    So a run resumed from a checkpoint sees exactly the batches an uninterrupted run would have seen.
+    Lightning calls ``set_epoch`` at the start of every epoch.
+    """
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int):
+        self.size, self.batch_size, self.shuffle, self.seed, self.epoch = size, batch_size, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[torch.Tensor]:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        batches = list(order.split(self.batch_size))
+        if self.shuffle and len(batches) > 1 and len(batches[-1]) == 1:
+            batches.pop()  # a lone last training image breaks batch norm
+        return batches
+
+    def __iter__(self):
+        return (batch.tolist() for batch in self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
 class BrainMRIDataModule(L.LightningDataModule):
     """Owns the data set, its leak-free split (written to ``split.csv``) and the batch transforms.
 
@@ -67,6 +98,7 @@ class BrainMRIDataModule(L.LightningDataModule):
         split_file: str | None = None,
         output_dir: str | None = None,
         duplicate_threshold: float = DEFAULT_THRESHOLD,
+        on_bad_image: str = "error",
         num_workers: int = 0,
         pin_memory: bool = False,
         download: bool = False,
@@ -74,8 +106,10 @@ class BrainMRIDataModule(L.LightningDataModule):
         synthetic_per_class: int = 40,
     ):
         super().__init__()
-        if image_size < 16:
-            raise BrainMRIError(f"data.image_size must be at least 16 pixels, got {image_size}.")
+        if image_size < 32:
+            raise BrainMRIError(f"data.image_size must be at least 32 pixels, got {image_size}.")
+        if on_bad_image not in ("error", "skip"):
+            raise BrainMRIError(f"data.on_bad_image must be 'error' or 'skip', got '{on_bad_image}'.")
         if batch_size < 1:
             raise BrainMRIError(f"data.batch_size must be at least 1, got {batch_size}.")
         if not (0 <= val_fraction < 1 and 0 <= test_fraction <= 1 and val_fraction + test_fraction <= 1):
@@ -145,26 +179,39 @@ class BrainMRIDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Scan, decode, group and split once; later calls (every Trainer stage) reuse the result."""
-        if self.images is not None:
-            return
+        if self.images is None:
+            self._load_and_split()
+        needed = ("test",) if stage in ("test", "predict") else PARTITIONS
+        empty = [p for p in needed if not len(self.partition_indices(p))]
+        if empty:
+            raise BrainMRIError(
+                f"The {' and '.join(empty)} partition(s) would be empty with {len(self.files)} images "
+                f"(data.val_fraction={self.hparams.val_fraction}, "
+                f"data.test_fraction={self.hparams.test_fraction}, data.num_folds={self.hparams.num_folds}): "
+                "use larger fractions or more images."
+            )
+
+    def _load_and_split(self) -> None:
         self.prepare_data()
-        files = scan_image_files(self.root)
-        pixels, fingerprints = decode_images(self.root, files, self.hparams.image_size, content_fingerprint)
+        decoded = decode_images(
+            self.root, scan_image_files(self.root), self.hparams.image_size, content_fingerprint
+        )
+        self._handle_bad_images(decoded.bad)
+        files, pixels, hashes = decoded.readable, decoded.pixels, decoded.sha256
         if self.hparams.split_file:
-            files, pixels, partitions, folds, groups = self._apply_saved_split(files, pixels)
+            files, pixels, hashes, partitions, folds, groups = self._apply_saved_split(files, pixels, hashes)
         else:
-            groups = duplicate_groups(fingerprints, self.hparams.duplicate_threshold)
+            groups = duplicate_groups(decoded.fingerprints, self.hparams.duplicate_threshold)
             check_groups_have_one_class(files, groups)
             labels = np.array([f.label for f in files])
             hp = self.hparams
             partitions, folds = grouped_stratified_split(
                 labels, groups, hp.val_fraction, hp.test_fraction, hp.split_seed, hp.num_folds, hp.fold
             )
-        self.files, self.partitions = files, partitions
+        self.files, self.partitions, self.folds = files, partitions, folds
         self.classes = discover_classes(self.root)
         self.images = torch.from_numpy(pixels).unsqueeze(1)
-        self.folds = folds
-        self.split_table = split_rows(files, partitions, folds, groups)
+        self.split_table = split_rows(files, partitions, folds, groups, hashes)
         if self.hparams.output_dir:
             write_split(Path(self.hparams.output_dir) / SPLIT_FILE, self.split_table)
         counts = {p: self.partition_indices(p).size for p in PARTITIONS}
@@ -176,16 +223,40 @@ class BrainMRIDataModule(L.LightningDataModule):
             counts,
         )
 
-    def _apply_saved_split(self, files: list[ImageFile], pixels: np.ndarray):
-        """Reuse a saved split exactly: same files, partitions, folds and groups (another ``fold`` may be
-        chosen as validation when the saved split has folds)."""
+    @property
+    def data_fingerprint(self) -> str:
+        """One hash for the exact set of files (paths and contents) the split uses."""
+        return data_fingerprint(self.split_table)
+
+    def _handle_bad_images(self, bad: list[tuple[str, str]]) -> None:
+        """Stop and list every unreadable file, or (``on_bad_image=skip``) warn and record them."""
+        if not bad:
+            return
+        listing = "\n".join(f"  {path}: {reason}" for path, reason in bad)
+        if self.hparams.on_bad_image != "skip":
+            raise BrainMRIError(
+                f"{len(bad)} file(s) under {self.root} cannot be read as images:\n{listing}\n"
+                "Fix or remove them, or skip them with data.on_bad_image=skip."
+            )
+        log.warning("Skipping %d unreadable file(s):\n%s", len(bad), listing)
+        if self.hparams.output_dir:
+            rows = [{"path": path, "reason": reason} for path, reason in bad]
+            write_csv(Path(self.hparams.output_dir) / BAD_IMAGES_FILE, rows, ("path", "reason"))
+
+    def _apply_saved_split(self, files: list[ImageFile], pixels: np.ndarray, hashes: list[str]):
+        """Reuse a saved split exactly: same files with the same contents, partitions, folds and groups
+        (another ``fold`` may be chosen as validation when the saved split has folds)."""
         rows = read_split(Path(self.hparams.split_file))
         position = {f.path: i for i, f in enumerate(files)}
         missing = [r["path"] for r in rows if r["path"] not in position]
-        if missing:
+        changed = [
+            r["path"] for r in rows if r["path"] in position and hashes[position[r["path"]]] != r["sha256"]
+        ]
+        if missing or changed:
             raise BrainMRIError(
-                f"{len(missing)} file(s) of the split {self.hparams.split_file} are not under {self.root}: "
-                + ", ".join(missing[:10])
+                f"The images under {self.root} no longer match the split {self.hparams.split_file}: "
+                f"{len(missing)} missing, {len(changed)} changed since it was written "
+                f"({', '.join((missing + changed)[:10])}). Refusing to use a different set of images."
             )
         order = [position[r["path"]] for r in rows]
         chosen = [files[i] for i in order]
@@ -205,7 +276,7 @@ class BrainMRIDataModule(L.LightningDataModule):
                     f"not data.num_folds={self.hparams.num_folds}."
                 )
             partitions = partitions_for_fold(rows, self.hparams.fold)
-        return chosen, pixels[order], partitions, folds, groups
+        return chosen, pixels[order], [hashes[i] for i in order], partitions, folds, groups
 
     def partition_indices(self, partition: str) -> np.ndarray:
         return np.flatnonzero(np.array(self.partitions) == partition)
@@ -215,19 +286,11 @@ class BrainMRIDataModule(L.LightningDataModule):
 
     def _loader(self, partition: str, shuffle: bool) -> DataLoader:
         indices = torch.from_numpy(self.partition_indices(partition))
-        if len(indices) == 0:
-            raise BrainMRIError(
-                f"The {partition} partition is empty: check data.val_fraction / test_fraction."
-            )
         labels = torch.tensor([f.label for f in self.files])
         dataset = IndexedBatches(self.images[indices], labels[indices])
-        sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-        batch_size = self.hparams.batch_size
-        # A last training batch of one image breaks batch norm; drop it only in that case.
-        drop_last = shuffle and len(dataset) % batch_size == 1 and len(dataset) > 1
         return DataLoader(
             dataset,
-            sampler=BatchSampler(sampler, batch_size, drop_last=drop_last),
+            sampler=EpochBatches(len(dataset), self.hparams.batch_size, shuffle, seed=torch.initial_seed()),
             batch_size=None,
             num_workers=self.hparams.num_workers,
             pin_memory=self.hparams.pin_memory,

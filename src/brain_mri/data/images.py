@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import io
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from brain_mri.errors import BrainMRIError
 
@@ -33,9 +36,12 @@ def discover_classes(root: Path) -> list[str]:
         raise BrainMRIError(f"The data folder {root} does not exist.")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not is_ignored(p))
     if len(classes) < 2:
+        hint = ""
+        if len(classes) == 1 and len([p for p in (root / classes[0]).iterdir() if p.is_dir()]) >= 2:
+            hint = f" Did you mean data.root={root / classes[0]}?"
         raise BrainMRIError(
             f"The data folder {root} must hold one sub-folder per class (at least two), "
-            f"found {classes or 'none'}."
+            f"found {classes or 'none'}.{hint}"
         )
     return classes
 
@@ -45,28 +51,37 @@ def scan_image_files(root: Path) -> list[ImageFile]:
     files = []
     for label, class_name in enumerate(discover_classes(root)):
         class_dir = root / class_name
-        members = sorted(p for p in class_dir.iterdir() if p.is_file() and not is_ignored(p))
+        entries = [p for p in class_dir.iterdir() if not is_ignored(p)]
+        nested = sorted(p.name for p in entries if p.is_dir())
+        if nested:
+            raise BrainMRIError(
+                f"The class folder {class_dir} holds sub-folders ({', '.join(nested)}): "
+                "images must lie directly in the class folders."
+            )
+        members = sorted(p for p in entries if p.is_file())
         if not members:
             raise BrainMRIError(f"The class folder {class_dir} holds no files.")
         files += [ImageFile(p.relative_to(root).as_posix(), class_name, label) for p in members]
     return files
 
 
-def read_grayscale(path: Path) -> Image.Image:
+def read_grayscale(source: Path | BinaryIO) -> Image.Image:
     """Open any image PIL can read and return it upright as 8-bit grayscale.
 
     PIL decides the format from the content, not the extension (the Kaggle set has PNGs named ``.jpg``).
-    High-bit-depth images are rescaled to 0-255 instead of being clipped.
+    EXIF rotation is applied, transparent pixels become black (the background of a scan), and
+    high-bit-depth images are rescaled to 0-255 instead of being clipped.
     """
-    with Image.open(path) as image:
+    with Image.open(source) as image:
         image = ImageOps.exif_transpose(image)
         if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
             pixels = np.asarray(image, dtype=np.float64)
             top = pixels.max()
             scaled = pixels * (255.0 / top) if top > 0 else pixels
             return Image.fromarray(scaled.astype(np.uint8), mode="L")
-        if image.mode == "P":
-            image = image.convert("RGBA")
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
         return image.convert("L")
 
 
@@ -75,21 +90,35 @@ def resize_square(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
-def decode_images(root: Path, files: list[ImageFile], image_size: int, fingerprint):
-    """Decode every file once: the resized uint8 images (N, size, size) and a content fingerprint per file.
+@dataclass
+class DecodedImages:
+    """What one pass over the files gives: pixels, fingerprints and content hashes of the readable files."""
 
-    All unreadable files are collected and reported together, so a user fixes them in one pass.
+    readable: list[ImageFile]
+    pixels: np.ndarray  # (N, size, size) uint8
+    fingerprints: np.ndarray  # (N, D) float32
+    sha256: list[str]
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def decode_images(root: Path, files: list[ImageFile], image_size: int, fingerprint) -> DecodedImages:
+    """Read every file once: hash its bytes, decode, resize, fingerprint.
+
+    Unreadable files (truncated, empty, not an image, too large to decode safely) are collected with their
+    reasons, never raised one by one, so a user sees all of them at once.
     """
-    pixels, prints, bad = [], [], []
+    readable, pixels, prints, hashes, bad = [], [], [], [], []
     for item in files:
         try:
-            gray = read_grayscale(root / item.path)
-            gray.load()
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-            bad.append(f"  {item.path}: {err}")
+            content = (root / item.path).read_bytes()
+            gray = read_grayscale(io.BytesIO(content))
+        except Exception as err:  # PIL raises many types for broken files; each is reported, none is fatal
+            bad.append((item.path, str(err) or type(err).__name__))
             continue
+        readable.append(item)
+        hashes.append(hashlib.sha256(content).hexdigest())
         pixels.append(resize_square(gray, image_size))
         prints.append(fingerprint(gray))
-    if bad:
-        raise BrainMRIError(f"{len(bad)} file(s) under {root} cannot be read as images:\n" + "\n".join(bad))
-    return np.stack(pixels), np.stack(prints)
+    if not readable:
+        raise BrainMRIError(f"None of the {len(files)} files under {root} can be read as an image.")
+    return DecodedImages(readable, np.stack(pixels), np.stack(prints), hashes, bad)

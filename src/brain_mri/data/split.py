@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -69,12 +70,27 @@ def grouped_stratified_split(
 
 
 def split_rows(
-    files: list[ImageFile], partitions: list[str], folds: list[int], groups: np.ndarray
+    files: list[ImageFile], partitions: list[str], folds: list[int], groups: np.ndarray, hashes: list[str]
 ) -> list[dict]:
+    """The rows of ``split.csv``; ``sha256`` of each file's bytes lets a later run detect changed data."""
     return [
-        {"path": f.path, "class": f.class_name, "label": f.label, "partition": p, "fold": k, "group": int(g)}
-        for f, p, k, g in zip(files, partitions, folds, groups, strict=True)
+        {
+            "path": f.path,
+            "class": f.class_name,
+            "label": f.label,
+            "partition": p,
+            "fold": k,
+            "group": int(g),
+            "sha256": h,
+        }
+        for f, p, k, g, h in zip(files, partitions, folds, groups, hashes, strict=True)
     ]
+
+
+def data_fingerprint(rows: list[dict]) -> str:
+    """SHA-256 over the sorted (path, content hash) pairs: changes when a file is added, removed or edited."""
+    listing = "\n".join(f"{r['path']}\t{r['sha256']}" for r in sorted(rows, key=lambda r: r["path"]))
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def partitions_for_fold(rows: list[dict], fold: int) -> list[str]:
