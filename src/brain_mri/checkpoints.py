@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from pathlib import Path
 
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
@@ -46,3 +48,25 @@ def restore_classifier(checkpoint: dict) -> BrainMRIClassifier:
             f"{str(err).splitlines()[0]}"
         ) from None
     return model
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that never leaves a torn file and only loads what is safe.
+
+    A checkpoint is written to a temporary file beside its target and renamed into place (an atomic
+    step), so a run killed during a save keeps its previous ``last.ckpt``. Loading goes through
+    :func:`load_checkpoint` (``weights_only=True`` and a clear message for foreign files).
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            super().save_checkpoint(checkpoint, temporary, storage_options)
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def load_checkpoint(self, path, map_location=None, **kwargs) -> dict:
+        return load_checkpoint(path)

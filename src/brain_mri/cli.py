@@ -12,12 +12,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.errors import BrainMRIError
 from brain_mri.run_outputs import METRICS_FILE, write_json
 
 log = logging.getLogger(__name__)
+
+# ${first_set:a,b}: a unless it is null or empty, else b (``resume=<run>`` reuses the run's folder).
+OmegaConf.register_new_resolver("first_set", lambda value, default: value or default, replace=True)
 
 
 def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:

@@ -14,6 +14,7 @@ SPLIT_FIELDS = ("path", "class", "label", "partition", "fold", "group", "sha256"
 BAD_IMAGES_FILE = "bad_images.csv"
 PREDICTION_FIELDS = ("path", "label", "probability", "predicted")
 CONFIG_FILE = "config.yaml"
+RUN_INFO_FILE = "run_info.json"
 
 
 def write_csv(path: Path, rows: list[dict], fields: tuple[str, ...]) -> None:
@@ -64,3 +65,61 @@ def read_epochs(csv_file: Path) -> list[dict]:
         epoch = epochs.setdefault(int(row["epoch"]), {"epoch": int(row["epoch"])})
         epoch.update({k: float(v) for k, v in row.items() if v and k not in ("epoch", "step")})
     return [epochs[e] for e in sorted(epochs)]
+
+
+def keep_epochs_up_to(csv_file: Path, last_epoch: int) -> None:
+    """Drop CSV log rows of epochs after ``last_epoch``: a resumed run logs those epochs again."""
+    if not csv_file.is_file():
+        return
+    with open(csv_file, newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames, list(reader)
+    kept = [r for r in rows if not r.get("epoch") or int(r["epoch"]) <= last_epoch]
+    write_csv(csv_file, kept, tuple(fields or ()))
+
+
+def write_run_info(output_dir: Path, data_root: str, data_fingerprint: str, images: int) -> None:
+    """What is needed to repeat a run besides its config: versions, code revision, data fingerprint."""
+    import platform
+    import subprocess
+    import sys
+    from datetime import datetime, timezone
+    from importlib import metadata
+
+    packages = (
+        "brain-mri",
+        "torch",
+        "torchvision",
+        "lightning",
+        "torchmetrics",
+        "hydra-core",
+        "numpy",
+        "pillow",
+    )
+    source = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(source), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    write_json(
+        output_dir / RUN_INFO_FILE,
+        {
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "packages": {name: metadata.version(name) for name in packages},
+            "git_commit": commit,
+            "git_dirty": bool(git("status", "--porcelain")) if commit else None,
+            "data_root": data_root,
+            "data_fingerprint": data_fingerprint,
+            "data_images": images,
+        },
+    )

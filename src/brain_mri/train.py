@@ -8,13 +8,19 @@ from pathlib import Path
 import hydra
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.checkpoints import load_checkpoint
 from brain_mri.cli import instantiate_group
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import test_and_save
-from brain_mri.run_outputs import write_resolved_config
+from brain_mri.run_outputs import (
+    CONFIG_FILE,
+    SPLIT_FILE,
+    keep_epochs_up_to,
+    write_resolved_config,
+    write_run_info,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +40,33 @@ def log_hyperparameters(
         logger.save()
 
 
+def config_for_resume(run_dir: Path) -> DictConfig:
+    """The interrupted run's own config, set to continue from its ``last.ckpt`` on its own split."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise BrainMRIError(f"{run_dir} is not a run folder of this project (no {CONFIG_FILE}).")
+    if not last.is_file():
+        raise BrainMRIError(
+            f"{run_dir} has no checkpoints/last.ckpt: it stopped before its first epoch ended."
+        )
+    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    cfg.ckpt_path, cfg.data.split_file = str(last), str(run_dir / SPLIT_FILE)
+    return cfg
+
+
 def train(cfg: DictConfig) -> float:
     """Train one model; returns ``val/loss_best``, the value the sweepers minimise."""
-    write_resolved_config(Path(cfg.paths.output_dir), cfg)
+    if cfg.get("resume"):
+        cfg = config_for_resume(Path(cfg.resume))
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("ckpt_path"):
+        resumed_epoch = load_checkpoint(cfg.ckpt_path)["epoch"]  # a clear error now for a bad file
+        keep_epochs_up_to(output_dir / "csv" / "metrics.csv", resumed_epoch)
+    write_resolved_config(output_dir, cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")  # data problems surface now, before any model is built
+    write_run_info(output_dir, str(datamodule.root), datamodule.data_fingerprint, len(datamodule.files))
     model = hydra.utils.instantiate(cfg.model)
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(
@@ -56,13 +83,11 @@ def train(cfg: DictConfig) -> float:
         "best_epoch": load_checkpoint(best.best_model_path)["epoch"],
         "epochs_trained": trainer.current_epoch,
     }
-    results = test_and_save(
-        trainer, model, datamodule, Path(cfg.paths.output_dir), best.best_model_path, summary
-    )
+    results = test_and_save(trainer, model, datamodule, output_dir, best.best_model_path, summary)
     log_hyperparameters(loggers, model, datamodule, cfg.seed, results)
     log.info(
         "Run folder %s; best checkpoint %s (val/loss %.4f)",
-        cfg.paths.output_dir,
+        output_dir,
         best.best_model_path,
         summary["val/loss_best"],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -51,19 +52,24 @@ class IndexedBatches(Dataset):
 class EpochBatches(Sampler[list[int]]):
     """Batches of indices; when shuffling, the order depends only on (seed, epoch).
 
-    So a run resumed from a checkpoint sees exactly the batches an uninterrupted run would have seen.
-    Lightning calls ``set_epoch`` at the start of every epoch.
+    The epoch is asked from the trainer each time an epoch starts, so a run resumed from a checkpoint
+    sees exactly the batches an uninterrupted run would have seen.
     """
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int):
-        self.size, self.batch_size, self.shuffle, self.seed, self.epoch = size, batch_size, shuffle, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int, epoch: Callable[[], int]):
+        self.size, self.batch_size, self.shuffle, self.seed, self.epoch = (
+            size,
+            batch_size,
+            shuffle,
+            seed,
+            epoch,
+        )
 
     def _batches(self) -> list[torch.Tensor]:
         if self.shuffle:
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            order = torch.randperm(
+                self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch())
+            )
         else:
             order = torch.arange(self.size)
         batches = list(order.split(self.batch_size))
@@ -72,7 +78,9 @@ class EpochBatches(Sampler[list[int]]):
         return batches
 
     def __iter__(self):
-        return (batch.tolist() for batch in self._batches())
+        # A generator: the order is drawn at the first batch, when a resumed trainer knows its epoch.
+        for batch in self._batches():
+            yield batch.tolist()
 
     def __len__(self) -> int:
         return len(self._batches())
@@ -290,12 +298,21 @@ class BrainMRIDataModule(L.LightningDataModule):
         dataset = IndexedBatches(self.images[indices], labels[indices])
         return DataLoader(
             dataset,
-            sampler=EpochBatches(len(dataset), self.hparams.batch_size, shuffle, seed=torch.initial_seed()),
+            sampler=EpochBatches(
+                len(dataset),
+                self.hparams.batch_size,
+                shuffle,
+                seed=torch.initial_seed(),
+                epoch=self._current_epoch,
+            ),
             batch_size=None,
             num_workers=self.hparams.num_workers,
             pin_memory=self.hparams.pin_memory,
             persistent_workers=self.hparams.num_workers > 0,
         )
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

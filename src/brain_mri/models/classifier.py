@@ -68,6 +68,7 @@ class BrainMRIClassifier(L.LightningModule):
         )
         self.val_loss = MeanMetric()
         self.val_loss_best = MinMetric()
+        self.val_loss_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -99,10 +100,6 @@ class BrainMRIClassifier(L.LightningModule):
                 f"(lr={self.hparams.lr}). Try a smaller learning rate; the best checkpoint so far is kept."
             )
 
-    def on_train_start(self) -> None:
-        # The sanity check must not count towards the best validation loss.
-        self.val_loss_best.reset()
-
     def validation_step(self, batch, batch_idx: int) -> None:
         loss = self._step(batch, self.val_metrics)
         self.val_loss.update(loss, weight=len(batch[1]))
@@ -123,6 +120,20 @@ class BrainMRIClassifier(L.LightningModule):
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, _ = batch
         return self(images).softmax(dim=1)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the random state, so that training resumed from this checkpoint continues exactly."""
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if states is None or self._trainer is None or self.trainer.state.fn != "fit":
+            return  # only when resuming training, never as a side effect of loading a model
+        torch.set_rng_state(states["torch"])
+        if "cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         make = OPTIMIZERS[self.hparams.optimizer]
