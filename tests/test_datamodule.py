@@ -28,7 +28,9 @@ def test_a_lone_last_training_image_is_dropped_for_batch_norm(phantom_root):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"image_size": 8}, "image_size"),
+        ({"image_size": 16}, "at least 32 pixels"),
+        ({"on_bad_image": "ignore"}, "'error' or 'skip'"),
+        ({"num_folds": 1}, "num_folds >= 2"),
         ({"batch_size": 0}, "batch_size"),
         ({"val_fraction": 0.6, "test_fraction": 0.6}, "sum to at most 1"),
     ],
@@ -36,6 +38,12 @@ def test_a_lone_last_training_image_is_dropped_for_batch_norm(phantom_root):
 def test_impossible_settings_are_refused_at_once(tmp_path, kwargs, message):
     with pytest.raises(BrainMRIError, match=message):
         BrainMRIDataModule(str(tmp_path), **kwargs)
+
+
+def test_fractions_that_leave_a_partition_empty_are_refused(phantom_root):
+    with pytest.raises(BrainMRIError, match="val partition"):
+        BrainMRIDataModule(str(phantom_root), val_fraction=0.0).setup("fit")
+    BrainMRIDataModule(str(phantom_root), val_fraction=0.0).setup("test")  # evaluation needs only test
 
 
 def test_missing_data_folder_explains_what_to_do(tmp_path, monkeypatch):
