@@ -1,3 +1,6 @@
+import logging
+import shutil
+
 import pytest
 import torch
 
@@ -53,3 +56,25 @@ def test_missing_data_folder_explains_what_to_do(tmp_path, monkeypatch):
         datamodule.setup()
     text = str(error.value)
     assert str(tmp_path / "nowhere") in text and "data=synthetic" in text and "data.download=true" in text
+
+
+def test_decoded_images_are_cached_per_file_content(phantom_root, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="brain_mri")
+    data, cache = tmp_path / "data", str(tmp_path / "cache")
+    shutil.copytree(phantom_root, data)
+
+    def load():
+        datamodule = BrainMRIDataModule(str(data), image_size=32, cache_dir=cache)
+        datamodule.setup()
+        return datamodule
+
+    first = load()
+    assert "44 decoded, 0 from the cache" in caplog.text
+    caplog.clear()
+    second = load()
+    assert "0 decoded, 44 from the cache" in caplog.text
+    assert torch.equal(first.images, second.images) and second.split_table == first.split_table
+    caplog.clear()
+    (data / "no" / "no_005.png").write_bytes((data / "no" / "no_006.png").read_bytes())  # a changed file
+    load()
+    assert "1 decoded, 43 from the cache" in caplog.text

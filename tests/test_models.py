@@ -27,6 +27,7 @@ def test_model_config_composes_and_trains_a_step(arch):
         "lr": 1e-3,
         "weight_decay": 0.0,
         "optimizer": "adam",
+        "channels_last": True,
     }
     images, labels = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
     logits = model(images)

@@ -96,6 +96,8 @@ def test_multirun_grid_shares_one_split(phantom_root, tmp_path):
     assert [p.name for p in jobs] == ["0", "1", "2", "3"]
     splits = {(job / "split.csv").read_text() for job in jobs}
     assert len(splits) == 1
+    for job in jobs[1:]:  # the first job (or an earlier run) filled the decode cache
+        assert "0 decoded, 44 from the cache" in (job / "train.log").read_text()
     settings = set()
     for job in jobs:
         assert (job / "metrics.json").is_file()

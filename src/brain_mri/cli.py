@@ -15,12 +15,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.errors import BrainMRIError
+from brain_mri.hardware import best_precision
 from brain_mri.run_outputs import METRICS_FILE, write_json
 
 log = logging.getLogger(__name__)
 
 # ${first_set:a,b}: a unless it is null or empty, else b (``resume=<run>`` reuses the run's folder).
 OmegaConf.register_new_resolver("first_set", lambda value, default: value or default, replace=True)
+# ${best_precision:<accelerator>}: bf16-mixed where the hardware has bf16, else 16-mixed (GPU) or 32-true.
+OmegaConf.register_new_resolver("best_precision", best_precision, replace=True)
 
 
 def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:

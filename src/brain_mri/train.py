@@ -72,6 +72,12 @@ def train(cfg: DictConfig) -> float:
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False
     )
+    log.info(
+        "Precision %s, channels_last %s, accelerator %s",
+        trainer.precision,
+        model.hparams.channels_last,
+        type(trainer.accelerator).__name__,
+    )
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     best = trainer.checkpoint_callback

@@ -9,11 +9,12 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from brain_mri.data.download import ensure_dataset
 from brain_mri.data.duplicates import DEFAULT_THRESHOLD, content_fingerprint, duplicate_groups
-from brain_mri.data.images import ImageFile, decode_images, discover_classes, scan_image_files
+from brain_mri.data.images import DecodeCache, ImageFile, decode_images, discover_classes, scan_image_files
 from brain_mri.data.split import (
     PARTITIONS,
     check_groups_have_one_class,
@@ -107,8 +108,9 @@ class BrainMRIDataModule(L.LightningDataModule):
         output_dir: str | None = None,
         duplicate_threshold: float = DEFAULT_THRESHOLD,
         on_bad_image: str = "error",
+        cache_dir: str | None = None,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         download: bool = False,
         synthetic: bool = False,
         synthetic_per_class: int = 40,
@@ -201,8 +203,16 @@ class BrainMRIDataModule(L.LightningDataModule):
 
     def _load_and_split(self) -> None:
         self.prepare_data()
-        decoded = decode_images(
-            self.root, scan_image_files(self.root), self.hparams.image_size, content_fingerprint
+        cache = (
+            DecodeCache(self.hparams.cache_dir, self.hparams.image_size) if self.hparams.cache_dir else None
+        )
+        files = scan_image_files(self.root)
+        decoded = decode_images(self.root, files, self.hparams.image_size, content_fingerprint, cache)
+        log.info(
+            "Read %d files: %d decoded, %d from the cache",
+            len(files),
+            decoded.decoded,
+            len(decoded.readable) - decoded.decoded,
         )
         self._handle_bad_images(decoded.bad)
         files, pixels, hashes = decoded.readable, decoded.pixels, decoded.sha256
@@ -307,9 +317,15 @@ class BrainMRIDataModule(L.LightningDataModule):
             ),
             batch_size=None,
             num_workers=self.hparams.num_workers,
-            pin_memory=self.hparams.pin_memory,
+            pin_memory=self._pin_memory(),
             persistent_workers=self.hparams.num_workers > 0,
         )
+
+    def _pin_memory(self) -> bool:
+        """Pinned host memory lets batches reach a CUDA device with non-blocking copies."""
+        if self.hparams.pin_memory is not None:
+            return self.hparams.pin_memory
+        return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0

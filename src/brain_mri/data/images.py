@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -90,6 +91,39 @@ def resize_square(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
+# Bump when reading, resizing or fingerprinting changes, so that cached results are not reused.
+PREPROCESSING_VERSION = 1
+
+
+class DecodeCache:
+    """Decoded images on disk, one entry per (file content, image size, preprocessing version).
+
+    Every job of a sweep and every later run reads the entries instead of decoding again; a changed file
+    has a new content hash and so a new entry. Entries are written atomically, so parallel jobs can share
+    the folder.
+    """
+
+    def __init__(self, folder: Path, image_size: int):
+        self.folder = Path(folder) / f"v{PREPROCESSING_VERSION}-{image_size}px"
+
+    def _path(self, sha256: str) -> Path:
+        return self.folder / sha256[:2] / f"{sha256}.npz"
+
+    def get(self, sha256: str) -> tuple[np.ndarray, np.ndarray] | None:
+        try:
+            with np.load(self._path(sha256)) as entry:
+                return entry["pixels"], entry["fingerprint"]
+        except (OSError, KeyError, ValueError):  # absent or unreadable: decode again
+            return None
+
+    def put(self, sha256: str, pixels: np.ndarray, fingerprint: np.ndarray) -> None:
+        path = self._path(sha256)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(temporary, pixels=pixels, fingerprint=fingerprint)
+        os.replace(temporary, path)
+
+
 @dataclass
 class DecodedImages:
     """What one pass over the files gives: pixels, fingerprints and content hashes of the readable files."""
@@ -99,26 +133,42 @@ class DecodedImages:
     fingerprints: np.ndarray  # (N, D) float32
     sha256: list[str]
     bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    decoded: int = 0  # how many were decoded now; the rest came from the cache
 
 
-def decode_images(root: Path, files: list[ImageFile], image_size: int, fingerprint) -> DecodedImages:
-    """Read every file once: hash its bytes, decode, resize, fingerprint.
+def decode_images(
+    root: Path, files: list[ImageFile], image_size: int, fingerprint, cache: DecodeCache | None = None
+) -> DecodedImages:
+    """Read every file once: hash its bytes, then take its pixels and fingerprint from the cache or decode.
 
     Unreadable files (truncated, empty, not an image, too large to decode safely) are collected with their
     reasons, never raised one by one, so a user sees all of them at once.
     """
-    readable, pixels, prints, hashes, bad = [], [], [], [], []
+    readable, pixels, prints, hashes, bad, decoded = [], [], [], [], [], 0
     for item in files:
         try:
             content = (root / item.path).read_bytes()
-            gray = read_grayscale(io.BytesIO(content))
-        except Exception as err:  # PIL raises many types for broken files; each is reported, none is fatal
-            bad.append((item.path, str(err) or type(err).__name__))
+        except OSError as err:
+            bad.append((item.path, str(err)))
             continue
+        sha256 = hashlib.sha256(content).hexdigest()
+        entry = cache.get(sha256) if cache else None
+        if entry is None:
+            try:
+                gray = read_grayscale(io.BytesIO(content))
+            except (
+                Exception
+            ) as err:  # PIL raises many types for broken files; each is reported, none is fatal
+                bad.append((item.path, str(err) or type(err).__name__))
+                continue
+            entry = (resize_square(gray, image_size), fingerprint(gray))
+            decoded += 1
+            if cache:
+                cache.put(sha256, *entry)
         readable.append(item)
-        hashes.append(hashlib.sha256(content).hexdigest())
-        pixels.append(resize_square(gray, image_size))
-        prints.append(fingerprint(gray))
+        hashes.append(sha256)
+        pixels.append(entry[0])
+        prints.append(entry[1])
     if not readable:
         raise BrainMRIError(f"None of the {len(files)} files under {root} can be read as an image.")
-    return DecodedImages(readable, np.stack(pixels), np.stack(prints), hashes, bad)
+    return DecodedImages(readable, np.stack(pixels), np.stack(prints), hashes, bad, decoded)

@@ -1,0 +1,22 @@
+"""Choices that depend on the machine, made once at start: numeric precision and memory pinning."""
+
+from __future__ import annotations
+
+import torch
+
+
+def uses_cuda(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def best_precision(accelerator: str = "auto") -> str:
+    """``bf16-mixed`` where the device computes bf16 natively, ``16-mixed`` on older GPUs, else ``32-true``.
+
+    On CPUs, bf16 autocast is only fast with native bf16 instructions (AVX512-BF16, AMX); elsewhere it is
+    emulated and slower than fp32, so fp32 is chosen.
+    """
+    if uses_cuda(accelerator):
+        if not torch.cuda.is_available():
+            return "bf16-mixed"  # a GPU was asked for on a machine without one: Lightning will say so
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
