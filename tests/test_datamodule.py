@@ -1,8 +1,10 @@
 import logging
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.errors import BrainMRIError
@@ -69,12 +71,14 @@ def test_decoded_images_are_cached_per_file_content(phantom_root, tmp_path, capl
         return datamodule
 
     first = load()
-    assert "44 decoded, 0 from the cache" in caplog.text
+    assert "42 decoded, 2 from the cache" in caplog.text  # the two byte-identical copies are decoded once
     caplog.clear()
     second = load()
     assert "0 decoded, 44 from the cache" in caplog.text
     assert torch.equal(first.images, second.images) and second.split_table == first.split_table
     caplog.clear()
-    (data / "no" / "no_005.png").write_bytes((data / "no" / "no_006.png").read_bytes())  # a changed file
+    edited = np.asarray(Image.open(data / "no" / "no_005.png")).copy()
+    edited[0, 0] ^= 1
+    Image.fromarray(edited).save(data / "no" / "no_005.png")  # one file changed by one pixel
     load()
     assert "1 decoded, 43 from the cache" in caplog.text
