@@ -1,0 +1,188 @@
+"""Training throughput benchmark: ``python -m brain_mri.bench`` (not a test; run it on an idle machine).
+
+In one process, for one model, image size, batch size and precision, it times optimizer steps of
+(a) the project's pipeline: BrainMRIDataModule + BrainMRIClassifier + Trainer, timed inside the run;
+(b) a bare PyTorch loop over the same model on random tensors, same precision and memory format;
+(c) the original study's style: PIL decode and resize in ``__getitem__``, fp32, contiguous tensors;
+and prediction throughput of the pipeline's model. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from brain_mri.data import BrainMRIDataModule
+from brain_mri.data.images import scan_image_files
+from brain_mri.data.synthetic import generate_phantom_dataset
+from brain_mri.hardware import best_precision
+from brain_mri.models import BrainMRIClassifier
+
+
+class StepTimer(L.Callback):
+    """Wall time of the training steps after ``warmup`` steps, measured inside the Trainer's loop."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.started, self.finished, self.images = warmup, None, None, 0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if trainer.global_step == self.warmup and self.started is None:
+            self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if self.started is not None:
+            self.images += len(batch[1])
+            self.finished = time.perf_counter()
+
+
+def autocast(precision: str):
+    if precision.startswith("bf16"):
+        return torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def pipeline(root: Path, args, precision: str) -> tuple[float, BrainMRIClassifier]:
+    datamodule = BrainMRIDataModule(
+        str(root), image_size=args.image_size, batch_size=args.batch_size, cache_dir=None
+    )
+    model = BrainMRIClassifier(arch=args.model, channels_last=args.channels_last)
+    timer = StepTimer(args.warmup)
+    trainer = L.Trainer(
+        max_steps=args.warmup + args.steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        precision=precision,
+        accelerator="auto",
+        devices=1,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return timer.images / (timer.finished - timer.started), model
+
+
+def bare_loop(args, precision: str, channels_last: bool) -> float:
+    """Forward, backward and Adam on random tensors: what the model costs with no framework around it."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = BrainMRIClassifier(arch=args.model, channels_last=channels_last).net.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    images = torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 2, (args.batch_size,), device=device)
+    for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            started = time.perf_counter()
+        with autocast(precision):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return args.steps * args.batch_size / (time.perf_counter() - started)
+
+
+class StudyStyleImages(Dataset):
+    """The original study's data path: open, convert and resize every image each time it is drawn."""
+
+    def __init__(self, root: Path, size: int):
+        self.items = [(root / f.path, f.label) for f in scan_image_files(root)]
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        path, label = self.items[index]
+        image = Image.open(path).convert("L").convert("RGB").resize((self.size, self.size))
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return pixels, label
+
+
+def study_style(root: Path, args) -> float:
+    model = BrainMRIClassifier(arch=args.model, channels_last=False).net
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = DataLoader(StudyStyleImages(root, args.image_size), batch_size=args.batch_size, shuffle=True)
+    step, images_done = 0, 0
+    while step < args.warmup + args.steps:
+        for images, labels in loader:
+            if step == args.warmup:
+                started = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            images_done += len(labels) if step >= args.warmup else 0
+            step += 1
+            if step == args.warmup + args.steps:
+                break
+    return images_done / (time.perf_counter() - started)
+
+
+@torch.inference_mode()
+def prediction(model: BrainMRIClassifier, args, precision: str) -> float:
+    model.eval()
+    images = torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=model.device)
+    for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            started = time.perf_counter()
+        with autocast(precision):
+            model(images).float().softmax(dim=1)
+    return args.steps * args.batch_size / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m brain_mri.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=25)
+    parser.add_argument(
+        "--precision", default="auto", help="auto (the training default), 32-true, bf16-mixed"
+    )
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--data-root", type=Path, help="image folders (default: a generated phantom set)")
+    args = parser.parse_args(argv)
+    precision = best_precision() if args.precision == "auto" else args.precision
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = args.data_root or generate_phantom_dataset(Path(scratch) / "phantoms", per_class=100, size=256)
+        pipeline_rate, model = pipeline(root, args, precision)
+        bare_rate = bare_loop(args, precision, args.channels_last)
+        study_rate = study_style(root, args)
+    result = {
+        "model": args.model,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "precision": precision,
+        "channels_last": args.channels_last,
+        "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "pipeline_img_s": round(pipeline_rate, 2),
+        "bare_loop_img_s": round(bare_rate, 2),
+        "study_style_img_s": round(study_rate, 2),
+        "pipeline_over_bare": round(pipeline_rate / bare_rate, 3),
+        "pipeline_over_study": round(pipeline_rate / study_rate, 3),
+        "predict_img_s": round(prediction(model, args, precision), 2),
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
