@@ -14,22 +14,29 @@ from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """The checkpoint dictionary, refusing anything that is not a BrainMRIClassifier checkpoint."""
+def safe_load(path: str | Path, map_location="cpu") -> dict:
+    """``torch.load`` with ``weights_only=True``, and one clear message for anything else."""
     path = Path(path)
     if not path.is_file():
         raise BrainMRIError(f"No checkpoint file at {path}.")
     if not zipfile.is_zipfile(path):  # every checkpoint torch.save has written since PyTorch 1.6 is a zip
         raise BrainMRIError(f"{path} is not a PyTorch checkpoint.")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise BrainMRIError(
             f"{path} was refused: it holds objects other than tensors and plain values, which could run "
             f"code when loaded. Only load checkpoints you trust. ({str(err).splitlines()[0]})"
         ) from None
-    except Exception as err:  # torch raises RuntimeError, EOFError, ... for files that are no checkpoint
-        raise BrainMRIError(f"{path} is not a PyTorch checkpoint ({type(err).__name__}: {err}).") from None
+    except Exception as err:  # torch raises RuntimeError, EOFError, ... for damaged files
+        raise BrainMRIError(
+            f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})."
+        ) from None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dictionary, refusing anything that is not a BrainMRIClassifier checkpoint."""
+    checkpoint = safe_load(path)
     hyperparameters = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
     if "state_dict" not in checkpoint or "arch" not in hyperparameters:
         raise BrainMRIError(f"{path} is not a BrainMRIClassifier checkpoint (no model hyperparameters).")
@@ -55,7 +62,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     A checkpoint is written to a temporary file beside its target and renamed into place (an atomic
     step), so a run killed during a save keeps its previous ``last.ckpt``. Loading goes through
-    :func:`load_checkpoint` (``weights_only=True`` and a clear message for foreign files).
+    :func:`safe_load` (``weights_only=True`` and a clear message for unsafe or damaged files).
     """
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
@@ -69,4 +76,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             temporary.unlink(missing_ok=True)
 
     def load_checkpoint(self, path, map_location=None, **kwargs) -> dict:
-        return load_checkpoint(path)
+        return safe_load(path, map_location=map_location)

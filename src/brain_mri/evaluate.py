@@ -19,6 +19,18 @@ from brain_mri.run_outputs import METRICS_FILE, PREDICTION_FIELDS, PREDICTIONS_F
 log = logging.getLogger(__name__)
 
 
+@torch.inference_mode()
+def predict_test_partition(trainer: L.Trainer, model: BrainMRIClassifier, datamodule: BrainMRIDataModule):
+    """Class probabilities of every test image in split order, at the trainer's precision, in this process."""
+    model.eval()
+    outputs = []
+    for index, (images, labels) in enumerate(datamodule.partition_loader("test", sharded=False)):
+        batch = datamodule.on_after_batch_transfer((images.to(model.device), labels.to(model.device)), 0)
+        with trainer.precision_plugin.forward_context():
+            outputs.append(model.predict_step(batch, index).float().cpu())
+    return torch.cat(outputs)
+
+
 def test_and_save(
     trainer: L.Trainer,
     model: BrainMRIClassifier,
@@ -27,23 +39,24 @@ def test_and_save(
     ckpt_path: str | None = None,
     extra: dict | None = None,
 ) -> dict:
-    """Test on the test partition, predict it, and write both files; returns what ``metrics.json`` holds.
+    """Test on the test partition (across all processes under DDP), then, in the rank-zero process, predict
+    every test image and write ``predictions.csv`` and ``metrics.json``; returns what ``metrics.json`` holds.
 
     Used by training (on the best checkpoint) and by ``eval.py``, so both write the same files the same way.
     """
     metrics = dict(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0])
-    probabilities = torch.cat(trainer.predict(model, datamodule=datamodule)).float()
+    metrics.update(extra or {}, status="completed")
+    if not trainer.is_global_zero:
+        return metrics
+    probabilities = predict_test_partition(trainer, model, datamodule)
     positive = probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities.max(dim=1).values
+    files = datamodule.partition_files("test")
     rows = [
         {"path": f.path, "label": f.label, "probability": float(p), "predicted": int(c)}
-        for f, p, c in zip(
-            datamodule.partition_files("test"), positive, probabilities.argmax(dim=1), strict=True
-        )
+        for f, p, c in zip(files, positive, probabilities.argmax(dim=1), strict=True)
     ]
-    metrics.update(extra or {}, status="completed")
-    if trainer.is_global_zero:
-        write_csv(output_dir / PREDICTIONS_FILE, rows, PREDICTION_FIELDS)
-        write_json(output_dir / METRICS_FILE, metrics)
+    write_csv(output_dir / PREDICTIONS_FILE, rows, PREDICTION_FIELDS)
+    write_json(output_dir / METRICS_FILE, metrics)
     return metrics
 
 

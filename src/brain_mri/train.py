@@ -8,6 +8,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.checkpoints import load_checkpoint
@@ -59,14 +60,18 @@ def train(cfg: DictConfig) -> float:
     if cfg.get("resume"):
         cfg = config_for_resume(Path(cfg.resume))
     output_dir = Path(cfg.paths.output_dir)
+    writes = rank_zero_only.rank == 0  # under DDP every process runs this task; one writes the files
     if cfg.get("ckpt_path"):
         resumed_epoch = load_checkpoint(cfg.ckpt_path)["epoch"]  # a clear error now for a bad file
-        keep_epochs_up_to(output_dir / "csv" / "metrics.csv", resumed_epoch)
-    write_resolved_config(output_dir, cfg)
+        if writes:
+            keep_epochs_up_to(output_dir / "csv" / "metrics.csv", resumed_epoch)
+    if writes:
+        write_resolved_config(output_dir, cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")  # data problems surface now, before any model is built
-    write_run_info(output_dir, str(datamodule.root), datamodule.data_fingerprint, len(datamodule.files))
+    if writes:
+        write_run_info(output_dir, str(datamodule.root), datamodule.data_fingerprint, len(datamodule.files))
     model = hydra.utils.instantiate(cfg.model)
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(
@@ -84,7 +89,8 @@ def train(cfg: DictConfig) -> float:
     if best is None or not best.best_model_path:
         raise BrainMRIError("Training ended without a best checkpoint: did validation run at least once?")
     summary = {
-        "val/loss_best": float(best.best_model_score),
+        # the logged minimum, which also reaches the main process under ddp_spawn (best_model_score does not)
+        "val/loss_best": float(trainer.callback_metrics["val/loss_best"]),
         "best_checkpoint": best.best_model_path,
         "best_epoch": load_checkpoint(best.best_model_path)["epoch"],
         "epochs_trained": trainer.current_epoch,

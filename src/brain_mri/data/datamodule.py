@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.accelerators import CUDAAccelerator
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from brain_mri.data.download import ensure_dataset
@@ -53,26 +54,26 @@ class IndexedBatches(Dataset):
 class EpochBatches(Sampler[list[int]]):
     """Batches of indices; when shuffling, the order depends only on (seed, epoch).
 
-    The epoch is asked from the trainer each time an epoch starts, so a run resumed from a checkpoint
-    sees exactly the batches an uninterrupted run would have seen.
+    The epoch is asked from the trainer when an epoch's first batch is drawn, so a run resumed from a
+    checkpoint sees exactly the batches an uninterrupted run would have seen. Under DDP each process takes
+    its own share; evaluation shares are not padded, so metrics count every image exactly once.
     """
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int, epoch: Callable[[], int]):
-        self.size, self.batch_size, self.shuffle, self.seed, self.epoch = (
-            size,
-            batch_size,
-            shuffle,
-            seed,
-            epoch,
-        )
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int, epoch, shard):
+        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.epoch: Callable[[], int] = epoch
+        self.shard: Callable[[], tuple[int, int]] = shard
 
     def _batches(self) -> list[torch.Tensor]:
         if self.shuffle:
-            order = torch.randperm(
-                self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch())
-            )
+            generator = torch.Generator().manual_seed(self.seed + self.epoch())
+            order = torch.randperm(self.size, generator=generator)
         else:
             order = torch.arange(self.size)
+        rank, world = self.shard()
+        if world > 1:  # every world-th image; in training all processes get the same number of batches
+            order = order[: len(order) - len(order) % world] if self.shuffle else order
+            order = order[rank::world]
         batches = list(order.split(self.batch_size))
         if self.shuffle and len(batches) > 1 and len(batches[-1]) == 1:
             batches.pop()  # a lone last training image breaks batch norm
@@ -230,7 +231,7 @@ class BrainMRIDataModule(L.LightningDataModule):
         self.classes = discover_classes(self.root)
         self.images = torch.from_numpy(pixels).unsqueeze(1)
         self.split_table = split_rows(files, partitions, folds, groups, hashes)
-        if self.hparams.output_dir:
+        if self.hparams.output_dir and rank_zero_only.rank == 0:
             write_split(Path(self.hparams.output_dir) / SPLIT_FILE, self.split_table)
         counts = {p: self.partition_indices(p).size for p in PARTITIONS}
         log.info(
@@ -257,7 +258,7 @@ class BrainMRIDataModule(L.LightningDataModule):
                 "Fix or remove them, or skip them with data.on_bad_image=skip."
             )
         log.warning("Skipping %d unreadable file(s):\n%s", len(bad), listing)
-        if self.hparams.output_dir:
+        if self.hparams.output_dir and rank_zero_only.rank == 0:
             rows = [{"path": path, "reason": reason} for path, reason in bad]
             write_csv(Path(self.hparams.output_dir) / BAD_IMAGES_FILE, rows, ("path", "reason"))
 
@@ -302,24 +303,31 @@ class BrainMRIDataModule(L.LightningDataModule):
     def partition_files(self, partition: str) -> list[ImageFile]:
         return [self.files[i] for i in self.partition_indices(partition)]
 
-    def _loader(self, partition: str, shuffle: bool) -> DataLoader:
+    def partition_loader(self, partition: str, shuffle: bool = False, sharded: bool = True) -> DataLoader:
+        """Batches of one partition; ``sharded=False`` gives every image to this process, even under DDP."""
         indices = torch.from_numpy(self.partition_indices(partition))
         labels = torch.tensor([f.label for f in self.files])
         dataset = IndexedBatches(self.images[indices], labels[indices])
+        shard = self._shard if sharded else lambda: (0, 1)
+        sampler = EpochBatches(
+            len(dataset),
+            self.hparams.batch_size,
+            shuffle,
+            torch.initial_seed(),
+            epoch=self._current_epoch,
+            shard=shard,
+        )
         return DataLoader(
             dataset,
-            sampler=EpochBatches(
-                len(dataset),
-                self.hparams.batch_size,
-                shuffle,
-                seed=torch.initial_seed(),
-                epoch=self._current_epoch,
-            ),
+            sampler=sampler,
             batch_size=None,
             num_workers=self.hparams.num_workers,
             pin_memory=self._pin_memory(),
             persistent_workers=self.hparams.num_workers > 0,
         )
+
+    def _shard(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
 
     def _pin_memory(self) -> bool:
         """Pinned host memory lets batches reach a CUDA device with non-blocking copies."""
@@ -331,17 +339,13 @@ class BrainMRIDataModule(L.LightningDataModule):
         return self.trainer.current_epoch if self.trainer is not None else 0
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self.partition_loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self.partition_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """Predictions are made on the test partition, in the order of ``partition_files('test')``."""
-        return self._loader("test", shuffle=False)
+        return self.partition_loader("test")
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

@@ -69,7 +69,8 @@ class BrainMRIClassifier(L.LightningModule):
         self.test_metrics = classification_metrics(
             num_classes, ("accuracy", "auroc", "sensitivity", "specificity", "f1", "cohen_kappa"), "test/"
         )
-        self.val_loss = MeanMetric()
+        self.val_loss = MeanMetric()  # metric objects average over every image, across processes under DDP
+        self.test_loss = MeanMetric()
         self.val_loss_best = MinMetric()
         self.val_loss_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best
 
@@ -93,7 +94,15 @@ class BrainMRIClassifier(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, self.train_metrics)
         batch_size = len(batch[1])
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        self.log(
+            "train/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch_size,
+            sync_dist=True,
+        )
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
 
@@ -119,7 +128,8 @@ class BrainMRIClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         loss = self._step(batch, self.test_metrics)
-        self.log("test/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch[1]))
+        self.test_loss.update(loss, weight=len(batch[1]))
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:

@@ -1,0 +1,38 @@
+"""DDP on CPU with two processes (gloo): whole-set metrics, rank-zero files, and DDP inside a sweep."""
+
+import pytest
+
+from brain_mri.run_outputs import read_json
+from conftest import FAST_TRAINING, check, run_script
+
+DDP = [*FAST_TRAINING, "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1"]
+
+
+def test_ddp_metrics_equal_a_single_process_evaluation(phantom_root, tmp_path):
+    run = tmp_path / "ddp"
+    check(run_script("train.py", *DDP, "trainer=ddp", f"data.root={phantom_root}", f"hydra.run.dir={run}"))
+    metrics = read_json(run / "metrics.json")
+    check(
+        run_script("eval.py", f"ckpt_path={metrics['best_checkpoint']}", f"hydra.run.dir={tmp_path / 'eval'}")
+    )
+    single = read_json(tmp_path / "eval" / "metrics.json")
+    for name in ("loss", "accuracy", "auroc", "sensitivity", "specificity", "f1", "cohen_kappa"):
+        assert metrics[f"test/{name}"] == pytest.approx(single[f"test/{name}"], abs=1e-5), name
+    assert (run / "predictions.csv").read_text() == (tmp_path / "eval" / "predictions.csv").read_text()
+    written = sorted(p.name for p in run.iterdir())
+    assert "split.csv" in written and not [name for name in written if name.startswith(".pl_hydra")]
+
+
+def test_ddp_spawn_runs_inside_a_multirun(phantom_root, tmp_path):
+    check(
+        run_script(
+            "train.py",
+            "-m",
+            *DDP,
+            "trainer=ddp_spawn",
+            f"data.root={phantom_root}",
+            "model.lr=1e-3",
+            f"hydra.sweep.dir={tmp_path}",
+        )
+    )
+    assert read_json(tmp_path / "0" / "metrics.json")["status"] == "completed"
