@@ -1,9 +1,13 @@
 """DDP on CPU with two processes (gloo): whole-set metrics, rank-zero files, and DDP inside a sweep."""
 
 import pytest
+import torch
+from hydra import compose, initialize_config_dir
 
+import brain_mri.cli  # noqa: F401  (registers the config resolvers)
+from brain_mri.hardware import best_precision
 from brain_mri.run_outputs import read_json
-from conftest import FAST_TRAINING, check, run_script
+from conftest import FAST_TRAINING, PROJECT_ROOT, check, run_script
 
 DDP = [*FAST_TRAINING, "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1"]
 
@@ -36,3 +40,29 @@ def test_ddp_spawn_runs_inside_a_multirun(phantom_root, tmp_path):
         )
     )
     assert read_json(tmp_path / "0" / "metrics.json")["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("trainer", "expected"),
+    [
+        ("gpu", {"accelerator": "gpu", "benchmark": True}),
+        ("ddp", {"strategy": "ddp"}),
+        ("ddp_spawn", {"strategy": "ddp_spawn"}),
+    ],
+)
+def test_hardware_configs_compose(trainer, expected):
+    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"trainer={trainer}"])
+    assert {key: cfg.trainer[key] for key in expected} == expected
+    assert cfg.trainer.precision in ("bf16-mixed", "16-mixed", "32-true")
+    assert cfg.trainer.use_distributed_sampler is False
+
+
+def test_precision_follows_the_hardware(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert best_precision("gpu") == "16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert best_precision("auto") == "bf16-mixed"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert best_precision("cpu") == "32-true"
