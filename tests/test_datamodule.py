@@ -1,5 +1,6 @@
 import logging
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import torch
 from PIL import Image
 
 from brain_mri.data import BrainMRIDataModule
+from brain_mri.data.datamodule import augment_batch, to_model_input
 from brain_mri.errors import BrainMRIError
 
 
@@ -82,3 +84,29 @@ def test_decoded_images_are_cached_per_file_content(phantom_root, tmp_path, capl
     Image.fromarray(edited).save(data / "no" / "no_005.png")  # one file changed by one pixel
     load()
     assert "1 decoded, 43 from the cache" in caplog.text
+
+
+def test_augmentation_moves_training_batches_only(phantom_root):
+    datamodule = BrainMRIDataModule(str(phantom_root), image_size=32, augment=True)
+    datamodule.setup()
+    batch = next(iter(datamodule.train_dataloader()))
+    plain = to_model_input(batch[0])
+    datamodule.trainer = SimpleNamespace(training=True)
+    torch.manual_seed(0)
+    augmented, labels = datamodule.on_after_batch_transfer(batch, 0)
+    assert augmented.shape == plain.shape and torch.equal(labels, batch[1])
+    assert augmented.min() >= 0.0 and augmented.max() <= 1.0 + 1e-6
+    assert (augmented - plain).abs().mean() > 0.01  # every image moved
+    datamodule.trainer = SimpleNamespace(training=False)
+    assert torch.equal(
+        datamodule.on_after_batch_transfer(batch, 0)[0], plain
+    )  # validation and test: untouched
+
+
+def test_augmentation_with_no_motion_only_flips():
+    images = torch.rand(16, 3, 32, 32)
+    torch.manual_seed(0)
+    out = augment_batch(images, max_degrees=0.0, max_shift=0.0, max_zoom=0.0)
+    same = [torch.allclose(o, i, atol=1e-5) for o, i in zip(out, images, strict=True)]
+    flipped = [torch.allclose(o, i.flip(-1), atol=1e-5) for o, i in zip(out, images, strict=True)]
+    assert all(s or f for s, f in zip(same, flipped, strict=True)) and any(same) and any(flipped)

@@ -38,6 +38,24 @@ def to_model_input(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0).expand(-1, 3, -1, -1)
 
 
+def augment_batch(
+    images: torch.Tensor, max_degrees: float = 10.0, max_shift: float = 0.05, max_zoom: float = 0.1
+) -> torch.Tensor:
+    """Random left-right flip, rotation, shift and scale of every image of a float batch, in one
+    ``grid_sample`` call on the batch's device (no per-image Python work)."""
+    count = len(images)
+    angle = torch.empty(count, device=images.device).uniform_(-max_degrees, max_degrees).deg2rad()
+    scale = torch.empty(count, device=images.device).uniform_(1 - max_zoom, 1 + max_zoom)
+    flip = torch.where(torch.rand(count, device=images.device) < 0.5, -1.0, 1.0)
+    shift = torch.empty(count, 2, device=images.device).uniform_(-2 * max_shift, 2 * max_shift)
+    theta = torch.zeros(count, 2, 3, device=images.device)
+    theta[:, 0, 0], theta[:, 0, 1] = flip * angle.cos() / scale, -angle.sin() / scale
+    theta[:, 1, 0], theta[:, 1, 1] = flip * angle.sin() / scale, angle.cos() / scale
+    theta[:, :, 2] = shift
+    grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
+
+
 class IndexedBatches(Dataset):
     """Serves whole batches by indexing the in-memory tensor with a list of indices: no per-item work."""
 
@@ -110,6 +128,7 @@ class BrainMRIDataModule(L.LightningDataModule):
         duplicate_threshold: float = DEFAULT_THRESHOLD,
         on_bad_image: str = "error",
         cache_dir: str | None = None,
+        augment: bool = False,
         num_workers: int = 0,
         pin_memory: bool | None = None,
         download: bool = False,
@@ -349,4 +368,7 @@ class BrainMRIDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
-        return to_model_input(images), labels
+        images = to_model_input(images)
+        if self.hparams.augment and self.trainer is not None and self.trainer.training:
+            images = augment_batch(images)
+        return images, labels
