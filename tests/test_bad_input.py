@@ -162,10 +162,13 @@ def test_impossible_settings_stop_at_start(phantom_root, tmp_path, override, mes
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_an_output_folder_that_cannot_be_written(phantom_root, tmp_path):
+@pytest.mark.parametrize(
+    "where", ["hydra.run.dir={}/run", "paths.log_dir={}/out"]
+)  # explicit, and the default path
+def test_an_output_folder_that_cannot_be_written(phantom_root, tmp_path, where):
     (tmp_path / "a-file").write_text("")
     result = run_script(
-        "train.py", *FAST_TRAINING, f"data.root={phantom_root}", f"hydra.run.dir={tmp_path}/a-file/run"
+        "train.py", *FAST_TRAINING, f"data.root={phantom_root}", where.format(tmp_path / "a-file")
     )
     assert result.returncode == 1 and "cannot write the output folder" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr

@@ -74,7 +74,9 @@ class OutputFolderCheck(Callback):
     """Hydra callback: checks the run or sweep folder before Hydra itself writes into it."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        HydraConfig.instance().set_config(config)  # Hydra sets it only later; the folder's path needs it
         ensure_writable(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        HydraConfig.instance().set_config(config)
         ensure_writable(config.hydra.sweep.dir)
