@@ -1,6 +1,5 @@
 """End to end: the real train.py and eval.py in subprocesses, on phantom data."""
 
-import csv
 import json
 
 import pytest
@@ -9,14 +8,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
+from brain_mri.run_outputs import read_csv
 from conftest import FAST_TRAINING, check, run_script
 
 TEST_METRICS = ("accuracy", "auroc", "sensitivity", "specificity", "f1", "cohen_kappa", "loss")
-
-
-def read_rows(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_run_folder_is_complete_and_consistent(trained_run):
@@ -27,14 +22,14 @@ def test_run_folder_is_complete_and_consistent(trained_run):
     best = trained_run / "checkpoints" / metrics["best_checkpoint"].split("/")[-1]
     assert best.is_file() and (trained_run / "checkpoints" / "last.ckpt").is_file()
 
-    logged = read_rows(trained_run / "csv" / "metrics.csv")
+    logged = read_csv(trained_run / "csv" / "metrics.csv")
     val_losses = [float(r["val/loss"]) for r in logged if r["val/loss"]]
     assert len(val_losses) == 2 and metrics["val/loss_best"] == pytest.approx(min(val_losses))
     assert metrics["best_epoch"] == val_losses.index(min(val_losses))
     assert any(r["train/loss"] for r in logged) and any(r["val/auroc"] for r in logged)
 
-    split = read_rows(trained_run / "split.csv")
-    predictions = read_rows(trained_run / "predictions.csv")
+    split = read_csv(trained_run / "split.csv")
+    predictions = read_csv(trained_run / "predictions.csv")
     assert [p["path"] for p in predictions] == [r["path"] for r in split if r["partition"] == "test"]
     probability = torch.tensor([float(p["probability"]) for p in predictions])
     label = torch.tensor([int(p["label"]) for p in predictions])
@@ -76,7 +71,7 @@ def test_eval_on_every_image_of_a_folder(trained_run, phantom_root, tmp_path):
             f"hydra.run.dir={tmp_path}",
         )
     )
-    assert len(read_rows(tmp_path / "predictions.csv")) == 44
+    assert len(read_csv(tmp_path / "predictions.csv")) == 44
 
 
 def test_multirun_grid_shares_one_split(phantom_root, tmp_path):

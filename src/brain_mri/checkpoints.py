@@ -22,7 +22,8 @@ def safe_load(path: str | Path, map_location="cpu") -> dict:
     if not zipfile.is_zipfile(path):  # every checkpoint torch.save has written since PyTorch 1.6 is a zip
         raise BrainMRIError(f"{path} is not a PyTorch checkpoint.")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        # mmap: reading one field (the epoch) of a large checkpoint does not read all of its weights
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except pickle.UnpicklingError as err:
         raise BrainMRIError(
             f"{path} was refused: it holds objects other than tensors and plain values, which could run "

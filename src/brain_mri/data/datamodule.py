@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from brain_mri.data.download import ensure_dataset
 from brain_mri.data.duplicates import DEFAULT_THRESHOLD, content_fingerprint, duplicate_groups
-from brain_mri.data.images import DecodeCache, ImageFile, decode_images, discover_classes, scan_image_files
+from brain_mri.data.images import DecodeCache, ImageFile, decode_images, scan_image_files
 from brain_mri.data.split import (
     PARTITIONS,
     check_groups_have_one_class,
@@ -156,8 +156,6 @@ class BrainMRIDataModule(L.LightningDataModule):
         self.hparams.root = str(Path(root).expanduser().resolve())
         self.files: list[ImageFile] = []
         self.partitions: list[str] = []
-        self.folds: list[int] = []
-        self.classes: list[str] = []
         self.images: torch.Tensor | None = None
 
     @classmethod
@@ -246,8 +244,7 @@ class BrainMRIDataModule(L.LightningDataModule):
             partitions, folds = grouped_stratified_split(
                 labels, groups, hp.val_fraction, hp.test_fraction, hp.split_seed, hp.num_folds, hp.fold
             )
-        self.files, self.partitions, self.folds = files, partitions, folds
-        self.classes = discover_classes(self.root)
+        self.files, self.partitions = files, partitions
         self.images = torch.from_numpy(pixels).unsqueeze(1)
         self.split_table = split_rows(files, partitions, folds, groups, hashes)
         if self.hparams.output_dir and rank_zero_only.rank == 0:
