@@ -45,16 +45,16 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def restore_classifier(checkpoint: dict) -> BrainMRIClassifier:
-    """A classifier built from the checkpoint's hyperparameters, with its weights loaded."""
+    """A classifier built from the checkpoint's hyperparameters, with its weights and provenance loaded."""
     model = BrainMRIClassifier(**checkpoint["hyper_parameters"])
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
-        hp = checkpoint["hyper_parameters"]
         raise BrainMRIError(
-            f"The checkpoint's weights do not fit a {hp['arch']} with {hp['num_classes']} classes: "
-            f"{str(err).splitlines()[0]}"
+            f"The checkpoint's weights do not fit a {model.hparams.arch} with {model.hparams.num_classes} "
+            f"classes: {str(err).splitlines()[0]}"
         ) from None
+    model.on_load_checkpoint(checkpoint)
     return model
 
 

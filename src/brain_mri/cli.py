@@ -9,9 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import hydra
+import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.errors import BrainMRIError
@@ -22,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # ${first_set:a,b}: a unless it is null or empty, else b (``resume=<run>`` reuses the run's folder).
 OmegaConf.register_new_resolver("first_set", lambda value, default: value or default, replace=True)
+# ${config_subdir:${resume}}: where Hydra saves the config; nowhere on resume, so the run keeps its record.
+OmegaConf.register_new_resolver("config_subdir", lambda resume: None if resume else ".hydra", replace=True)
 # ${best_precision:<accelerator>}: bf16-mixed where the hardware has bf16, else 16-mixed (GPU) or 32-true.
 OmegaConf.register_new_resolver("best_precision", best_precision, replace=True)
 
@@ -38,7 +42,8 @@ def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
     except Exception as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             log.exception("Job failed; the sweep goes on")
-            write_json(Path(cfg.paths.output_dir) / METRICS_FILE, {"status": "failed", "error": str(err)})
+            if rank_zero_only.rank == 0:
+                write_json(Path(cfg.paths.output_dir) / METRICS_FILE, failure(err))
             return math.nan
         if not isinstance(err, BrainMRIError):
             raise
@@ -47,11 +52,52 @@ def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
         sys.exit(1)
 
 
+def failure(err: BaseException) -> dict:
+    """What ``metrics.json`` says of a run that did not complete."""
+    status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+    return {"status": status, "error": str(err) or type(err).__name__}
+
+
 def instantiate_group(group: DictConfig | None) -> list:
     """Instantiate every entry of a config group such as ``callbacks`` or ``logger`` (entries may be null)."""
     if not group:
         return []
     return [hydra.utils.instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+
+
+class RunFolderWriter(L.Callback):
+    """Writes a task's own files into its output folder once the Trainer has set up its processes, when
+    every process knows its rank: only global rank zero writes. (Before that, the first process of a
+    second machine would believe it is rank zero.) The other processes stop logging into the folder.
+    A run that fails or is interrupted once started says so in its ``metrics.json``."""
+
+    def __init__(self, output_dir: Path, write: Callable[[], None]):
+        self.output_dir, self.write, self.done = Path(output_dir).resolve(), write, False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.done:  # once per task, not per stage (fit, test, predict)
+            return
+        self.done = True
+        if trainer.is_global_zero:
+            self.write()
+        else:
+            stop_logging_into(self.output_dir)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
+        if trainer.is_global_zero:
+            write_json(self.output_dir / METRICS_FILE, failure(exception))
+
+
+def stop_logging_into(folder: Path) -> None:
+    """Detach this process's log files inside ``folder``, and delete the ones only it wrote: Lightning
+    relaunches each further DDP process as a Hydra job named ``<task>_ddp_process_<rank>``."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder:
+            root.removeHandler(handler)
+            handler.close()
+            if "_ddp_process_" in Path(handler.baseFilename).name:
+                Path(handler.baseFilename).unlink(missing_ok=True)
 
 
 def ensure_writable(folder: str) -> None:

@@ -11,24 +11,41 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.checkpoints import load_checkpoint, restore_classifier
-from brain_mri.cli import instantiate_group
+from brain_mri.cli import RunFolderWriter, instantiate_group
 from brain_mri.data import BrainMRIDataModule
+from brain_mri.hardware import precision_for_checkpoint
 from brain_mri.models import BrainMRIClassifier
-from brain_mri.run_outputs import METRICS_FILE, PREDICTION_FIELDS, PREDICTIONS_FILE, write_csv, write_json
+from brain_mri.run_outputs import (
+    METRICS_FILE,
+    PREDICTION_FIELDS,
+    PREDICTIONS_FILE,
+    write_bad_images,
+    write_csv,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
 
-@torch.inference_mode()
-def predict_test_partition(trainer: L.Trainer, model: BrainMRIClassifier, datamodule: BrainMRIDataModule):
-    """Class probabilities of every test image in split order, at the trainer's precision, in this process."""
-    model.eval()
-    outputs = []
-    for index, (images, labels) in enumerate(datamodule.partition_loader("test", sharded=False)):
-        batch = datamodule.on_after_batch_transfer((images.to(model.device), labels.to(model.device)), 0)
-        with trainer.precision_plugin.forward_context():
-            outputs.append(model.predict_step(batch, index).float().cpu())
-    return torch.cat(outputs)
+def seen_in_training(model: BrainMRIClassifier, hashes: list[str]) -> dict[str, int]:
+    """How many of the evaluated images (by content hash) the model was trained or validated on."""
+    trained, validated = set(model.provenance["train_sha256"]), set(model.provenance["val_sha256"])
+    seen = {
+        "images_evaluated": len(hashes),
+        "images_seen_in_training": sum(h in trained for h in hashes),
+        "images_seen_in_validation": sum(h in validated for h in hashes),
+    }
+    if seen["images_seen_in_training"] or seen["images_seen_in_validation"]:
+        log.warning(
+            "%d of the %d evaluated images were in this model's training partition and %d in its "
+            "validation partition: these metrics overstate how well it does on new images.",
+            seen["images_seen_in_training"],
+            len(hashes),
+            seen["images_seen_in_validation"],
+        )
+    elif not model.provenance["train_sha256"]:
+        log.warning("The checkpoint does not record which images it was trained on; cannot check.")
+    return seen
 
 
 def test_and_save(
@@ -39,16 +56,18 @@ def test_and_save(
     ckpt_path: str | None = None,
     extra: dict | None = None,
 ) -> dict:
-    """Test on the test partition (across all processes under DDP), then, in the rank-zero process, predict
-    every test image and write ``predictions.csv`` and ``metrics.json``; returns what ``metrics.json`` holds.
+    """Test on the test partition (across all processes under DDP) and predict every test image with the
+    Trainer (on its accelerator, at its precision); the rank-zero process writes ``predictions.csv`` and
+    ``metrics.json``. Returns what ``metrics.json`` holds.
 
     Used by training (on the best checkpoint) and by ``eval.py``, so both write the same files the same way.
     """
     metrics = dict(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0])
+    probabilities = torch.cat(trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path)).float()
+    metrics |= seen_in_training(model, datamodule.partition_hashes("test"))
     metrics.update(extra or {}, status="completed")
     if not trainer.is_global_zero:
         return metrics
-    probabilities = predict_test_partition(trainer, model, datamodule)
     positive = probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities.max(dim=1).values
     files = datamodule.partition_files("test")
     rows = [
@@ -65,12 +84,27 @@ def evaluate(cfg: DictConfig) -> float:
     checkpoint = load_checkpoint(cfg.ckpt_path)
     model = restore_classifier(checkpoint)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)  # resolved here: instantiate sees no parent
-    datamodule = hydra.utils.instantiate(data_cfg, trained=checkpoint.get("datamodule_hyper_parameters"))
-    datamodule.setup("test")
-    trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=False
+    datamodule = hydra.utils.instantiate(
+        data_cfg,
+        trained=checkpoint.get("datamodule_hyper_parameters"),
+        class_names=model.hparams.class_names,
+        _convert_="all",
     )
+    datamodule.setup("test")
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if trainer_cfg["precision"] is None:
+        trainer_cfg["precision"], note = precision_for_checkpoint(
+            model.provenance["precision"], trainer_cfg["accelerator"]
+        )
+        if note:
+            log.warning("Evaluating in %s: %s.", trainer_cfg["precision"], note)
     output_dir = Path(cfg.paths.output_dir)
+    callbacks = [
+        *instantiate_group(cfg.get("callbacks")),
+        RunFolderWriter(output_dir, lambda: write_bad_images(output_dir, datamodule.bad_files)),
+    ]
+    trainer = hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=False)
+    log.info("Evaluating in %s on %s", trainer.precision, type(trainer.accelerator).__name__)
     metrics = test_and_save(trainer, model, datamodule, output_dir, extra={"checkpoint": str(cfg.ckpt_path)})
     log.info("Wrote %s and %s to %s", METRICS_FILE, PREDICTIONS_FILE, output_dir)
     return metrics["test/loss"]

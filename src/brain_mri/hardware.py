@@ -20,3 +20,24 @@ def best_precision(accelerator: str = "auto") -> str:
             return "bf16-mixed"  # a GPU was asked for on a machine without one: Lightning will say so
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+
+
+def precision_available(precision: str, accelerator: str = "auto") -> bool:
+    """Whether this machine computes ``precision`` natively (half precision: on GPUs; bf16: where
+    :func:`best_precision` would choose it)."""
+    if precision.startswith("bf16"):
+        return best_precision(accelerator) == "bf16-mixed"
+    if precision.startswith("16"):
+        return uses_cuda(accelerator) and torch.cuda.is_available()
+    return True
+
+
+def precision_for_checkpoint(trained: str | None, accelerator: str = "auto") -> tuple[str, str | None]:
+    """The precision to evaluate a checkpoint with: the one it was trained with, so evaluation repeats the
+    run's numbers, unless this machine lacks it. Returns (precision, a note for the log or None)."""
+    if trained is None:
+        return best_precision(accelerator), "the checkpoint does not record its precision"
+    if precision_available(trained, accelerator):
+        return trained, None
+    chosen = best_precision(accelerator)
+    return chosen, f"it was trained with {trained}, which this machine lacks; results may differ slightly"

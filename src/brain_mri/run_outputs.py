@@ -12,6 +12,7 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 SPLIT_FIELDS = ("path", "class", "label", "partition", "fold", "group", "sha256")
 BAD_IMAGES_FILE = "bad_images.csv"
+BAD_IMAGE_FIELDS = ("path", "reason")
 PREDICTION_FIELDS = ("path", "label", "probability", "predicted")
 CONFIG_FILE = "config.yaml"
 RUN_INFO_FILE = "run_info.json"
@@ -76,6 +77,24 @@ def keep_epochs_up_to(csv_file: Path, last_epoch: int) -> None:
         fields, rows = reader.fieldnames, list(reader)
     kept = [r for r in rows if not r.get("epoch") or int(r["epoch"]) <= last_epoch]
     write_csv(csv_file, kept, tuple(fields or ()))
+
+
+def write_bad_images(output_dir: Path, bad: list[tuple[str, str]]) -> None:
+    """The files a run left out (``data.on_bad_image=skip``) and why; nothing when none were."""
+    if bad:
+        rows = [{"path": path, "reason": reason} for path, reason in bad]
+        write_csv(output_dir / BAD_IMAGES_FILE, rows, BAD_IMAGE_FIELDS)
+
+
+def record_resume(output_dir: Path, record: dict) -> None:
+    """Append one resume (time, command, overrides, checkpoint, first epoch) to ``run_info.json``; the
+    run's own config files stay as they were written when it started."""
+    from datetime import datetime, timezone
+
+    info = read_json(output_dir / RUN_INFO_FILE) if (output_dir / RUN_INFO_FILE).is_file() else {}
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    info["resumes"] = [*info.get("resumes", []), {"time": started, **record}]
+    write_json(output_dir / RUN_INFO_FILE, info)
 
 
 def write_run_info(output_dir: Path, data_root: str, data_fingerprint: str, images: int) -> None:

@@ -3,27 +3,41 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.checkpoints import load_checkpoint
-from brain_mri.cli import instantiate_group
+from brain_mri.cli import RunFolderWriter, instantiate_group
+from brain_mri.data.split import write_split
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import test_and_save
 from brain_mri.run_outputs import (
     CONFIG_FILE,
     SPLIT_FILE,
     keep_epochs_up_to,
+    record_resume,
+    write_bad_images,
     write_resolved_config,
     write_run_info,
 )
 
 log = logging.getLogger(__name__)
+
+# What a resumed run may change: how long it goes on, and settings that do not change its numbers.
+RESUME_MAY_CHANGE = (
+    "trainer.max_epochs",
+    "trainer.max_time",
+    "callbacks.early_stopping.patience",
+    "data.num_workers",
+    "data.cache_dir",
+)
 
 
 def log_hyperparameters(
@@ -41,8 +55,15 @@ def log_hyperparameters(
         logger.save()
 
 
-def config_for_resume(run_dir: Path) -> DictConfig:
-    """The interrupted run's own config, set to continue from its ``last.ckpt`` on its own split."""
+def command_line_overrides() -> list[str]:
+    """The task's overrides from the command line (none when the task is called outside Hydra's main)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, dict]:
+    """The interrupted run's own config, set to continue from its ``last.ckpt`` on its own split, with the
+    command line's changes that a resume may make (``RESUME_MAY_CHANGE``); any other change is refused.
+    Returns the config and the record of this resume for ``run_info.json``."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if not (run_dir / CONFIG_FILE).is_file():
         raise BrainMRIError(f"{run_dir} is not a run folder of this project (no {CONFIG_FILE}).")
@@ -50,33 +71,60 @@ def config_for_resume(run_dir: Path) -> DictConfig:
         raise BrainMRIError(
             f"{run_dir} has no checkpoints/last.ckpt: it stopped before its first epoch ended."
         )
+    overrides = command_line_overrides()
+    keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)]
+    refused = sorted({key for key in keys if key not in (*RESUME_MAY_CHANGE, "resume")})
+    if refused:
+        raise BrainMRIError(
+            f"resume= continues {run_dir} with its own settings, so these cannot change: "
+            f"{', '.join(refused)}. A resume may change {', '.join(RESUME_MAY_CHANGE)}. To train with other "
+            f"settings from its weights, start a new run with ckpt_path={last}."
+        )
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    for key in keys:
+        if key != "resume":
+            OmegaConf.update(cfg, key, OmegaConf.select(composed, key), merge=False)
     cfg.ckpt_path, cfg.data.split_file = str(last), str(run_dir / SPLIT_FILE)
-    return cfg
+    record = {
+        "command": " ".join(sys.argv),
+        "overrides": overrides,
+        "checkpoint": str(last),
+        "first_epoch": load_checkpoint(last)["epoch"] + 1,
+    }
+    return cfg, record
 
 
 def train(cfg: DictConfig) -> float:
     """Train one model; returns ``val/loss_best``, the value the sweepers minimise."""
+    resume = None
     if cfg.get("resume"):
-        cfg = config_for_resume(Path(cfg.resume))
+        cfg, resume = config_for_resume(Path(cfg.resume), cfg)
     output_dir = Path(cfg.paths.output_dir)
-    writes = rank_zero_only.rank == 0  # under DDP every process runs this task; one writes the files
     if cfg.get("ckpt_path"):
-        resumed_epoch = load_checkpoint(cfg.ckpt_path)["epoch"]  # a clear error now for a bad file
-        if writes:
-            keep_epochs_up_to(output_dir / "csv" / "metrics.csv", resumed_epoch)
-    if writes:
-        write_resolved_config(output_dir, cfg)
+        load_checkpoint(cfg.ckpt_path)  # a clear error now for a bad file
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")  # data problems surface now, before any model is built
-    if writes:
-        write_run_info(output_dir, str(datamodule.root), datamodule.data_fingerprint, len(datamodule.files))
-    model = hydra.utils.instantiate(cfg.model)
+    model = hydra.utils.instantiate(cfg.model, class_names=datamodule.class_names)
+    model.provenance |= {
+        "train_sha256": datamodule.partition_hashes("train"),
+        "val_sha256": datamodule.partition_hashes("val"),
+    }
+
+    def write_run_folder() -> None:
+        if resume:  # the run's config files stay as they were; epochs after the checkpoint are redone
+            record_resume(output_dir, resume)
+            keep_epochs_up_to(output_dir / "csv" / "metrics.csv", resume["first_epoch"] - 1)
+        else:
+            write_resolved_config(output_dir, cfg)
+            fingerprint = datamodule.data_fingerprint
+            write_run_info(output_dir, str(datamodule.root), fingerprint, len(datamodule.files))
+            write_split(output_dir / SPLIT_FILE, datamodule.split_table)
+        write_bad_images(output_dir, datamodule.bad_files)
+
     loggers = instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False
-    )
+    callbacks = [*instantiate_group(cfg.get("callbacks")), RunFolderWriter(output_dir, write_run_folder)]
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     log.info(
         "Precision %s, channels_last %s, accelerator %s",
         trainer.precision,
@@ -85,7 +133,7 @@ def train(cfg: DictConfig) -> float:
     )
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
-    best = trainer.checkpoint_callback
+    best = trainer.checkpoint_callback  # the first ModelCheckpoint of the config: best by val/loss
     if best is None or not best.best_model_path:
         raise BrainMRIError("Training ended without a best checkpoint: did validation run at least once?")
     summary = {

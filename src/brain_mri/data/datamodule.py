@@ -10,12 +10,18 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.accelerators import CUDAAccelerator
-from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from brain_mri.data.download import ensure_dataset
 from brain_mri.data.duplicates import DEFAULT_THRESHOLD, content_fingerprint, duplicate_groups
-from brain_mri.data.images import DecodeCache, ImageFile, decode_images, scan_image_files
+from brain_mri.data.images import (
+    DecodeCache,
+    DecodedImages,
+    ImageFile,
+    decode_images,
+    discover_classes,
+    scan_image_files,
+)
 from brain_mri.data.split import (
     PARTITIONS,
     check_groups_have_one_class,
@@ -24,11 +30,10 @@ from brain_mri.data.split import (
     partitions_for_fold,
     read_split,
     split_rows,
-    write_split,
 )
 from brain_mri.data.synthetic import generate_phantom_dataset
 from brain_mri.errors import BrainMRIError
-from brain_mri.run_outputs import BAD_IMAGES_FILE, SPLIT_FILE, write_csv
+from brain_mri.run_outputs import SPLIT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +112,11 @@ class EpochBatches(Sampler[list[int]]):
 
 
 class BrainMRIDataModule(L.LightningDataModule):
-    """Owns the data set, its leak-free split (written to ``split.csv``) and the batch transforms.
+    """Owns the data set, its leak-free split and the batch transforms; writes nothing but the decode cache.
 
     Images are decoded and resized once, kept in memory as uint8, and turned into float 3-channel
-    batches on the device (``on_after_batch_transfer``).
+    batches on the device (``on_after_batch_transfer``). The tasks write ``split.csv`` (``split_table``)
+    and ``bad_images.csv`` (``bad_files``) from the rank-zero process.
     """
 
     def __init__(
@@ -124,7 +130,8 @@ class BrainMRIDataModule(L.LightningDataModule):
         num_folds: int = 0,
         fold: int = 0,
         split_file: str | None = None,
-        output_dir: str | None = None,
+        class_names: list[str] | None = None,
+        class_map: dict[str, str] | None = None,
         duplicate_threshold: float = DEFAULT_THRESHOLD,
         on_bad_image: str = "error",
         cache_dir: str | None = None,
@@ -154,23 +161,32 @@ class BrainMRIDataModule(L.LightningDataModule):
             )
         self.save_hyperparameters(logger=False)
         self.hparams.root = str(Path(root).expanduser().resolve())
+        # plain Python values: hyperparameters are saved in checkpoints, which must load with weights_only
+        self.hparams.class_names = [str(c) for c in class_names] if class_names else None
+        self.hparams.class_map = {str(k): str(v) for k, v in class_map.items()} if class_map else None
         self.files: list[ImageFile] = []
         self.partitions: list[str] = []
+        self.class_names: list[str] = []
+        self.bad_files: list[tuple[str, str]] = []
         self.images: torch.Tensor | None = None
+        self._decoded: DecodedImages | None = None
 
     @classmethod
     def for_evaluation(
         cls,
         ckpt_path: str,
         trained: dict | None,
+        class_names: list[str],
         on: str = "test",
         root: str | None = None,
         split_file: str | None = None,
+        class_map: dict[str, str] | None = None,
+        on_bad_image: str | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
-        output_dir: str | None = None,
     ) -> BrainMRIDataModule:
-        """The data a checkpoint is tested on, prepared exactly as in training (root, image size).
+        """The data a checkpoint is tested on, prepared exactly as in training (root, image size, what to
+        do with unreadable files), labelled by the model's ``class_names``.
 
         ``on="test"``: the test partition of the run's ``split.csv`` (or of ``split_file``);
         ``on="all"``: every image under ``root`` (default: the training data root).
@@ -183,16 +199,19 @@ class BrainMRIDataModule(L.LightningDataModule):
             "root": root or trained["root"],
             "image_size": trained["image_size"],
             "duplicate_threshold": trained["duplicate_threshold"],
+            "on_bad_image": on_bad_image or trained.get("on_bad_image", "error"),
+            "class_names": class_names,
+            "class_map": class_map,
             "batch_size": batch_size,
             "num_workers": num_workers,
-            "output_dir": output_dir,
         }
         if on == "all":
             return cls(**settings, val_fraction=0.0, test_fraction=1.0)
         split_file = Path(split_file or Path(ckpt_path).resolve().parent.parent / SPLIT_FILE)
         if not split_file.is_file():
             raise BrainMRIError(
-                f"No split file at {split_file}: pass data.split_file=<run>/split.csv, or eval.on=all."
+                f"No split file at {split_file}: pass data.split_file=<run>/split.csv, or evaluate every "
+                "image of a folder the model was not trained on with eval.on=all data.root=<folder>."
             )
         return cls(**settings, split_file=str(split_file))
 
@@ -201,9 +220,16 @@ class BrainMRIDataModule(L.LightningDataModule):
         return Path(self.hparams.root)
 
     def prepare_data(self) -> None:
-        if self.hparams.synthetic:
-            generate_phantom_dataset(self.root, per_class=self.hparams.synthetic_per_class)
-        ensure_dataset(self.root, download=self.hparams.download)
+        """Lightning calls this in one process per machine once the processes exist: it fills the decode
+        cache with what this process decoded, so parallel processes never all write the same entries."""
+        if self.images is None:
+            self._load_and_split()
+        if self._decoded is not None and self.hparams.cache_dir:
+            self._decoded.save_to(self._cache())
+            self._decoded = None
+
+    def _cache(self) -> DecodeCache:
+        return DecodeCache(self.hparams.cache_dir, self.hparams.image_size)
 
     def setup(self, stage: str | None = None) -> None:
         """Scan, decode, group and split once; later calls (every Trainer stage) reuse the result."""
@@ -220,17 +246,20 @@ class BrainMRIDataModule(L.LightningDataModule):
             )
 
     def _load_and_split(self) -> None:
-        self.prepare_data()
-        cache = (
-            DecodeCache(self.hparams.cache_dir, self.hparams.image_size) if self.hparams.cache_dir else None
-        )
-        files = scan_image_files(self.root)
-        decoded = decode_images(self.root, files, self.hparams.image_size, content_fingerprint, cache)
+        if self.hparams.synthetic:
+            generate_phantom_dataset(self.root, per_class=self.hparams.synthetic_per_class)
+        ensure_dataset(self.root, download=self.hparams.download)
+        cache = self._cache() if self.hparams.cache_dir else None
+        hp = self.hparams
+        files = scan_image_files(self.root, hp.class_names, hp.class_map)
+        self.class_names = hp.class_names or discover_classes(self.root)
+        decoded = decode_images(self.root, files, hp.image_size, content_fingerprint, cache)
+        self._decoded = decoded
         log.info(
             "Read %d files: %d decoded, %d from the cache",
             len(files),
-            decoded.decoded,
-            len(decoded.readable) - decoded.decoded,
+            len(decoded.fresh),
+            len(decoded.readable) - len(decoded.fresh),
         )
         self._handle_bad_images(decoded.bad)
         files, pixels, hashes = decoded.readable, decoded.pixels, decoded.sha256
@@ -240,15 +269,12 @@ class BrainMRIDataModule(L.LightningDataModule):
             groups = duplicate_groups(decoded.fingerprints, self.hparams.duplicate_threshold)
             check_groups_have_one_class(files, groups)
             labels = np.array([f.label for f in files])
-            hp = self.hparams
             partitions, folds = grouped_stratified_split(
                 labels, groups, hp.val_fraction, hp.test_fraction, hp.split_seed, hp.num_folds, hp.fold
             )
         self.files, self.partitions = files, partitions
         self.images = torch.from_numpy(pixels).unsqueeze(1)
         self.split_table = split_rows(files, partitions, folds, groups, hashes)
-        if self.hparams.output_dir and rank_zero_only.rank == 0:
-            write_split(Path(self.hparams.output_dir) / SPLIT_FILE, self.split_table)
         counts = {p: self.partition_indices(p).size for p in PARTITIONS}
         log.info(
             "Data: %d images in %d duplicate groups from %s; split %s",
@@ -264,7 +290,8 @@ class BrainMRIDataModule(L.LightningDataModule):
         return data_fingerprint(self.split_table)
 
     def _handle_bad_images(self, bad: list[tuple[str, str]]) -> None:
-        """Stop and list every unreadable file, or (``on_bad_image=skip``) warn and record them."""
+        """Stop and list every unreadable file, or (``on_bad_image=skip``) warn and keep them in
+        ``bad_files`` for the task to record."""
         if not bad:
             return
         listing = "\n".join(f"  {path}: {reason}" for path, reason in bad)
@@ -274,9 +301,7 @@ class BrainMRIDataModule(L.LightningDataModule):
                 "Fix or remove them, or skip them with data.on_bad_image=skip."
             )
         log.warning("Skipping %d unreadable file(s):\n%s", len(bad), listing)
-        if self.hparams.output_dir and rank_zero_only.rank == 0:
-            rows = [{"path": path, "reason": reason} for path, reason in bad]
-            write_csv(Path(self.hparams.output_dir) / BAD_IMAGES_FILE, rows, ("path", "reason"))
+        self.bad_files = bad
 
     def _apply_saved_split(self, files: list[ImageFile], pixels: np.ndarray, hashes: list[str]):
         """Reuse a saved split exactly: same files with the same contents, partitions, folds and groups
@@ -318,6 +343,10 @@ class BrainMRIDataModule(L.LightningDataModule):
 
     def partition_files(self, partition: str) -> list[ImageFile]:
         return [self.files[i] for i in self.partition_indices(partition)]
+
+    def partition_hashes(self, partition: str) -> list[str]:
+        """Content hashes (sha256) of a partition's images, as in ``split.csv``."""
+        return [self.split_table[i]["sha256"] for i in self.partition_indices(partition)]
 
     def partition_loader(self, partition: str, shuffle: bool = False, sharded: bool = True) -> DataLoader:
         """Batches of one partition; ``sharded=False`` gives every image to this process, even under DDP."""
@@ -362,6 +391,10 @@ class BrainMRIDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.partition_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test partition, whole in every process: predictions are written by one process."""
+        return self.partition_loader("test", sharded=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

@@ -47,11 +47,37 @@ def discover_classes(root: Path) -> list[str]:
     return classes
 
 
-def scan_image_files(root: Path) -> list[ImageFile]:
-    """Every non-hidden file in each class folder, in a deterministic order (class, then path)."""
+def folder_labels(
+    folders: list[str], class_names: list[str] | None, class_map: dict[str, str] | None
+) -> dict[str, tuple[str, int]]:
+    """Class folder -> (class name, label). Without ``class_names`` (training) the folders are the classes,
+    in sorted order. With them (a model's classes), folders are matched by name, never by position,
+    after renaming through ``class_map`` ({folder: class}); a folder that matches no class stops."""
+    if class_names is None:
+        return {folder: (folder, label) for label, folder in enumerate(folders)}
+    renamed = {folder: str((class_map or {}).get(folder, folder)) for folder in folders}
+    unknown = [folder for folder in folders if renamed[folder] not in class_names]
+    if unknown:
+        template = ", ".join(f"{folder}: <class>" for folder in unknown)
+        raise BrainMRIError(
+            f"The class folders {folders} do not match the model's classes {class_names}: "
+            f"{', '.join(unknown)} is none of them. Say which class each folder holds, "
+            f"eval.class_map={{{template}}}, with <class> one of {', '.join(class_names)}."
+        )
+    return {folder: (renamed[folder], class_names.index(renamed[folder])) for folder in folders}
+
+
+def scan_image_files(
+    root: Path, class_names: list[str] | None = None, class_map: dict[str, str] | None = None
+) -> list[ImageFile]:
+    """Every non-hidden file in each class folder, in a deterministic order (folder, then path).
+
+    Labels follow ``class_names`` when given (see :func:`folder_labels`), else the sorted folder names.
+    """
     files = []
-    for label, class_name in enumerate(discover_classes(root)):
-        class_dir = root / class_name
+    labels = folder_labels(discover_classes(root), class_names, class_map)
+    for folder, (class_name, label) in labels.items():
+        class_dir = root / folder
         entries = [p for p in class_dir.iterdir() if not is_ignored(p)]
         nested = sorted(p.name for p in entries if p.is_dir())
         if nested:
@@ -133,18 +159,26 @@ class DecodedImages:
     fingerprints: np.ndarray  # (N, D) float32
     sha256: list[str]
     bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    decoded: int = 0  # how many were decoded now; the rest came from the cache
+    fresh: list[int] = field(default_factory=list)  # decoded now (not from the cache): indices into readable
+
+    def save_to(self, cache: DecodeCache) -> None:
+        """Write the freshly decoded images to the cache (done by one process per machine, not by all)."""
+        for i in self.fresh:
+            cache.put(self.sha256[i], self.pixels[i], self.fingerprints[i])
+        self.fresh = []
 
 
 def decode_images(
     root: Path, files: list[ImageFile], image_size: int, fingerprint, cache: DecodeCache | None = None
 ) -> DecodedImages:
-    """Read every file once: hash its bytes, then take its pixels and fingerprint from the cache or decode.
+    """Read every file once: hash its bytes, then take its pixels and fingerprint from the cache, from an
+    identical file earlier in this pass, or decode. Nothing is written to the cache here.
 
     Unreadable files (truncated, empty, not an image, too large to decode safely) are collected with their
     reasons, never raised one by one, so a user sees all of them at once.
     """
-    readable, pixels, prints, hashes, bad, decoded = [], [], [], [], [], 0
+    readable, pixels, prints, hashes, bad, fresh = [], [], [], [], [], []
+    known: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for item in files:
         try:
             content = (root / item.path).read_bytes()
@@ -152,23 +186,20 @@ def decode_images(
             bad.append((item.path, str(err)))
             continue
         sha256 = hashlib.sha256(content).hexdigest()
-        entry = cache.get(sha256) if cache else None
+        entry = known.get(sha256) or (cache.get(sha256) if cache else None)
         if entry is None:
             try:
                 gray = read_grayscale(io.BytesIO(content))
-            except (
-                Exception
-            ) as err:  # PIL raises many types for broken files; each is reported, none is fatal
+            except Exception as err:  # PIL raises many types for broken files; each is reported, none fatal
                 bad.append((item.path, str(err) or type(err).__name__))
                 continue
             entry = (resize_square(gray, image_size), fingerprint(gray))
-            decoded += 1
-            if cache:
-                cache.put(sha256, *entry)
+            fresh.append(len(readable))
+        known[sha256] = entry
         readable.append(item)
         hashes.append(sha256)
         pixels.append(entry[0])
         prints.append(entry[1])
     if not readable:
         raise BrainMRIError(f"None of the {len(files)} files under {root} can be read as an image.")
-    return DecodedImages(readable, np.stack(pixels), np.stack(prints), hashes, bad, decoded)
+    return DecodedImages(readable, np.stack(pixels), np.stack(prints), hashes, bad, fresh)

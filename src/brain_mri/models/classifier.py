@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import lightning as L
 import torch
 from torch import nn
@@ -40,8 +42,26 @@ def classification_metrics(num_classes: int, names: tuple[str, ...], prefix: str
     return MetricCollection({name: factories[name]() for name in names}, prefix=prefix)
 
 
+def resolve_class_names(class_names: Sequence[str] | None, num_classes: int | None) -> list[str]:
+    """Plain strings (a Hydra list would not reload with ``weights_only``); without names, ``no``/``yes``
+    for two classes (checkpoints written before class names were stored) and ``class_<i>`` beyond."""
+    if class_names is None:
+        count = num_classes or 2
+        return ["no", "yes"] if count == 2 else [f"class_{i}" for i in range(count)]
+    names = [str(name) for name in class_names]
+    if num_classes is not None and num_classes != len(names):
+        raise BrainMRIError(f"num_classes={num_classes} does not match the {len(names)} class names {names}.")
+    if len(set(names)) != len(names) or len(names) < 2:
+        raise BrainMRIError(f"A classifier needs at least two distinct class names, got {names}.")
+    return names
+
+
 class BrainMRIClassifier(L.LightningModule):
     """Image classifier whose checkpoint reloads with ``BrainMRIClassifier.load_from_checkpoint(path)``.
+
+    The class names are hyperparameters, so a checkpoint says which output is which class. Each checkpoint
+    also records the precision it was trained with and the content hashes (sha256) of its training and
+    validation images (``provenance``), so evaluation can say how many of its images the model has seen.
 
     Logs ``train/loss``, ``train/accuracy``, ``val/loss``, ``val/accuracy``, ``val/auroc``,
     ``val/loss_best`` per epoch, and the ``test/*`` metrics when tested.
@@ -50,7 +70,8 @@ class BrainMRIClassifier(L.LightningModule):
     def __init__(
         self,
         arch: str = "resnet18",
-        num_classes: int = 2,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         optimizer: str = "adam",
@@ -59,7 +80,11 @@ class BrainMRIClassifier(L.LightningModule):
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise BrainMRIError(f"Unknown optimizer '{optimizer}'. Choose one of: {', '.join(OPTIMIZERS)}.")
+        class_names = resolve_class_names(class_names, num_classes)
+        num_classes = len(class_names)
         self.save_hyperparameters(logger=False)
+        # Filled by the training task; saved with every checkpoint (see on_save_checkpoint).
+        self.provenance: dict = {"precision": None, "train_sha256": [], "val_sha256": []}
         self.net = build_backbone(arch, num_classes)
         if channels_last:  # NHWC convolutions are faster on current CPUs and tensor-core GPUs
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -137,12 +162,17 @@ class BrainMRIClassifier(L.LightningModule):
         return self(images).float().softmax(dim=1)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep the random state, so that training resumed from this checkpoint continues exactly."""
+        """Keep the random state, so that training resumed from this checkpoint continues exactly, and
+        what the model was trained with (precision, hashes of the images it has seen)."""
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+        if self._trainer is not None:
+            self.provenance["precision"] = str(self.trainer.precision)
+        checkpoint["provenance"] = self.provenance
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.provenance = {**self.provenance, **checkpoint.get("provenance", {})}
         states = checkpoint.get("rng_states")
         if states is None or self._trainer is None or self.trainer.state.fn != "fit":
             return  # only when resuming training, never as a side effect of loading a model
