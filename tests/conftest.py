@@ -1,28 +1,13 @@
-"""Shared fixtures: a small phantom data set, the real data set when present, and script runners."""
+"""Shared fixtures: a small phantom data set, the real data set when present, a trained run, a sweep."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from brain_mri.data.synthetic import generate_phantom_dataset
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-REAL_DATA = Path(os.environ.get("BRAIN_MRI_DATA", PROJECT_ROOT.parent / "shared/data/brain_tumor_dataset"))
-
-# Small and fast: 2 epochs at most, 32-pixel images, single process.
-FAST_TRAINING = [
-    "data=synthetic",
-    "data.image_size=32",
-    "data.batch_size=16",
-    "trainer=cpu",
-    "trainer.max_epochs=2",
-    "callbacks.model_summary=null",
-]
+from helpers import FAST_TRAINING, REAL_DATA, check, run_script
 
 
 @pytest.fixture(scope="session")
@@ -36,27 +21,6 @@ def real_root() -> Path:
     if not (REAL_DATA / "yes").is_dir():
         pytest.skip(f"the real data set is not at {REAL_DATA} (set BRAIN_MRI_DATA)")
     return REAL_DATA
-
-
-def run_script(script: str, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``train.py`` or ``eval.py`` as a user would, from the project root."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
-    env.pop("BRAIN_MRI_DATA", None)
-    return subprocess.run(
-        [sys.executable, script, *overrides],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, (
-        f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    )
-    return result
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,5 @@
 """Bad input of every kind gives one clear message before any work, never a bare traceback."""
 
-import shutil
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,7 +8,7 @@ from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.images import read_grayscale, scan_image_files
 from brain_mri.errors import BrainMRIError
 from brain_mri.run_outputs import read_csv
-from conftest import FAST_TRAINING, run_script
+from helpers import FAST_TRAINING, corrupt_copy, run_script
 
 GRADIENT = np.tile(np.linspace(0, 255, 64), (48, 1)).astype(np.uint8)  # dark left, bright right
 
@@ -54,17 +52,6 @@ def test_every_mode_and_format_reads_as_upright_grayscale(tmp_path, kind):
     gray = np.asarray(read_grayscale(planted(kind, tmp_path)))
     assert gray.dtype == np.uint8 and gray.shape == (48, 64)
     assert gray[:, :8].mean() < 40 and gray[:, -8:].mean() > 200, kind
-
-
-def corrupt_copy(source, target):
-    """A copy of a data set with four kinds of unreadable file planted in it."""
-    shutil.copytree(source, target)
-    good = next((target / "yes").glob("*.jpg"), None) or next((target / "yes").glob("*.png"))
-    (target / "yes" / "truncated.jpg").write_bytes(good.read_bytes()[: good.stat().st_size // 3])
-    (target / "no" / "empty.jpg").write_bytes(b"")
-    (target / "no" / "notes.jpg").write_text("this is not an image")
-    (target / "yes" / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
-    return target, ["no/empty.jpg", "no/notes.jpg", "yes/garbage.png", "yes/truncated.jpg"]
 
 
 def truncated_jpeg_source(tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 from brain_mri.checkpoints import load_checkpoint, restore_classifier
 from brain_mri.errors import BrainMRIError
-from conftest import PROJECT_ROOT
+from helpers import PROJECT_ROOT
 
 
 class TouchOnLoad:

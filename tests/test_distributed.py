@@ -4,10 +4,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import brain_mri.cli  # noqa: F401  (registers the config resolvers)
 from brain_mri.hardware import best_precision
 from brain_mri.run_outputs import read_json
-from conftest import FAST_TRAINING, PROJECT_ROOT, check, run_script
+from helpers import FAST_TRAINING, PROJECT_ROOT, check, run_script
 
 DDP = [*FAST_TRAINING, "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1"]
 

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
 from brain_mri.models.backbones import BACKBONES, build_backbone
-from conftest import PROJECT_ROOT
+from helpers import PROJECT_ROOT
 
 
 def compose_train(*overrides):

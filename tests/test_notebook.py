@@ -1,6 +1,6 @@
 import pytest
 
-from conftest import PROJECT_ROOT
+from helpers import PROJECT_ROOT
 
 nbclient = pytest.importorskip("nbclient", reason="the notebook tooling comes with the dev extra")
 nbformat = pytest.importorskip("nbformat")

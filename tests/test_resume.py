@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from brain_mri.checkpoints import AtomicCheckpointIO, load_checkpoint
 from brain_mri.run_outputs import read_csv, read_json
-from conftest import FAST_TRAINING, PROJECT_ROOT, check, run_script
+from helpers import FAST_TRAINING, PROJECT_ROOT, check, run_script
 
 # Augmented (so the restored random state matters) and fp32. On the phantoms the validation loss rises
 # after epoch 0 (0.696, 0.719, 0.870, 1.14, 1.51, 1.56), so the kill below comes after the best epoch.

@@ -9,7 +9,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from brain_mri.run_outputs import read_csv
-from conftest import FAST_TRAINING, PROJECT_ROOT, check, run_script
+from helpers import FAST_TRAINING, PROJECT_ROOT, check, run_script
 
 
 def grid_size(*overrides: str) -> int:

@@ -9,7 +9,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
 from brain_mri.run_outputs import read_csv
-from conftest import FAST_TRAINING, check, run_script
+from helpers import FAST_TRAINING, check, run_script
 
 TEST_METRICS = ("accuracy", "auroc", "sensitivity", "specificity", "f1", "cohen_kappa", "loss")
 

@@ -4,7 +4,8 @@ In one process, for one model, image size, batch size and precision, it times op
 (a) the project's pipeline: BrainMRIDataModule + BrainMRIClassifier + Trainer, timed inside the run;
 (b) a bare PyTorch loop over the same model on random tensors, same precision and memory format;
 (c) the original study's style: PIL decode and resize in ``__getitem__``, fp32, contiguous tensors;
-and prediction throughput of the pipeline's model. Prints one JSON line.
+and prediction throughput of the pipeline's model through ``Trainer.predict`` (on the accelerator, at the
+precision). All on the same device. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.images import scan_image_files
@@ -28,39 +29,55 @@ from brain_mri.data.synthetic import generate_phantom_dataset
 from brain_mri.hardware import best_precision
 from brain_mri.models import BrainMRIClassifier
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 
 class StepTimer(L.Callback):
-    """Wall time of the training steps after ``warmup`` steps, measured inside the Trainer's loop."""
+    """Wall time of the training (or prediction) batches after ``warmup`` batches, measured inside the
+    Trainer's loop; ``images`` counts the images of the timed batches."""
 
     def __init__(self, warmup: int):
         self.warmup, self.started, self.finished, self.images = warmup, None, None, 0
 
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        if trainer.global_step == self.warmup and self.started is None:
+    def _start(self, batch_idx: int) -> None:
+        if batch_idx == self.warmup and self.started is None:
             self.started = time.perf_counter()
 
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+    def _end(self, batch) -> None:
         if self.started is not None:
+            if DEVICE == "cuda":
+                torch.cuda.synchronize()
             self.images += len(batch[1])
             self.finished = time.perf_counter()
 
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self._start(trainer.global_step)
 
-def autocast(precision: str):
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self._end(batch)
+
+    def on_predict_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._start(batch_idx)
+
+    def on_predict_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._end(batch)
+
+    @property
+    def rate(self) -> float:
+        return self.images / (self.finished - self.started)
+
+
+def autocast(precision: str, device: str = DEVICE):
+    """The autocast of a Lightning mixed precision, for the loops that run without a Trainer."""
     if precision.startswith("bf16"):
-        return torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16)
+        return torch.autocast(device, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device, dtype=torch.float16)
     return contextlib.nullcontext()
 
 
-def pipeline(root: Path, args, precision: str) -> tuple[float, BrainMRIClassifier]:
-    datamodule = BrainMRIDataModule(
-        str(root), image_size=args.image_size, batch_size=args.batch_size, cache_dir=None
-    )
-    model = BrainMRIClassifier(arch=args.model, channels_last=args.channels_last)
-    timer = StepTimer(args.warmup)
-    trainer = L.Trainer(
-        max_steps=args.warmup + args.steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
+def timed_trainer(precision: str, timer: StepTimer, **settings) -> L.Trainer:
+    return L.Trainer(
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -69,29 +86,41 @@ def pipeline(root: Path, args, precision: str) -> tuple[float, BrainMRIClassifie
         precision=precision,
         accelerator="auto",
         devices=1,
+        **settings,
     )
-    trainer.fit(model, datamodule=datamodule)
-    return timer.images / (timer.finished - timer.started), model
+
+
+def pipeline(root: Path, args, precision: str) -> tuple[StepTimer, BrainMRIClassifier]:
+    datamodule = BrainMRIDataModule(
+        str(root), image_size=args.image_size, batch_size=args.batch_size, cache_dir=None
+    )
+    model = BrainMRIClassifier(arch=args.model, channels_last=args.channels_last)
+    timer = StepTimer(args.warmup)
+    settings = {"max_steps": args.warmup + args.steps, "limit_val_batches": 0, "num_sanity_val_steps": 0}
+    timed_trainer(precision, timer, **settings).fit(model, datamodule=datamodule)
+    return timer, model
 
 
 def bare_loop(args, precision: str, channels_last: bool) -> float:
-    """Forward, backward and Adam on random tensors: what the model costs with no framework around it."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = BrainMRIClassifier(arch=args.model, channels_last=channels_last).net.to(device)
+    """Forward, backward and Adam on random tensors: what the model costs with no framework around it
+    (with a gradient scaler in fp16, as Lightning's ``16-mixed`` has)."""
+    model = BrainMRIClassifier(arch=args.model, channels_last=channels_last).net.to(DEVICE)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    images = torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    scaler = torch.amp.GradScaler(DEVICE, enabled=precision.startswith("16"))
+    images = torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=DEVICE)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 2, (args.batch_size,), device=device)
+    labels = torch.randint(0, 2, (args.batch_size,), device=DEVICE)
     for step in range(args.warmup + args.steps):
         if step == args.warmup:
             started = time.perf_counter()
         with autocast(precision):
             loss = torch.nn.functional.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    if device == "cuda":
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    if DEVICE == "cuda":
         torch.cuda.synchronize()
     return args.steps * args.batch_size / (time.perf_counter() - started)
 
@@ -114,7 +143,7 @@ class StudyStyleImages(Dataset):
 
 
 def study_style(root: Path, args) -> float:
-    model = BrainMRIClassifier(arch=args.model, channels_last=False).net
+    model = BrainMRIClassifier(arch=args.model, channels_last=False).net.to(DEVICE)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(StudyStyleImages(root, args.image_size), batch_size=args.batch_size, shuffle=True)
     step, images_done = 0, 0
@@ -122,6 +151,7 @@ def study_style(root: Path, args) -> float:
         for images, labels in loader:
             if step == args.warmup:
                 started = time.perf_counter()
+            images, labels = images.to(DEVICE), labels.to(DEVICE)
             loss = torch.nn.functional.cross_entropy(model(images), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -130,19 +160,21 @@ def study_style(root: Path, args) -> float:
             step += 1
             if step == args.warmup + args.steps:
                 break
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
     return images_done / (time.perf_counter() - started)
 
 
-@torch.inference_mode()
-def prediction(model: BrainMRIClassifier, args, precision: str) -> float:
-    model.eval()
-    images = torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=model.device)
-    for step in range(args.warmup + args.steps):
-        if step == args.warmup:
-            started = time.perf_counter()
-        with autocast(precision):
-            model(images).float().softmax(dim=1)
-    return args.steps * args.batch_size / (time.perf_counter() - started)
+def prediction(model: BrainMRIClassifier, args, precision: str) -> StepTimer:
+    """``Trainer.predict`` over batches of random images, as evaluation predicts."""
+    count = (args.warmup + args.steps) * args.batch_size
+    images = torch.rand(count, 3, args.image_size, args.image_size)
+    batches = DataLoader(
+        TensorDataset(images, torch.zeros(count, dtype=torch.long)), batch_size=args.batch_size
+    )
+    timer = StepTimer(args.warmup)
+    timed_trainer(precision, timer).predict(model, batches, return_predictions=False)
+    return timer
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -162,9 +194,11 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as scratch:
         root = args.data_root or generate_phantom_dataset(Path(scratch) / "phantoms", per_class=100, size=256)
-        pipeline_rate, model = pipeline(root, args, precision)
+        trained, model = pipeline(root, args, precision)
         bare_rate = bare_loop(args, precision, args.channels_last)
         study_rate = study_style(root, args)
+    predicted = prediction(model, args, precision)
+    pipeline_rate = trained.rate
     result = {
         "model": args.model,
         "image_size": args.image_size,
@@ -172,13 +206,14 @@ def main(argv: list[str] | None = None) -> dict:
         "precision": precision,
         "channels_last": args.channels_last,
         "threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
         "pipeline_img_s": round(pipeline_rate, 2),
         "bare_loop_img_s": round(bare_rate, 2),
         "study_style_img_s": round(study_rate, 2),
         "pipeline_over_bare": round(pipeline_rate / bare_rate, 3),
         "pipeline_over_study": round(pipeline_rate / study_rate, 3),
-        "predict_img_s": round(prediction(model, args, precision), 2),
+        "predict_img_s": round(predicted.rate, 2),
+        "timed_images": {"pipeline": trained.images, "predict": predicted.images},
     }
     print(json.dumps(result))
     return result

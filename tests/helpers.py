@@ -1,0 +1,74 @@
+"""What the tests share besides fixtures: paths, the fast training settings, and task runners."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import brain_mri.cli  # noqa: F401  (registers the config resolvers)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("BRAIN_MRI_DATA", PROJECT_ROOT.parent / "shared/data/brain_tumor_dataset"))
+
+# Small and fast: 2 epochs at most, 32-pixel images, single process.
+FAST_TRAINING = [
+    "data=synthetic",
+    "data.image_size=32",
+    "data.batch_size=16",
+    "trainer=cpu",
+    "trainer.max_epochs=2",
+    "callbacks.model_summary=null",
+]
+
+
+def compose_task(config_name: str, output_dir: Path, *overrides: str) -> DictConfig:
+    """The config ``train.py`` / ``eval.py`` would pass their task, for calling the task in-process."""
+    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(PROJECT_ROOT)
+        cfg.hydra.job.name = config_name
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def run_script(script: str, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``train.py`` or ``eval.py`` as a user would, from the project root."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
+    env.pop("BRAIN_MRI_DATA", None)
+    return subprocess.run(
+        [sys.executable, script, *overrides],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    return result
+
+
+def corrupt_copy(source: Path, target: Path) -> tuple[Path, list[str]]:
+    """A copy of a data set with four kinds of unreadable file planted in it."""
+    shutil.copytree(source, target)
+    good = next((target / "yes").glob("*.jpg"), None) or next((target / "yes").glob("*.png"))
+    (target / "yes" / "truncated.jpg").write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    (target / "no" / "empty.jpg").write_bytes(b"")
+    (target / "no" / "notes.jpg").write_text("this is not an image")
+    (target / "yes" / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    return target, ["no/empty.jpg", "no/notes.jpg", "yes/garbage.png", "yes/truncated.jpg"]

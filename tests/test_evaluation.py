@@ -1,0 +1,96 @@
+"""Evaluation of a checkpoint: classes matched by name, images the model has seen, and the training
+run's own settings (unreadable files, precision) carried over."""
+
+import shutil
+
+import pytest
+import torch
+
+from brain_mri.errors import BrainMRIError
+from brain_mri.evaluate import evaluate
+from brain_mri.hardware import precision_for_checkpoint
+from brain_mri.run_outputs import read_csv, read_json
+from brain_mri.train import train
+from helpers import FAST_TRAINING, compose_task, corrupt_copy
+
+
+def evaluate_in(folder, checkpoint, *overrides):
+    evaluate(compose_task("eval", folder, f"ckpt_path={checkpoint}", *overrides))
+    return read_json(folder / "metrics.json"), read_csv(folder / "predictions.csv")
+
+
+@pytest.fixture(scope="module")
+def on_training_folder(trained_run, phantom_root, tmp_path_factory):
+    """eval.on=all on the very folder the model was trained on."""
+    checkpoint = read_json(trained_run / "metrics.json")["best_checkpoint"]
+    return evaluate_in(
+        tmp_path_factory.mktemp("eval"), checkpoint, "eval.on=all", f"data.root={phantom_root}"
+    )
+
+
+def test_folders_are_matched_to_the_models_classes_by_name(
+    trained_run, phantom_root, on_training_folder, tmp_path
+):
+    renamed = tmp_path / "renamed"
+    shutil.copytree(phantom_root / "yes", renamed / "abnormal")  # sorts first, where "no" was
+    shutil.copytree(phantom_root / "no", renamed / "normal")
+    checkpoint = read_json(trained_run / "metrics.json")["best_checkpoint"]
+    with pytest.raises(BrainMRIError) as error:
+        evaluate_in(tmp_path / "refused", checkpoint, "eval.on=all", f"data.root={renamed}")
+    assert "['abnormal', 'normal']" in str(error.value) and "['no', 'yes']" in str(error.value)
+    assert "eval.class_map={abnormal: <class>, normal: <class>}" in str(error.value)
+
+    metrics, predictions = evaluate_in(
+        tmp_path / "mapped",
+        checkpoint,
+        "eval.on=all",
+        f"data.root={renamed}",
+        "eval.class_map={abnormal: yes, normal: no}",
+    )
+    assert {p["label"] for p in predictions if p["path"].startswith("abnormal/")} == {"1"}
+    assert {p["label"] for p in predictions if p["path"].startswith("normal/")} == {"0"}
+    original = on_training_folder[0]
+    for name in ("test/accuracy", "test/auroc", "test/sensitivity", "test/specificity"):
+        assert metrics[name] == pytest.approx(original[name]), name
+
+
+def test_evaluation_says_how_many_images_the_model_has_seen(trained_run, on_training_folder):
+    split = read_csv(trained_run / "split.csv")
+    metrics = on_training_folder[0]
+    assert metrics["images_evaluated"] == len(split) == 44
+    assert metrics["images_seen_in_training"] == sum(r["partition"] == "train" for r in split)
+    assert metrics["images_seen_in_validation"] == sum(r["partition"] == "val" for r in split)
+    own_test = read_json(trained_run / "metrics.json")
+    assert own_test["images_seen_in_training"] == own_test["images_seen_in_validation"] == 0
+    assert own_test["images_evaluated"] == sum(r["partition"] == "test" for r in split)
+
+
+def test_eval_repeats_a_run_that_skipped_files_in_its_own_precision(phantom_root, tmp_path):
+    data, bad = corrupt_copy(phantom_root, tmp_path / "data")
+    run = tmp_path / "run"
+    train(
+        compose_task(
+            "train",
+            run,
+            *FAST_TRAINING,
+            f"data.root={data}",
+            "data.on_bad_image=skip",
+            "trainer.precision=32-true",
+            "trainer.max_epochs=1",
+        )
+    )
+    assert sorted(r["path"] for r in read_csv(run / "bad_images.csv")) == bad
+    checkpoint = read_json(run / "metrics.json")["best_checkpoint"]
+    metrics, _ = evaluate_in(tmp_path / "eval", checkpoint)
+    assert metrics["test/loss"] == read_json(run / "metrics.json")["test/loss"]
+    assert (tmp_path / "eval" / "predictions.csv").read_text() == (run / "predictions.csv").read_text()
+    assert sorted(r["path"] for r in read_csv(tmp_path / "eval" / "bad_images.csv")) == bad
+
+
+def test_a_precision_this_machine_lacks_falls_back_with_a_note(monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert precision_for_checkpoint("32-true", "cpu") == ("32-true", None)
+    chosen, note = precision_for_checkpoint("bf16-mixed", "cpu")
+    assert chosen == "32-true" and "bf16-mixed" in note
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert precision_for_checkpoint("bf16-mixed", "cpu") == ("bf16-mixed", None)
