@@ -1,5 +1,10 @@
 """DDP on CPU with two processes (gloo): whole-set metrics, rank-zero files, and DDP inside a sweep."""
 
+import os
+import socket
+import subprocess
+import sys
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -24,6 +29,36 @@ def test_ddp_metrics_equal_a_single_process_evaluation(phantom_root, tmp_path):
     assert (run / "predictions.csv").read_text() == (tmp_path / "eval" / "predictions.csv").read_text()
     written = sorted(p.name for p in run.iterdir())
     assert "split.csv" in written and not [name for name in written if name.startswith(".pl_hydra")]
+    assert [name for name in written if name.endswith(".log")] == ["train.log"]  # not train_ddp_process_1
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_on_two_machines_only_the_first_process_writes_a_run_folder(phantom_root, tmp_path):
+    """Two processes launched as the two nodes of trainer.num_nodes=2, each with its own run folder (as on
+    two machines): the second node's process, local rank 0, must not take itself for rank zero."""
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    two_nodes = ["trainer=ddp", "trainer.devices=1", "trainer.num_nodes=2", f"data.root={phantom_root}"]
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "train.py", *DDP, *two_nodes, f"hydra.run.dir={tmp_path / f'node{rank}'}"],
+            cwd=PROJECT_ROOT,
+            env={**env, "NODE_RANK": str(rank)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    for node in nodes:
+        assert node.wait(timeout=300) == 0, node.stderr.read()[-3000:]
+    first, second = (sorted(p.name for p in (tmp_path / f"node{rank}").iterdir()) for rank in (0, 1))
+    assert {"split.csv", "config.yaml", "run_info.json", "metrics.json", "checkpoints"} <= set(first)
+    assert second == [".hydra", "train.log"]  # only what Hydra writes before the task starts
 
 
 def test_ddp_spawn_runs_inside_a_multirun(phantom_root, tmp_path):

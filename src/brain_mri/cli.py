@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import hydra
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -18,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.errors import BrainMRIError
 from brain_mri.hardware import best_precision
-from brain_mri.run_outputs import METRICS_FILE, write_json
+from brain_mri.run_outputs import METRICS_FILE, failure_record, write_json
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             log.exception("Job failed; the sweep goes on")
             if rank_zero_only.rank == 0:
-                write_json(Path(cfg.paths.output_dir) / METRICS_FILE, failure(err))
+                write_json(Path(cfg.paths.output_dir) / METRICS_FILE, failure_record(err))
             return math.nan
         if not isinstance(err, BrainMRIError):
             raise
@@ -52,52 +51,11 @@ def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
         sys.exit(1)
 
 
-def failure(err: BaseException) -> dict:
-    """What ``metrics.json`` says of a run that did not complete."""
-    status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-    return {"status": status, "error": str(err) or type(err).__name__}
-
-
 def instantiate_group(group: DictConfig | None) -> list:
     """Instantiate every entry of a config group such as ``callbacks`` or ``logger`` (entries may be null)."""
     if not group:
         return []
     return [hydra.utils.instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
-
-
-class RunFolderWriter(L.Callback):
-    """Writes a task's own files into its output folder once the Trainer has set up its processes, when
-    every process knows its rank: only global rank zero writes. (Before that, the first process of a
-    second machine would believe it is rank zero.) The other processes stop logging into the folder.
-    A run that fails or is interrupted once started says so in its ``metrics.json``."""
-
-    def __init__(self, output_dir: Path, write: Callable[[], None]):
-        self.output_dir, self.write, self.done = Path(output_dir).resolve(), write, False
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.done:  # once per task, not per stage (fit, test, predict)
-            return
-        self.done = True
-        if trainer.is_global_zero:
-            self.write()
-        else:
-            stop_logging_into(self.output_dir)
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
-        if trainer.is_global_zero:
-            write_json(self.output_dir / METRICS_FILE, failure(exception))
-
-
-def stop_logging_into(folder: Path) -> None:
-    """Detach this process's log files inside ``folder``, and delete the ones only it wrote: Lightning
-    relaunches each further DDP process as a Hydra job named ``<task>_ddp_process_<rank>``."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder:
-            root.removeHandler(handler)
-            handler.close()
-            if "_ddp_process_" in Path(handler.baseFilename).name:
-                Path(handler.baseFilename).unlink(missing_ok=True)
 
 
 def ensure_writable(folder: str) -> None:

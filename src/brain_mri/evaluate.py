@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
+from brain_mri.callbacks import task_callbacks
 from brain_mri.checkpoints import load_checkpoint, restore_classifier
-from brain_mri.cli import RunFolderWriter, instantiate_group
+from brain_mri.cli import instantiate_group
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.hardware import precision_for_checkpoint
 from brain_mri.models import BrainMRIClassifier
-from brain_mri.run_outputs import (
-    METRICS_FILE,
-    PREDICTION_FIELDS,
-    PREDICTIONS_FILE,
-    write_bad_images,
-    write_csv,
-    write_json,
-)
+from brain_mri.run_outputs import METRICS_FILE, PREDICTIONS_FILE, write_bad_images, write_json
 
 log = logging.getLogger(__name__)
 
@@ -56,26 +50,18 @@ def test_and_save(
     ckpt_path: str | None = None,
     extra: dict | None = None,
 ) -> dict:
-    """Test on the test partition (across all processes under DDP) and predict every test image with the
-    Trainer (on its accelerator, at its precision); the rank-zero process writes ``predictions.csv`` and
+    """Test on the test partition (across all processes under DDP), then predict every test image with
+    the Trainer, whose :class:`PredictionsWriter` writes ``predictions.csv``; the rank-zero process writes
     ``metrics.json``. Returns what ``metrics.json`` holds.
 
     Used by training (on the best checkpoint) and by ``eval.py``, so both write the same files the same way.
     """
     metrics = dict(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0])
-    probabilities = torch.cat(trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path)).float()
+    trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
     metrics |= seen_in_training(model, datamodule.partition_hashes("test"))
     metrics.update(extra or {}, status="completed")
-    if not trainer.is_global_zero:
-        return metrics
-    positive = probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities.max(dim=1).values
-    files = datamodule.partition_files("test")
-    rows = [
-        {"path": f.path, "label": f.label, "probability": float(p), "predicted": int(c)}
-        for f, p, c in zip(files, positive, probabilities.argmax(dim=1), strict=True)
-    ]
-    write_csv(output_dir / PREDICTIONS_FILE, rows, PREDICTION_FIELDS)
-    write_json(output_dir / METRICS_FILE, metrics)
+    if trainer.is_global_zero:
+        write_json(output_dir / METRICS_FILE, metrics)
     return metrics
 
 
@@ -99,10 +85,8 @@ def evaluate(cfg: DictConfig) -> float:
         if note:
             log.warning("Evaluating in %s: %s.", trainer_cfg["precision"], note)
     output_dir = Path(cfg.paths.output_dir)
-    callbacks = [
-        *instantiate_group(cfg.get("callbacks")),
-        RunFolderWriter(output_dir, lambda: write_bad_images(output_dir, datamodule.bad_files)),
-    ]
+    write = partial(write_bad_images, output_dir, datamodule.bad_files)
+    callbacks = task_callbacks(instantiate_group(cfg.get("callbacks")), output_dir, write)
     trainer = hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=False)
     log.info("Evaluating in %s on %s", trainer.precision, type(trainer.accelerator).__name__)
     metrics = test_and_save(trainer, model, datamodule, output_dir, extra={"checkpoint": str(cfg.ckpt_path)})

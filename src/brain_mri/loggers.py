@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-
-
-class _ContinuingWriter(ExperimentWriter):
-    def _check_log_dir_exists(self) -> None:
-        """Adopt the columns of an existing file (Lightning's writer would delete it)."""
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
-                self.metrics_keys = next(csv.reader(handle), [])
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 
 class ResumableCSVLogger(CSVLogger):
-    """Lightning's CSVLogger, but a resumed run appends to the ``metrics.csv`` of the run it continues."""
+    """Lightning's CSVLogger, but a resumed run appends to the ``metrics.csv`` of the run it continues.
+
+    Lightning's writer deletes an existing ``metrics.csv`` when it is created; this logger puts the file
+    back and has the writer adopt its columns, so new rows are appended (tests/test_resume.py checks that
+    a resumed run logs every epoch exactly once). Only rank zero writes.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._continued = False
 
     @property
+    @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
-        return self._experiment
+        if self._continued:
+            return super().experiment
+        metrics_file = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        kept = metrics_file.read_text() if metrics_file.is_file() else None
+        writer = super().experiment
+        if kept:
+            metrics_file.write_text(kept)
+            writer.metrics_keys = next(csv.reader(kept.splitlines()), [])
+        self._continued = True
+        return writer

@@ -43,6 +43,12 @@ def write_json(path: Path, values: dict) -> None:
     path.write_text(json.dumps({k: plain(v) for k, v in values.items()}, indent=2, sort_keys=True) + "\n")
 
 
+def failure_record(err: BaseException) -> dict:
+    """What ``metrics.json`` says of a run that did not complete."""
+    status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+    return {"status": status, "error": str(err) or type(err).__name__}
+
+
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -13,8 +14,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from brain_mri.callbacks import task_callbacks
 from brain_mri.checkpoints import load_checkpoint
-from brain_mri.cli import RunFolderWriter, instantiate_group
+from brain_mri.cli import instantiate_group
 from brain_mri.data.split import write_split
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import test_and_save
@@ -94,6 +96,20 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
     return cfg, record
 
 
+def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict | None) -> None:
+    """A new run's config, run_info.json, split.csv and bad_images.csv; a resumed run only records the
+    resume (its config files stay as written when it started) and drops log rows it will redo."""
+    if resume:
+        record_resume(output_dir, resume)
+        keep_epochs_up_to(output_dir / "csv" / "metrics.csv", resume["first_epoch"] - 1)
+    else:
+        write_resolved_config(output_dir, cfg)
+        fingerprint = datamodule.data_fingerprint
+        write_run_info(output_dir, str(datamodule.root), fingerprint, len(datamodule.files))
+        write_split(output_dir / SPLIT_FILE, datamodule.split_table)
+    write_bad_images(output_dir, datamodule.bad_files)
+
+
 def train(cfg: DictConfig) -> float:
     """Train one model; returns ``val/loss_best``, the value the sweepers minimise."""
     resume = None
@@ -111,19 +127,11 @@ def train(cfg: DictConfig) -> float:
         "val_sha256": datamodule.partition_hashes("val"),
     }
 
-    def write_run_folder() -> None:
-        if resume:  # the run's config files stay as they were; epochs after the checkpoint are redone
-            record_resume(output_dir, resume)
-            keep_epochs_up_to(output_dir / "csv" / "metrics.csv", resume["first_epoch"] - 1)
-        else:
-            write_resolved_config(output_dir, cfg)
-            fingerprint = datamodule.data_fingerprint
-            write_run_info(output_dir, str(datamodule.root), fingerprint, len(datamodule.files))
-            write_split(output_dir / SPLIT_FILE, datamodule.split_table)
-        write_bad_images(output_dir, datamodule.bad_files)
-
     loggers = instantiate_group(cfg.get("logger"))
-    callbacks = [*instantiate_group(cfg.get("callbacks")), RunFolderWriter(output_dir, write_run_folder)]
+    # resolved now: under ddp_spawn the writer runs in a process where Hydra's resolvers are not set up
+    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    write = partial(write_run_folder, output_dir, resolved, datamodule, resume)  # a closure would not pickle
+    callbacks = task_callbacks(instantiate_group(cfg.get("callbacks")), output_dir, write)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     log.info(
         "Precision %s, channels_last %s, accelerator %s",

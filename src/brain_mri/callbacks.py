@@ -1,0 +1,83 @@
+"""The callbacks every task adds to its Trainer: files written by the global rank-zero process only,
+once the Trainer has set up its processes and every process knows its rank."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from brain_mri.run_outputs import (
+    METRICS_FILE,
+    PREDICTION_FIELDS,
+    PREDICTIONS_FILE,
+    failure_record,
+    write_csv,
+    write_json,
+)
+
+
+class RunFolderWriter(L.Callback):
+    """Calls ``write`` (the task's own files) in the global rank-zero process when the Trainer sets up.
+    Before that, the first process of a second machine would believe it is rank zero. The other processes
+    stop logging into the folder. A run that fails or is interrupted once started says so in its
+    ``metrics.json``."""
+
+    def __init__(self, output_dir: Path, write: Callable[[], None]):
+        self.output_dir, self.write, self.done = Path(output_dir).resolve(), write, False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.done:  # once per task, not per stage (fit, test, predict)
+            return
+        self.done = True
+        if trainer.is_global_zero:
+            self.write()
+        else:
+            stop_logging_into(self.output_dir)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
+        if trainer.is_global_zero:
+            write_json(self.output_dir / METRICS_FILE, failure_record(exception))
+
+
+def stop_logging_into(folder: Path) -> None:
+    """Detach this process's log files inside ``folder``, and delete the ones only it wrote: Lightning
+    relaunches each further DDP process as a Hydra job named ``<task>_ddp_process_<rank>``."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder:
+            root.removeHandler(handler)
+            handler.close()
+            if "_ddp_process_" in Path(handler.baseFilename).name:
+                Path(handler.baseFilename).unlink(missing_ok=True)
+
+
+class PredictionsWriter(BasePredictionWriter):
+    """``predictions.csv`` from ``Trainer.predict`` over the test partition: made on the accelerator at the
+    run's precision, in whichever process predicts (also under ddp_spawn, where predictions are not
+    returned to the main process), written by global rank zero."""
+
+    def __init__(self, output_dir: Path):
+        super().__init__(write_interval="epoch")
+        self.path = Path(output_dir) / PREDICTIONS_FILE
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        if not trainer.is_global_zero:
+            return
+        probabilities = torch.cat(predictions).float().cpu()
+        positive = probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities.max(dim=1).values
+        files = trainer.datamodule.partition_files("test")
+        rows = [
+            {"path": f.path, "label": f.label, "probability": float(p), "predicted": int(c)}
+            for f, p, c in zip(files, positive, probabilities.argmax(dim=1), strict=True)
+        ]
+        write_csv(self.path, rows, PREDICTION_FIELDS)
+
+
+def task_callbacks(configured: list, output_dir: Path, write: Callable[[], None]) -> list[L.Callback]:
+    """The configured callbacks plus the ones that write the task's files."""
+    return [*configured, RunFolderWriter(output_dir, write), PredictionsWriter(output_dir)]
