@@ -7,7 +7,6 @@ from PIL import Image
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.images import read_grayscale, scan_image_files
 from brain_mri.errors import BrainMRIError
-from brain_mri.run_outputs import read_csv
 from helpers import FAST_TRAINING, corrupt_copy, run_script
 
 GRADIENT = np.tile(np.linspace(0, 255, 64), (48, 1)).astype(np.uint8)  # dark left, bright right
@@ -81,20 +80,19 @@ def test_skipping_bad_files_warns_and_records_them(tmp_path, caplog):
         val_fraction=0.25,
         test_fraction=0.25,
         on_bad_image="skip",
-        output_dir=str(tmp_path / "run"),
     )
     datamodule.setup()
     assert len(datamodule.files) == 8
-    assert sorted(r["path"] for r in read_csv(tmp_path / "run" / "bad_images.csv")) == bad
+    assert sorted(path for path, _ in datamodule.bad_files) == bad
     assert "Skipping 4 unreadable" in caplog.text
 
 
 def test_bad_files_in_a_copy_of_the_real_set(real_root, tmp_path):
     root, bad = corrupt_copy(real_root, tmp_path / "data")
-    datamodule = BrainMRIDataModule(str(root), image_size=32, on_bad_image="skip", output_dir=str(tmp_path))
+    datamodule = BrainMRIDataModule(str(root), image_size=32, on_bad_image="skip")
     datamodule.setup()
     assert len(datamodule.files) == 253
-    assert sorted(r["path"] for r in read_csv(tmp_path / "bad_images.csv")) == bad
+    assert sorted(path for path, _ in datamodule.bad_files) == bad
 
 
 def test_train_script_lists_bad_files_without_a_traceback(phantom_root, tmp_path):

@@ -1,7 +1,7 @@
 import logging
 import shutil
-from types import SimpleNamespace
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -10,6 +10,7 @@ from PIL import Image
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.datamodule import augment_batch, to_model_input
 from brain_mri.errors import BrainMRIError
+from brain_mri.models import BrainMRIClassifier
 
 
 def test_batches_are_uint8_in_memory_and_float_rgb_on_device(phantom_root):
@@ -69,6 +70,7 @@ def test_decoded_images_are_cached_per_file_content(phantom_root, tmp_path, capl
 
     def load():
         datamodule = BrainMRIDataModule(str(data), image_size=32, cache_dir=cache)
+        datamodule.prepare_data()  # what the Trainer calls in one process per machine: fills the cache
         datamodule.setup()
         return datamodule
 
@@ -86,21 +88,41 @@ def test_decoded_images_are_cached_per_file_content(phantom_root, tmp_path, capl
     assert "1 decoded, 43 from the cache" in caplog.text
 
 
+class BatchRecorder(L.Callback):
+    """The batches as they enter the model, after the data module's device-side transforms."""
+
+    def __init__(self):
+        self.train, self.val = [], []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.train.append(batch[0].clone())
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.val.append(batch[0].clone())
+
+
 def test_augmentation_moves_training_batches_only(phantom_root):
-    datamodule = BrainMRIDataModule(str(phantom_root), image_size=32, augment=True)
-    datamodule.setup()
-    batch = next(iter(datamodule.train_dataloader()))
-    plain = to_model_input(batch[0])
-    datamodule.trainer = SimpleNamespace(training=True)
-    torch.manual_seed(0)
-    augmented, labels = datamodule.on_after_batch_transfer(batch, 0)
-    assert augmented.shape == plain.shape and torch.equal(labels, batch[1])
-    assert augmented.min() >= 0.0 and augmented.max() <= 1.0 + 1e-6
-    assert (augmented - plain).abs().mean() > 0.01  # every image moved
-    datamodule.trainer = SimpleNamespace(training=False)
-    assert torch.equal(
-        datamodule.on_after_batch_transfer(batch, 0)[0], plain
-    )  # validation and test: untouched
+    datamodule = BrainMRIDataModule(str(phantom_root), image_size=32, batch_size=8, augment=True)
+    recorder = BatchRecorder()
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+    )
+    trainer.fit(BrainMRIClassifier(channels_last=False), datamodule=datamodule)
+    plain_val = to_model_input(datamodule.images[datamodule.partition_indices("val")])
+    assert torch.equal(torch.cat(recorder.val), plain_val)  # validation: untouched, in order
+    plain_train = to_model_input(datamodule.images[datamodule.partition_indices("train")]).flatten(1)
+    augmented = torch.cat(recorder.train)
+    assert len(augmented) == 16 and augmented.min() >= 0.0 and augmented.max() <= 1.0 + 1e-6
+    for image in augmented.flatten(1):  # every training image moved away from every original
+        assert (plain_train - image).abs().mean(dim=1).min() > 0.01
 
 
 def test_augmentation_with_no_motion_only_flips():

@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from brain_mri.hardware import best_precision
 from brain_mri.run_outputs import read_json
@@ -74,22 +73,6 @@ def test_ddp_spawn_runs_inside_a_multirun(phantom_root, tmp_path):
         )
     )
     assert read_json(tmp_path / "0" / "metrics.json")["status"] == "completed"
-
-
-@pytest.mark.parametrize(
-    ("trainer", "expected"),
-    [
-        ("gpu", {"accelerator": "gpu", "benchmark": True}),
-        ("ddp", {"strategy": "ddp"}),
-        ("ddp_spawn", {"strategy": "ddp_spawn"}),
-    ],
-)
-def test_hardware_configs_compose(trainer, expected):
-    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"trainer={trainer}"])
-    assert {key: cfg.trainer[key] for key in expected} == expected
-    assert cfg.trainer.precision in ("bf16-mixed", "16-mixed", "32-true")
-    assert cfg.trainer.use_distributed_sampler is False
 
 
 def test_precision_follows_the_hardware(monkeypatch):

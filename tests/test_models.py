@@ -1,5 +1,3 @@
-from types import SimpleNamespace
-
 import hydra
 import pytest
 import torch
@@ -8,7 +6,9 @@ from hydra import compose, initialize_config_dir
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
 from brain_mri.models.backbones import BACKBONES, build_backbone
-from helpers import PROJECT_ROOT
+from brain_mri.run_outputs import read_json
+from brain_mri.train import train
+from helpers import FAST_TRAINING, PROJECT_ROOT, compose_task
 
 
 def compose_train(*overrides):
@@ -17,23 +17,20 @@ def compose_train(*overrides):
 
 
 @pytest.mark.parametrize("arch", sorted(BACKBONES))
-def test_model_config_composes_and_trains_a_step(arch):
-    cfg = compose_train(f"model={arch}")
-    model = hydra.utils.instantiate(cfg.model)
-    assert isinstance(model, BrainMRIClassifier) and model.hparams.arch == arch
-    assert dict(model.hparams) == {
-        "arch": arch,
-        "num_classes": 2,
-        "lr": 1e-3,
-        "weight_decay": 0.0,
-        "optimizer": "adam",
-        "channels_last": True,
-    }
+def test_every_model_config_builds_a_network_that_learns(arch):
+    model = hydra.utils.instantiate(compose_train(f"model={arch}").model, class_names=["no", "yes"])
     images, labels = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
     logits = model(images)
     assert logits.shape == (2, 2)
     model.criterion(logits, labels).backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_class_names_set_the_number_of_outputs():
+    model = BrainMRIClassifier(class_names=["glioma", "meningioma", "none", "pituitary"])
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 4) and model.hparams.num_classes == 4
+    with pytest.raises(BrainMRIError, match="does not match"):
+        BrainMRIClassifier(num_classes=3, class_names=["no", "yes"])
 
 
 def test_defaults_follow_the_study():
@@ -63,12 +60,21 @@ def test_optimizer_is_chosen_by_name(name, kind):
     assert optimizer.param_groups[0]["lr"] == 0.01 and optimizer.param_groups[0]["weight_decay"] == 0.1
 
 
-def test_a_diverging_loss_stops_training_with_a_clear_message():
-    model = BrainMRIClassifier()
-    model._trainer = SimpleNamespace(
-        callback_metrics={"train/loss": torch.tensor(float("nan"))}, current_epoch=3
+def test_a_diverging_run_stops_as_failed_and_keeps_its_best_checkpoint(phantom_root, tmp_path):
+    """SGD at lr 10, one batch per epoch: epoch 0 ends with a finite (huge) loss, epoch 1 with NaN."""
+    cfg = compose_task(
+        "train",
+        tmp_path,
+        *FAST_TRAINING,
+        f"data.root={phantom_root}",
+        "model.optimizer=sgd",
+        "model.lr=10",
+        "+trainer.limit_train_batches=1",
+        "trainer.max_epochs=4",
+        "callbacks.early_stopping=null",
     )
-    with pytest.raises(BrainMRIError, match=r"diverged.*epoch 3.*best checkpoint so far is kept"):
-        model.on_train_epoch_end()
-    model._trainer.callback_metrics["train/loss"] = torch.tensor(0.4)
-    model.on_train_epoch_end()
+    with pytest.raises(BrainMRIError, match=r"diverged: val/loss is nan in epoch 1 \(lr=10"):
+        train(cfg)
+    assert [p.name[:8] for p in (tmp_path / "checkpoints").glob("epoch*.ckpt")] == ["epoch000"]
+    metrics = read_json(tmp_path / "metrics.json")
+    assert metrics["status"] == "failed" and "diverged" in metrics["error"]

@@ -5,7 +5,12 @@ import pytest
 
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.images import ImageFile
-from brain_mri.data.split import check_groups_have_one_class, grouped_stratified_split, read_split
+from brain_mri.data.split import (
+    check_groups_have_one_class,
+    grouped_stratified_split,
+    read_split,
+    write_split,
+)
 from brain_mri.errors import BrainMRIError
 
 
@@ -70,9 +75,10 @@ def test_conflicting_labels_name_the_files():
 
 
 def test_datamodule_split_is_disjoint_stratified_and_reusable(phantom_root, tmp_path):
-    first = BrainMRIDataModule(str(phantom_root), image_size=32, output_dir=str(tmp_path / "a"), split_seed=5)
+    first = BrainMRIDataModule(str(phantom_root), image_size=32, split_seed=5)
     first.setup()
-    rows = read_split(tmp_path / "a" / "split.csv")
+    write_split(tmp_path / "a.csv", first.split_table)
+    rows = read_split(tmp_path / "a.csv")
     assert len(rows) == 44 and len({r["path"] for r in rows}) == 44
     by_group = defaultdict(set)
     for row in rows:
@@ -84,24 +90,24 @@ def test_datamodule_split_is_disjoint_stratified_and_reusable(phantom_root, tmp_
     reused = BrainMRIDataModule(
         str(phantom_root),
         image_size=48,
-        split_file=str(tmp_path / "a" / "split.csv"),
-        output_dir=str(tmp_path / "b"),
+        split_file=str(tmp_path / "a.csv"),
         split_seed=99,
     )
     reused.setup()
-    assert (tmp_path / "a" / "split.csv").read_text() == (tmp_path / "b" / "split.csv").read_text()
+    write_split(tmp_path / "b.csv", reused.split_table)
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
     assert [f.path for f in reused.partition_files("test")] == [
         r["path"] for r in rows if r["partition"] == "test"
     ]
 
 
 def test_saved_folds_can_be_reused_for_another_fold(phantom_root, tmp_path):
-    BrainMRIDataModule(
-        str(phantom_root), image_size=32, num_folds=3, fold=0, output_dir=str(tmp_path / "a")
-    ).setup()
-    saved = read_split(tmp_path / "a" / "split.csv")
+    first = BrainMRIDataModule(str(phantom_root), image_size=32, num_folds=3, fold=0)
+    first.setup()
+    write_split(tmp_path / "split.csv", first.split_table)
+    saved = read_split(tmp_path / "split.csv")
     other = BrainMRIDataModule(
-        str(phantom_root), image_size=32, num_folds=3, fold=2, split_file=str(tmp_path / "a" / "split.csv")
+        str(phantom_root), image_size=32, num_folds=3, fold=2, split_file=str(tmp_path / "split.csv")
     )
     other.setup()
     val = {f.path for f in other.partition_files("val")}
@@ -110,11 +116,12 @@ def test_saved_folds_can_be_reused_for_another_fold(phantom_root, tmp_path):
         BrainMRIDataModule(str(phantom_root), num_folds=3, fold=3)
 
 
-def test_real_split_keeps_named_copies_together(real_root, tmp_path):
-    datamodule = BrainMRIDataModule(str(real_root), image_size=32, output_dir=str(tmp_path))
+def test_real_split_keeps_named_copies_together(real_root):
+    datamodule = BrainMRIDataModule(str(real_root), image_size=32)
     datamodule.setup()
-    partition = {r["path"]: r["partition"] for r in read_split(tmp_path / "split.csv")}
+    partition = {r["path"]: r["partition"] for r in datamodule.split_table}
     assert partition["yes/Y20.jpg"] == partition["yes/Y92.png"]
     assert partition["no/12 no.jpg"] == partition["no/no 90.jpg"]
-    counts = Counter(partition.values())
-    assert counts["test"] in range(23, 30) and counts["val"] in range(23, 30)
+    assert Counter(partition.values()) == {"train": 199, "val": 28, "test": 26}  # data.split_seed=42
+    test_classes = Counter(r["class"] for r in datamodule.split_table if r["partition"] == "test")
+    assert test_classes == {"yes": 16, "no": 10}

@@ -105,6 +105,7 @@ def record_resume(output_dir: Path, record: dict) -> None:
 
 def write_run_info(output_dir: Path, data_root: str, data_fingerprint: str, images: int) -> None:
     """What is needed to repeat a run besides its config: versions, code revision, data fingerprint."""
+    import os
     import platform
     import subprocess
     import sys
@@ -138,6 +139,7 @@ def write_run_info(output_dir: Path, data_root: str, data_fingerprint: str, imag
         {
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(sys.argv),
+            "process": f"{platform.node()}:{os.getpid()}",
             "python": platform.python_version(),
             "platform": platform.platform(),
             "packages": {name: metadata.version(name) for name in packages},

@@ -132,12 +132,15 @@ class BrainMRIClassifier(L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        loss = self.trainer.callback_metrics.get("train/loss")
-        if loss is not None and not torch.isfinite(loss):
-            raise BrainMRIError(
-                f"Training diverged: train/loss is {loss.item()} in epoch {self.current_epoch} "
-                f"(lr={self.hparams.lr}). Try a smaller learning rate; the best checkpoint so far is kept."
-            )
+        """Stop a diverged run as failed (runs after validation, before this epoch's checkpoints)."""
+        for name in ("train/loss", "val/loss"):
+            loss = self.trainer.callback_metrics.get(name)
+            if loss is not None and not torch.isfinite(loss):
+                lr = self.hparams.lr
+                raise BrainMRIError(
+                    f"Training diverged: {name} is {loss.item()} in epoch {self.current_epoch} (lr={lr}). "
+                    "Try a smaller learning rate; the best checkpoint so far is kept."
+                )
 
     def validation_step(self, batch, batch_idx: int) -> None:
         loss = self._step(batch, self.val_metrics)
