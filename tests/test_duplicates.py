@@ -28,7 +28,7 @@ def test_real_copies_grouped_and_distinct_scans_apart(real_root):
     group = groups_by_path(real_root)
     assert group["yes/Y20.jpg"] == group["yes/Y92.png"]  # resized re-encoding
     assert group["no/12 no.jpg"] == group["no/no 90.jpg"]
-    assert group["yes/Y255.JPG"] == group["yes/Y70.jpg"]  # annotated copy (an arrow drawn in)
+    assert group["yes/Y255.JPG"] == group["yes/Y70.jpg"]  # Y70 is the copy with an arrow drawn in
     assert group["yes/Y92.jpg"] != group["yes/Y92.png"]  # same name, different patients
     assert group["yes/Y27.jpg"] != group["yes/Y56.jpg"]  # the most alike distinct scans
     assert len(set(group.values())) == 202
