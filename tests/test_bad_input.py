@@ -1,13 +1,20 @@
 """Bad input of every kind gives one clear message before any work, never a bare traceback."""
 
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.images import read_grayscale, scan_image_files
+from brain_mri.data.split import read_split, write_split
 from brain_mri.errors import BrainMRIError
-from helpers import FAST_TRAINING, corrupt_copy, run_script
+from brain_mri.run_outputs import read_json, write_csv, write_json
+from helpers import FAST_TRAINING, PROJECT_ROOT, compose_task, corrupt_copy, run_script
 
 GRADIENT = np.tile(np.linspace(0, 255, 64), (48, 1)).astype(np.uint8)  # dark left, bright right
 
@@ -157,3 +164,143 @@ def test_an_output_folder_that_cannot_be_written(phantom_root, tmp_path, where):
     )
     assert result.returncode == 1 and "cannot write the output folder" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def without_file_capabilities(*command: str) -> subprocess.CompletedProcess:
+    """Run as root but without the capabilities that let root read any file (tests run as root here)."""
+    return subprocess.run(
+        ["setpriv", "--inh-caps=-all", "--bounding-set=-all", *command],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux setpriv")
+def test_a_class_folder_that_cannot_be_read_is_named(phantom_root, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(phantom_root, data)
+    (data / "yes").chmod(0)
+    result = without_file_capabilities(
+        sys.executable, "train.py", *FAST_TRAINING, f"data.root={data}", f"hydra.run.dir={tmp_path / 'run'}"
+    )
+    (data / "yes").chmod(0o755)
+    assert result.returncode == 1 and f"Cannot read the folder {data / 'yes'}" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux setpriv")
+def test_a_read_only_cache_folder_is_left_out_with_a_warning(phantom_root, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o555)
+    run = tmp_path / "run"
+    overrides = [
+        *FAST_TRAINING,
+        "trainer.max_epochs=1",
+        f"data.root={phantom_root}",
+        f"data.cache_dir={cache}",
+    ]
+    result = without_file_capabilities(sys.executable, "train.py", *overrides, f"hydra.run.dir={run}")
+    cache.chmod(0o755)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (run / "train.log").read_text().count("Cannot write the decode cache") == 1
+    assert read_json(run / "metrics.json")["status"] == "completed" and not list(cache.iterdir())
+
+
+def test_a_file_name_that_is_not_utf8_is_kept_exactly(phantom_root, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(phantom_root, data)
+    latin1 = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not valid UTF-8
+    shutil.copyfile(data / "no" / "no_002.png", data / "no" / latin1)
+    datamodule = BrainMRIDataModule(str(data), image_size=32)
+    datamodule.setup()
+    write_split(tmp_path / "split.csv", datamodule.split_table)
+    rows = read_split(tmp_path / "split.csv")
+    assert len(rows) == 45 and f"no/{latin1}" in {r["path"] for r in rows}
+    reused = BrainMRIDataModule(str(data), image_size=32, split_file=str(tmp_path / "split.csv"))
+    reused.setup()
+    assert [f.path for f in reused.files] == [r["path"] for r in rows]
+    write_json(tmp_path / "m.json", {"path": f"no/{latin1}"})
+    assert read_json(tmp_path / "m.json")["path"] == f"no/{latin1}"
+
+
+def test_a_write_that_fails_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    target = tmp_path / "predictions.csv"
+    write_csv(target, [{"path": "a", "label": 1}], ("path", "label"))
+    before = target.read_text()
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_csv(target, [{"path": "b", "label": 0}] * 1000, ("path", "label"))
+    assert target.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]
+
+
+def test_broken_and_looping_links_are_listed_valid_links_followed(phantom_root, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "no").symlink_to(phantom_root / "no", target_is_directory=True)  # a link to a folder
+    shutil.copytree(phantom_root / "yes", data / "yes")
+    (data / "yes" / "linked.png").symlink_to(phantom_root / "yes" / "yes_003.png")  # a link to a file
+    (data / "yes" / "broken.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (data / "yes" / "loop.jpg").symlink_to(data / "yes" / "loop.jpg")
+    with pytest.raises(BrainMRIError) as error:
+        BrainMRIDataModule(str(data), image_size=32).setup()
+    assert "2 file(s)" in str(error.value)
+    assert "yes/broken.jpg" in str(error.value) and "yes/loop.jpg" in str(error.value)
+    datamodule = BrainMRIDataModule(str(data), image_size=32, on_bad_image="skip")
+    datamodule.setup()
+    assert len(datamodule.files) == 45 and "yes/linked.png" in {f.path for f in datamodule.files}
+
+
+def test_a_data_root_that_is_a_file_is_called_a_file(tmp_path):
+    (tmp_path / "data.zip").write_bytes(b"PK")
+    with pytest.raises(BrainMRIError, match=r"is a file; data\.root must be a folder"):
+        scan_image_files(tmp_path / "data.zip")
+
+
+def test_a_quoted_path_with_a_space_and_accents_reaches_the_config(tmp_path):
+    cfg = compose_task("train", tmp_path, "data.root='/data/my scans/données'")
+    assert cfg.data.root == "/data/my scans/données"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=abc", "data.batch_size"),
+        ("model.lr=-1", "model.lr must be greater than 0"),
+        ("trainer.max_epochs=0", "trainer.max_epochs must be a whole number of at least 1"),
+        ("data.image_size=10000", "GiB for one training batch of resnet18"),
+    ],
+)
+def test_settings_are_checked_before_any_work(phantom_root, tmp_path, override, message):
+    cache = tmp_path / "cache"
+    run = tmp_path / "run"
+    result = run_script(
+        "train.py",
+        *FAST_TRAINING,
+        f"data.root={phantom_root}",
+        f"data.cache_dir={cache}",
+        override,
+        f"hydra.run.dir={run}",
+    )
+    assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not run.exists() and not cache.exists()  # nothing decoded, no run folder
+
+
+def test_odd_images_are_named_for_what_they_are(tmp_path, caplog):
+    data = class_folders(tmp_path / "data", {"no": 3, "yes": 3})
+    (data / "no" / "slice.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    Image.fromarray(GRADIENT[:1, :]).save(data / "no" / "line.png")  # 64 x 1 pixels
+    frames = [Image.fromarray(GRADIENT), Image.fromarray(255 - GRADIENT)]
+    frames[0].save(data / "yes" / "animated.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(BrainMRIError) as error:
+        BrainMRIDataModule(str(data), image_size=32, val_fraction=0.3, test_fraction=0.3).setup()
+    assert "no/slice.dcm: a DICOM file" in str(error.value) and "BytesIO" not in str(error.value)
+    assert "no/line.png: too small: 64x1 pixels (data.min_image_size=32)" in str(error.value)
+    assert "yes/animated.gif: 2 frames; only the first is used" in caplog.text

@@ -82,3 +82,13 @@ def test_weights_for_another_head_give_a_clear_message(trained_run):
     checkpoint["hyper_parameters"] |= {"num_classes": 3, "class_names": ["a", "b", "c"]}
     with pytest.raises(BrainMRIError, match="do not fit a resnet18 with 3 classes"):
         restore_classifier(checkpoint)
+
+
+def test_a_damaged_checkpoint_is_refused_even_alone(trained_run, tmp_path):
+    copy = tmp_path / "copied.ckpt"  # away from its run folder
+    data = bytearray((trained_run / "checkpoints" / "last.ckpt").read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = bytes(b ^ 0xFF for b in data[middle : middle + 4096])
+    copy.write_bytes(bytes(data))
+    with pytest.raises(BrainMRIError, match=r"damaged: its part .* fails its checksum"):
+        load_checkpoint(copy)

@@ -132,3 +132,31 @@ def test_augmentation_with_no_motion_only_flips():
     same = [torch.allclose(o, i, atol=1e-5) for o, i in zip(out, images, strict=True)]
     flipped = [torch.allclose(o, i.flip(-1), atol=1e-5) for o, i in zip(out, images, strict=True)]
     assert all(s or f for s, f in zip(same, flipped, strict=True)) and any(same) and any(flipped)
+
+
+def test_damaged_cache_entries_are_decoded_again_and_rewritten(phantom_root, tmp_path, caplog):
+    cache = tmp_path / "cache"
+
+    def load():
+        caplog.clear()
+        datamodule = BrainMRIDataModule(str(phantom_root), image_size=32, cache_dir=str(cache))
+        datamodule.prepare_data()
+        return datamodule
+
+    first = load()
+    entries = sorted(cache.rglob("*.npz"))
+    entries[0].write_bytes(entries[0].read_bytes()[: entries[0].stat().st_size // 2])  # cut in half
+    entries[1].write_bytes(b"")  # empty
+    second = load()
+    assert "2 damaged decode-cache entries" in caplog.text and "2 decoded, 42 from the cache" in caplog.text
+    assert torch.equal(first.images, second.images)
+    load()
+    assert "0 decoded, 44 from the cache" in caplog.text and "damaged" not in caplog.text
+
+
+def test_a_cache_folder_that_cannot_be_written_is_left_out_with_one_warning(phantom_root, tmp_path, caplog):
+    (tmp_path / "a-file").write_text("")
+    datamodule = BrainMRIDataModule(str(phantom_root), image_size=32, cache_dir=str(tmp_path / "a-file"))
+    datamodule.prepare_data()
+    datamodule.setup()
+    assert caplog.text.count("Cannot write the decode cache") == 1 and len(datamodule.files) == 44

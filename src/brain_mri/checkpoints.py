@@ -14,6 +14,22 @@ from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
 
 
+def verify_checksums(path: Path) -> None:
+    """Refuse a damaged checkpoint: every part of the zip container carries a CRC-32 (written by
+    ``torch.save``), which is checked here, so a file damaged on disk or in a copy never loads as
+    silently wrong weights, even when it was copied alone, away from its run folder."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise BrainMRIError(f"{path} is damaged and cannot be read ({err}).") from None
+    if damaged is not None:
+        raise BrainMRIError(
+            f"{path} is damaged: its part {damaged} fails its checksum (CRC-32). "
+            "Copy the file again, or use another checkpoint."
+        )
+
+
 def safe_load(path: str | Path, map_location="cpu") -> dict:
     """``torch.load`` with ``weights_only=True``, and one clear message for anything else."""
     path = Path(path)
@@ -21,6 +37,7 @@ def safe_load(path: str | Path, map_location="cpu") -> dict:
         raise BrainMRIError(f"No checkpoint file at {path}.")
     if not zipfile.is_zipfile(path):  # every checkpoint torch.save has written since PyTorch 1.6 is a zip
         raise BrainMRIError(f"{path} is not a PyTorch checkpoint.")
+    verify_checksums(path)
     try:
         # mmap: reading one field (the epoch) of a large checkpoint does not read all of its weights
         return torch.load(path, map_location=map_location, weights_only=True, mmap=True)

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from brain_mri.errors import BrainMRIError
 from brain_mri.hardware import best_precision
 from brain_mri.run_outputs import METRICS_FILE, failure_record, write_json
+from brain_mri.settings import check_settings, register_schemas
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ OmegaConf.register_new_resolver("first_set", lambda value, default: value or def
 OmegaConf.register_new_resolver("config_subdir", lambda resume: None if resume else ".hydra", replace=True)
 # ${best_precision:<accelerator>}: bf16-mixed where the hardware has bf16, else 16-mixed (GPU) or 32-true.
 OmegaConf.register_new_resolver("best_precision", best_precision, replace=True)
+register_schemas()
 
 
 def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
@@ -75,10 +77,16 @@ def ensure_writable(folder: str) -> None:
 
 
 class OutputFolderCheck(Callback):
-    """Hydra callback: checks the run or sweep folder before Hydra itself writes into it."""
+    """Hydra callback: checks a single run's settings, and the run or sweep folder, before Hydra itself
+    writes into it (a sweep's jobs check their settings themselves, and fail one by one)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         HydraConfig.instance().set_config(config)  # Hydra sets it only later; the folder's path needs it
+        try:
+            check_settings(config)  # before Hydra creates the run folder
+        except BrainMRIError as err:
+            print(f"Error: {err}", file=sys.stderr)
+            sys.exit(1)
         ensure_writable(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:

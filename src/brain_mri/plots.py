@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,14 @@ from matplotlib.ticker import MaxNLocator
 
 
 def _save(figure, path: Path) -> Path:
+    """Drawn to a temporary file and renamed into place, like every file the project writes."""
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        figure.savefig(temporary, dpi=120)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 

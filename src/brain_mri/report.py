@@ -28,6 +28,7 @@ from brain_mri.run_outputs import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     SPLIT_FILE,
+    atomic_write_text,
     read_csv,
     read_epochs,
     read_json,
@@ -197,7 +198,7 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
                 for part, value in parts.items()
             },
         )
-    (out / "runs.md").write_text(render_markdown(rows, columns, cv, best))
+    atomic_write_text(out / "runs.md", render_markdown(rows, columns, cv, best))
     return {"rows": rows, "columns": columns, "cross_validation": cv, "best": best, "folder": out}
 
 

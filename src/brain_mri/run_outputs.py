@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
 from pathlib import Path
 
 SPLIT_FILE = "split.csv"
@@ -18,17 +20,36 @@ CONFIG_FILE = "config.yaml"
 RUN_INFO_FILE = "run_info.json"
 
 
+# File names that are not valid UTF-8 (Latin-1 bytes from old archives) reach Python as lone surrogates;
+# "surrogateescape" writes them back as the original bytes and reads them again unchanged.
+ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename it into place: a reader sees the old file or
+    the whole new one, never a half-written file, even when the writer is killed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", newline="", **ENCODING) as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def write_csv(path: Path, rows: list[dict], fields: tuple[str, ...]) -> None:
     """Only ``fields`` are written, in that order; other keys of the rows are left out."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
+    with open(path, newline="", **ENCODING) as handle:
         return list(csv.DictReader(handle))
 
 
@@ -39,8 +60,8 @@ def write_json(path: Path, values: dict) -> None:
         value = value.item() if hasattr(value, "item") else value
         return None if isinstance(value, float) and math.isnan(value) else value
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({k: plain(v) for k, v in values.items()}, indent=2, sort_keys=True) + "\n")
+    text = json.dumps({k: plain(v) for k, v in values.items()}, indent=2, sort_keys=True)
+    atomic_write_text(path, text + "\n")
 
 
 def failure_record(err: BaseException) -> dict:
@@ -50,15 +71,14 @@ def failure_record(err: BaseException) -> dict:
 
 
 def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(**ENCODING))
 
 
 def write_resolved_config(output_dir: Path, cfg) -> None:
     """The run's whole config with every interpolation resolved (Hydra's own copy keeps them)."""
     from omegaconf import OmegaConf
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(output_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def read_epochs(csv_file: Path) -> list[dict]:
@@ -78,7 +98,7 @@ def keep_epochs_up_to(csv_file: Path, last_epoch: int) -> None:
     """Drop CSV log rows of epochs after ``last_epoch``: a resumed run logs those epochs again."""
     if not csv_file.is_file():
         return
-    with open(csv_file, newline="") as handle:
+    with open(csv_file, newline="", **ENCODING) as handle:
         reader = csv.DictReader(handle)
         fields, rows = reader.fieldnames, list(reader)
     kept = [r for r in rows if not r.get("epoch") or int(r["epoch"]) <= last_epoch]
@@ -105,7 +125,6 @@ def record_resume(output_dir: Path, record: dict) -> None:
 
 def write_run_info(output_dir: Path, data_root: str, data_fingerprint: str, images: int) -> None:
     """What is needed to repeat a run besides its config: versions, code revision, data fingerprint."""
-    import os
     import platform
     import subprocess
     import sys

@@ -29,6 +29,7 @@ from brain_mri.run_outputs import (
     write_resolved_config,
     write_run_info,
 )
+from brain_mri.settings import check_train_settings
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict
 
 def train(cfg: DictConfig) -> float:
     """Train one model; returns ``val/loss_best``, the value the sweepers minimise."""
+    check_train_settings(cfg)
     resume = None
     if cfg.get("resume"):
         cfg, resume = config_for_resume(Path(cfg.resume), cfg)

@@ -134,6 +134,7 @@ class BrainMRIDataModule(L.LightningDataModule):
         class_map: dict[str, str] | None = None,
         duplicate_threshold: float = DEFAULT_THRESHOLD,
         on_bad_image: str = "error",
+        min_image_size: int = 32,
         cache_dir: str | None = None,
         augment: bool = False,
         num_workers: int = 0,
@@ -200,6 +201,7 @@ class BrainMRIDataModule(L.LightningDataModule):
             "image_size": trained["image_size"],
             "duplicate_threshold": trained["duplicate_threshold"],
             "on_bad_image": on_bad_image or trained.get("on_bad_image", "error"),
+            "min_image_size": trained.get("min_image_size", 1),
             "class_names": class_names,
             "class_map": class_map,
             "batch_size": batch_size,
@@ -253,7 +255,12 @@ class BrainMRIDataModule(L.LightningDataModule):
         hp = self.hparams
         files = scan_image_files(self.root, hp.class_names, hp.class_map)
         self.class_names = hp.class_names or discover_classes(self.root)
-        decoded = decode_images(self.root, files, hp.image_size, content_fingerprint, cache)
+        decoded = decode_images(
+            self.root, files, hp.image_size, content_fingerprint, cache, min_size=hp.min_image_size
+        )
+        if decoded.notes:
+            listing = "\n".join(f"  {path}: {note}" for path, note in decoded.notes)
+            log.warning("%d image(s) to know about:\n%s", len(decoded.notes), listing)
         self._decoded = decoded
         log.info(
             "Read %d files: %d decoded, %d from the cache",
@@ -261,6 +268,8 @@ class BrainMRIDataModule(L.LightningDataModule):
             len(decoded.fresh),
             len(decoded.readable) - len(decoded.fresh),
         )
+        if cache is not None and cache.damaged:
+            log.warning("%d damaged decode-cache entries were decoded again and rewritten.", cache.damaged)
         self._handle_bad_images(decoded.bad)
         files, pixels, hashes = decoded.readable, decoded.pixels, decoded.sha256
         if self.hparams.split_file:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from brain_mri.errors import BrainMRIError
+
+log = logging.getLogger(__name__)
 
 SYSTEM_FILE_NAMES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db"})
 
@@ -31,14 +34,34 @@ def is_ignored(path: Path) -> bool:
     return path.name.startswith(".") or path.name.lower() in SYSTEM_FILE_NAMES
 
 
+def list_folder(folder: Path) -> list[Path]:
+    """The entries of a folder, or one message that names it when it cannot be read."""
+    try:
+        return list(folder.iterdir())
+    except OSError as err:
+        raise BrainMRIError(
+            f"Cannot read the folder {folder} ({err.strerror or err}): check its permissions."
+        ) from None
+
+
+def is_broken_link(path: Path) -> bool:
+    """A symbolic link whose target is missing or loops: listed as unreadable, never skipped in silence."""
+    return path.is_symlink() and not path.exists()
+
+
 def discover_classes(root: Path) -> list[str]:
     """Class names are the sub-folder names in sorted order, so for the Kaggle set ``no`` = 0, ``yes`` = 1."""
+    if root.exists() and not root.is_dir():
+        raise BrainMRIError(
+            f"The data root {root} is a file; data.root must be a folder with one sub-folder per class "
+            "(e.g. no/ and yes/)."
+        )
     if not root.is_dir():
         raise BrainMRIError(f"The data folder {root} does not exist.")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not is_ignored(p))
+    classes = sorted(p.name for p in list_folder(root) if p.is_dir() and not is_ignored(p))
     if len(classes) < 2:
         hint = ""
-        if len(classes) == 1 and len([p for p in (root / classes[0]).iterdir() if p.is_dir()]) >= 2:
+        if len(classes) == 1 and len([p for p in list_folder(root / classes[0]) if p.is_dir()]) >= 2:
             hint = f" Did you mean data.root={root / classes[0]}?"
         raise BrainMRIError(
             f"The data folder {root} must hold one sub-folder per class (at least two), "
@@ -78,14 +101,14 @@ def scan_image_files(
     labels = folder_labels(discover_classes(root), class_names, class_map)
     for folder, (class_name, label) in labels.items():
         class_dir = root / folder
-        entries = [p for p in class_dir.iterdir() if not is_ignored(p)]
+        entries = [p for p in list_folder(class_dir) if not is_ignored(p)]
         nested = sorted(p.name for p in entries if p.is_dir())
         if nested:
             raise BrainMRIError(
                 f"The class folder {class_dir} holds sub-folders ({', '.join(nested)}): "
                 "images must lie directly in the class folders."
             )
-        members = sorted(p for p in entries if p.is_file())
+        members = sorted(p for p in entries if p.is_file() or is_broken_link(p))
         if not members:
             raise BrainMRIError(f"The class folder {class_dir} holds no files.")
         files += [ImageFile(p.relative_to(root).as_posix(), class_name, label) for p in members]
@@ -112,6 +135,21 @@ def read_grayscale(source: Path | BinaryIO) -> Image.Image:
         return image.convert("L")
 
 
+def image_header(content: bytes) -> tuple[int, int, int]:
+    """(width, height, frames) from the header alone (PIL reads pixels only when asked)."""
+    with Image.open(io.BytesIO(content)) as image:
+        return image.width, image.height, getattr(image, "n_frames", 1)
+
+
+def unreadable_reason(content: bytes, err: Exception) -> str:
+    """Why a file cannot be read, in words: its type where it is known, never PIL's object address."""
+    if content[128:132] == b"DICM":
+        return "a DICOM file: DICOM slices cannot be read yet; export them as PNG"
+    if isinstance(err, UnidentifiedImageError):
+        return f"not an image format PIL can read ({len(content)} bytes)" if content else "an empty file"
+    return str(err) or type(err).__name__
+
+
 def resize_square(image: Image.Image, size: int) -> np.ndarray:
     """Resize to ``size`` x ``size`` (as the study did, ignoring aspect ratio) and return uint8 pixels."""
     return np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.uint8)
@@ -126,28 +164,42 @@ class DecodeCache:
 
     Every job of a sweep and every later run reads the entries instead of decoding again; a changed file
     has a new content hash and so a new entry. Entries are written atomically, so parallel jobs can share
-    the folder.
+    the folder. The cache is disposable: an entry that does not read is a miss (counted in ``damaged``,
+    decoded again and rewritten), and a folder that cannot be written turns the cache off with a warning.
     """
 
     def __init__(self, folder: Path, image_size: int):
         self.folder = Path(folder) / f"v{PREPROCESSING_VERSION}-{image_size}px"
+        self.damaged = 0
+        self.writable = True
 
     def _path(self, sha256: str) -> Path:
         return self.folder / sha256[:2] / f"{sha256}.npz"
 
     def get(self, sha256: str) -> tuple[np.ndarray, np.ndarray] | None:
+        path = self._path(sha256)
         try:
-            with np.load(self._path(sha256)) as entry:
+            with np.load(path) as entry:
                 return entry["pixels"], entry["fingerprint"]
-        except (OSError, KeyError, ValueError):  # absent or unreadable: decode again
+        except FileNotFoundError:
+            return None
+        except Exception:  # cut off, empty, not a zip, unreadable: np.load raises many kinds
+            self.damaged += path.exists()
             return None
 
     def put(self, sha256: str, pixels: np.ndarray, fingerprint: np.ndarray) -> None:
+        if not self.writable:
+            return
         path = self._path(sha256)
-        path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(temporary, pixels=pixels, fingerprint=fingerprint)
-        os.replace(temporary, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(temporary, pixels=pixels, fingerprint=fingerprint)
+            os.replace(temporary, path)
+        except OSError as err:
+            self.writable = False
+            temporary.unlink(missing_ok=True)
+            log.warning("Cannot write the decode cache in %s (%s); running without it.", self.folder, err)
 
 
 @dataclass
@@ -159,6 +211,7 @@ class DecodedImages:
     fingerprints: np.ndarray  # (N, D) float32
     sha256: list[str]
     bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (path, what to know): read, with a warning
     fresh: list[int] = field(default_factory=list)  # decoded now (not from the cache): indices into readable
 
     def save_to(self, cache: DecodeCache) -> None:
@@ -169,15 +222,22 @@ class DecodedImages:
 
 
 def decode_images(
-    root: Path, files: list[ImageFile], image_size: int, fingerprint, cache: DecodeCache | None = None
+    root: Path,
+    files: list[ImageFile],
+    image_size: int,
+    fingerprint,
+    cache: DecodeCache | None = None,
+    min_size: int = 1,
 ) -> DecodedImages:
     """Read every file once: hash its bytes, then take its pixels and fingerprint from the cache, from an
     identical file earlier in this pass, or decode. Nothing is written to the cache here.
 
-    Unreadable files (truncated, empty, not an image, too large to decode safely) are collected with their
-    reasons, never raised one by one, so a user sees all of them at once.
+    Unreadable files (truncated, empty, not an image, DICOM, too large to decode safely, a shorter side
+    below ``min_size`` pixels) are collected with their reasons, never raised one by one, so a user sees
+    all of them at once. Images with several frames (animated GIF, multi-page TIFF) are read from their
+    first frame and noted.
     """
-    readable, pixels, prints, hashes, bad, fresh = [], [], [], [], [], []
+    readable, pixels, prints, hashes, bad, fresh, notes = [], [], [], [], [], [], []
     known: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for item in files:
         try:
@@ -186,12 +246,22 @@ def decode_images(
             bad.append((item.path, str(err)))
             continue
         sha256 = hashlib.sha256(content).hexdigest()
+        try:
+            width, height, frames = image_header(content)
+        except Exception as err:  # PIL raises many types for broken files; each is reported, none fatal
+            bad.append((item.path, unreadable_reason(content, err)))
+            continue
+        if min(width, height) < min_size:
+            bad.append((item.path, f"too small: {width}x{height} pixels (data.min_image_size={min_size})"))
+            continue
+        if frames > 1:
+            notes.append((item.path, f"{frames} frames; only the first is used"))
         entry = known.get(sha256) or (cache.get(sha256) if cache else None)
         if entry is None:
             try:
                 gray = read_grayscale(io.BytesIO(content))
-            except Exception as err:  # PIL raises many types for broken files; each is reported, none fatal
-                bad.append((item.path, str(err) or type(err).__name__))
+            except Exception as err:
+                bad.append((item.path, unreadable_reason(content, err)))
                 continue
             entry = (resize_square(gray, image_size), fingerprint(gray))
             fresh.append(len(readable))
@@ -202,4 +272,4 @@ def decode_images(
         prints.append(entry[1])
     if not readable:
         raise BrainMRIError(f"None of the {len(files)} files under {root} can be read as an image.")
-    return DecodedImages(readable, np.stack(pixels), np.stack(prints), hashes, bad, fresh)
+    return DecodedImages(readable, np.stack(pixels), np.stack(prints), hashes, bad, notes=notes, fresh=fresh)

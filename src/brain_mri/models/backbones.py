@@ -16,12 +16,14 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def unknown_architecture(arch: str) -> str:
+    return f"Unknown model architecture '{arch}'. Choose one of: {', '.join(sorted(BACKBONES))}."
+
+
 def build_backbone(arch: str, num_classes: int) -> nn.Module:
     """The network for ``arch`` with a ``num_classes``-way classifier, weights random (as in the study)."""
     if arch not in BACKBONES:
-        raise BrainMRIError(
-            f"Unknown model architecture '{arch}'. Choose one of: {', '.join(sorted(BACKBONES))}."
-        )
+        raise BrainMRIError(unknown_architecture(arch))
     if num_classes < 2:
         raise BrainMRIError(f"num_classes must be at least 2, got {num_classes}.")
     return BACKBONES[arch](weights=None, num_classes=num_classes)

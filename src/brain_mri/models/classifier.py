@@ -18,7 +18,7 @@ from torchmetrics.classification import (
 )
 
 from brain_mri.errors import BrainMRIError
-from brain_mri.models.backbones import build_backbone
+from brain_mri.models.backbones import BACKBONES, build_backbone, unknown_architecture
 
 OPTIMIZERS = {
     "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
@@ -40,6 +40,20 @@ def classification_metrics(num_classes: int, names: tuple[str, ...], prefix: str
         "cohen_kappa": lambda: CohenKappa(**task),
     }
     return MetricCollection({name: factories[name]() for name in names}, prefix=prefix)
+
+
+def model_setting_problems(arch: str, lr: float, weight_decay: float, optimizer: str) -> list[str]:
+    """What is wrong with these settings, one sentence each (used at start and by the constructor)."""
+    problems = []
+    if arch not in BACKBONES:
+        problems.append(unknown_architecture(arch))
+    if optimizer not in OPTIMIZERS:
+        problems.append(f"Unknown optimizer '{optimizer}'. Choose one of: {', '.join(OPTIMIZERS)}.")
+    if not lr > 0:
+        problems.append(f"model.lr must be greater than 0, got {lr}.")
+    if weight_decay < 0:
+        problems.append(f"model.weight_decay must be 0 or more, got {weight_decay}.")
+    return problems
 
 
 def resolve_class_names(class_names: Sequence[str] | None, num_classes: int | None) -> list[str]:
@@ -78,8 +92,9 @@ class BrainMRIClassifier(L.LightningModule):
         channels_last: bool = True,
     ):
         super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise BrainMRIError(f"Unknown optimizer '{optimizer}'. Choose one of: {', '.join(OPTIMIZERS)}.")
+        problems = model_setting_problems(arch, lr, weight_decay, optimizer)
+        if problems:
+            raise BrainMRIError("\n".join(problems))
         class_names = resolve_class_names(class_names, num_classes)
         num_classes = len(class_names)
         self.save_hyperparameters(logger=False)

@@ -1,0 +1,198 @@
+"""Settings checked before any work: typed schemas that Hydra checks when it composes the config, and the
+ranges and memory needs it cannot know, checked before the run folder is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from brain_mri.errors import BrainMRIError
+
+
+@dataclass
+class DataSettings:
+    """conf/data/*.yaml: a wrong type (``data.batch_size=abc``) is refused by Hydra with the key's name."""
+
+    _target_: str = "brain_mri.data.BrainMRIDataModule"
+    root: str = MISSING
+    image_size: int = 100
+    batch_size: int = 25
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 42
+    num_folds: int = 0
+    fold: int = 0
+    split_file: str | None = None
+    duplicate_threshold: float = 0.9
+    cache_dir: str | None = None
+    augment: bool = False
+    min_image_size: int = 32
+    on_bad_image: str = "error"
+    num_workers: int = 0
+    pin_memory: bool | None = None
+    download: bool = False
+    synthetic: bool = False
+    synthetic_per_class: int = 40
+
+
+@dataclass
+class ModelSettings:
+    """conf/model/*.yaml."""
+
+    _target_: str = "brain_mri.models.BrainMRIClassifier"
+    arch: str = "resnet18"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    channels_last: bool = True
+
+
+@dataclass
+class EvalSettings:
+    """The ``eval`` node of conf/eval.yaml."""
+
+    on: str = "test"
+    class_map: dict[str, str] | None = None
+
+
+@dataclass
+class EvalDataSettings:
+    """The ``data`` node of conf/eval.yaml."""
+
+    _target_: str = "brain_mri.data.BrainMRIDataModule.for_evaluation"
+    ckpt_path: str = MISSING
+    on: str = "test"
+    class_map: dict[str, str] | None = None
+    root: str | None = None
+    split_file: str | None = None
+    on_bad_image: str | None = None
+    batch_size: int = 64
+    num_workers: int = 0
+
+
+def register_schemas() -> None:
+    """Put the schemas where the config files name them (``defaults: [/schema/<name>@_here_, ...]``)."""
+    store = ConfigStore.instance()
+    for name, node in (
+        ("data", DataSettings),
+        ("model", ModelSettings),
+        ("eval", EvalSettings),
+        ("eval_data", EvalDataSettings),
+    ):
+        store.store(group="schema", name=name, node=node)
+
+
+def available_memory(accelerator: str) -> int | None:
+    """Bytes free where training runs: on the GPU when it is used, else the machine's available memory."""
+    from brain_mri.hardware import uses_cuda
+
+    if uses_cuda(accelerator) and torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def activations_per_image(arch: str, image_size: int) -> int:
+    """Output elements of every layer for one image, counted on the meta device (no memory, no time)."""
+    from brain_mri.models.backbones import build_backbone
+
+    with torch.device("meta"):
+        net = build_backbone(arch, 2).eval()  # eval: batch norm takes a batch of one
+    count = 0
+
+    def add(module, inputs, output) -> None:
+        nonlocal count
+        if isinstance(output, torch.Tensor):
+            count += output.numel()
+
+    leaves = [m for m in net.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(add) for m in leaves]
+    with torch.no_grad():
+        net(torch.empty(1, 3, image_size, image_size, device="meta"))
+    for hook in hooks:
+        hook.remove()
+    return count
+
+
+def count_files(root: Path) -> int:
+    """A quick count of the files in the class folders (0 when the data is not there yet; folders that
+    cannot be read are left to the scanner, which names them)."""
+    try:
+        folders = list(root.iterdir()) if root.is_dir() else []
+    except OSError:
+        return 0
+    count = 0
+    for folder in folders:
+        try:
+            count += sum(1 for item in folder.iterdir() if item.is_file()) if folder.is_dir() else 0
+        except OSError:
+            continue
+    return count
+
+
+def training_memory(arch: str, image_size: int, batch_size: int, files: int) -> tuple[int, int]:
+    """(bytes of the decoded images, bytes of one training batch): the batch as float, 3 channels, with
+    every layer's activations kept for the backward pass and a gradient of the same size (fp32)."""
+    decoded = files * image_size * image_size
+    per_image = 3 * image_size * image_size + activations_per_image(arch, image_size)
+    return decoded, 2 * 4 * per_image * batch_size
+
+
+def check_train_settings(cfg: DictConfig) -> None:
+    """Every range problem of a training config in one message, before any data is read or folder written
+    (the model and data module check their own arguments; building the data module reads nothing)."""
+    import hydra
+
+    from brain_mri.models.classifier import model_setting_problems
+
+    model, trainer = cfg.model, cfg.trainer
+    problems = model_setting_problems(model.arch, model.lr, model.weight_decay, model.optimizer)
+    max_epochs = trainer.get("max_epochs")
+    if not isinstance(max_epochs, int) or isinstance(max_epochs, bool) or max_epochs < 1:
+        problems.append(f"trainer.max_epochs must be a whole number of at least 1, got {max_epochs}.")
+    try:
+        hydra.utils.instantiate(cfg.data)
+    except BrainMRIError as err:
+        problems.append(str(err))
+    if not problems:
+        problems += memory_problems(model.arch, cfg.data, str(trainer.get("accelerator", "auto")))
+    if problems:
+        raise BrainMRIError("\n".join(problems))
+
+
+def memory_problems(arch: str, data: Any, accelerator: str) -> list[str]:
+    """Whether the decoded images plus one training batch fit in the memory free now; estimated, said."""
+    free = available_memory(accelerator)
+    if free is None:
+        return []
+    decoded, batch = training_memory(arch, data.image_size, data.batch_size, count_files(Path(data.root)))
+    if decoded + batch <= free:
+        return []
+    gib = 1024**3
+    return [
+        f"data.image_size={data.image_size} with data.batch_size={data.batch_size} needs about "
+        f"{decoded / gib:.1f} GiB for the decoded images and {batch / gib:.1f} GiB for one training batch "
+        f"of {arch}, but {free / gib:.1f} GiB are free. Use a smaller image size or batch size."
+    ]
+
+
+def check_eval_settings(cfg: DictConfig) -> None:
+    if cfg.eval.on not in ("test", "all"):
+        raise BrainMRIError(f"eval.on must be 'test' or 'all', got '{cfg.eval.on}'.")
+    if not Path(cfg.ckpt_path).is_file():
+        raise BrainMRIError(f"No checkpoint file at {cfg.ckpt_path}.")
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The checks of the task the config is for (``task_name``)."""
+    {"train": check_train_settings, "eval": check_eval_settings}[cfg.task_name](cfg)
