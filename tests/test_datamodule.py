@@ -135,6 +135,7 @@ def test_augmentation_with_no_motion_only_flips():
 
 
 def test_damaged_cache_entries_are_decoded_again_and_rewritten(phantom_root, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="brain_mri")
     cache = tmp_path / "cache"
 
     def load():

@@ -13,6 +13,7 @@ import math
 import re
 import statistics
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,13 @@ NOT_SETTINGS = ("hydra.", "paths.", "data.root", "data.split_file", "data.output
 
 
 def find_runs(folder: Path) -> list[Path]:
-    """Every run folder at or below ``folder`` (a folder with the config a run writes), in natural order."""
-    runs = {p.parent for p in folder.rglob(CONFIG_FILE) if (p.parent / ".hydra").is_dir()}
+    """Every run folder at or below ``folder`` (a folder with Hydra's record, in which the run wrote its
+    config or its status: a sweep job that failed at start has only the latter), in natural order."""
+    runs = {
+        p.parent.parent
+        for p in folder.rglob(".hydra/config.yaml")
+        if (p.parent.parent / CONFIG_FILE).is_file() or (p.parent.parent / METRICS_FILE).is_file()
+    }
 
     def natural(path: Path):
         return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.as_posix())]
@@ -65,13 +71,17 @@ def read_overrides(run: Path) -> dict[str, str]:
 
 def read_run(run: Path, root: Path) -> dict:
     """One row of the report: settings, epochs, validation loss, test metrics and status."""
-    config = OmegaConf.load(run / CONFIG_FILE)
+    # the resolved config; for a job that failed before writing it, Hydra's composed one
+    config = OmegaConf.load(
+        run / CONFIG_FILE if (run / CONFIG_FILE).is_file() else run / ".hydra" / CONFIG_FILE
+    )
     metrics = read_json(run / METRICS_FILE) if (run / METRICS_FILE).is_file() else {}
     epochs = read_epochs(run / "csv" / "metrics.csv")
     val_losses = [e["val/loss"] for e in epochs if "val/loss" in e]
     status = metrics.get("status") or ("completed" if "test/loss" in metrics else "incomplete")
     row = {"run": run.relative_to(root).as_posix() if run != root else run.name, "folder": run}
-    row |= {name: OmegaConf.select(config, key) for name, key in SETTINGS.items()}
+    select = partial(OmegaConf.select, config, throw_on_resolution_failure=False)
+    row |= {name: select(key) for name, key in SETTINGS.items()}
     if not OmegaConf.select(config, "data.num_folds", default=0):
         row["fold"] = None
     row |= {

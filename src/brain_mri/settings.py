@@ -57,7 +57,7 @@ class EvalSettings:
     """The ``eval`` node of conf/eval.yaml."""
 
     on: str = "test"
-    class_map: dict[str, str] | None = None
+    class_map: Any = None  # {folder: class}; untyped, since a typed dict refuses new keys
 
 
 @dataclass
@@ -67,7 +67,7 @@ class EvalDataSettings:
     _target_: str = "brain_mri.data.BrainMRIDataModule.for_evaluation"
     ckpt_path: str = MISSING
     on: str = "test"
-    class_map: dict[str, str] | None = None
+    class_map: Any = None  # {folder: class}; untyped, since a typed dict refuses new keys
     root: str | None = None
     split_file: str | None = None
     on_bad_image: str | None = None

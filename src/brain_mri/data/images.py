@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -198,7 +199,8 @@ class DecodeCache:
             os.replace(temporary, path)
         except OSError as err:
             self.writable = False
-            temporary.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
             log.warning("Cannot write the decode cache in %s (%s); running without it.", self.folder, err)
 
 
