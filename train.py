@@ -2,8 +2,10 @@
 
 import hydra
 
-from brain_mri.cli import run_task
+from brain_mri.launch import register, run_task
 from brain_mri.train import train
+
+register()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import brain_mri.cli  # noqa: F401  (registers the config resolvers)
+from brain_mri.launch import register
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("BRAIN_MRI_DATA", PROJECT_ROOT.parent / "shared/data/brain_tumor_dataset"))
@@ -30,6 +30,7 @@ FAST_TRAINING = [
 
 def compose_task(config_name: str, output_dir: Path, *overrides: str) -> DictConfig:
     """The config ``train.py`` / ``eval.py`` would pass their task, for calling the task in-process."""
+    register()
     with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
     with open_dict(cfg):

@@ -12,9 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.callbacks import task_callbacks
 from brain_mri.checkpoints import load_checkpoint, restore_classifier
-from brain_mri.cli import instantiate_group
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.hardware import precision_for_checkpoint
+from brain_mri.launch import instantiate_group
 from brain_mri.models import BrainMRIClassifier
 from brain_mri.run_outputs import METRICS_FILE, PREDICTIONS_FILE, write_bad_images, write_json
 

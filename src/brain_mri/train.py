@@ -16,10 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.callbacks import task_callbacks
 from brain_mri.checkpoints import load_checkpoint
-from brain_mri.cli import instantiate_group
 from brain_mri.data.split import write_split
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import test_and_save
+from brain_mri.launch import instantiate_group
 from brain_mri.run_outputs import (
     CONFIG_FILE,
     SPLIT_FILE,

@@ -1,4 +1,6 @@
-"""What the Hydra entry points share: run a task, report user errors plainly, keep sweeps going."""
+"""What the Hydra entry points (train.py, eval.py) share: the config resolvers and schemas they need
+(:func:`register`), the task runner that reports user errors plainly and keeps sweeps going, and the
+Hydra callback that checks settings and the output folder before Hydra writes anything."""
 
 from __future__ import annotations
 
@@ -22,13 +24,25 @@ from brain_mri.settings import check_settings, register_schemas
 
 log = logging.getLogger(__name__)
 
-# ${first_set:a,b}: a unless it is null or empty, else b (``resume=<run>`` reuses the run's folder).
-OmegaConf.register_new_resolver("first_set", lambda value, default: value or default, replace=True)
-# ${config_subdir:${resume}}: where Hydra saves the config; nowhere on resume, so the run keeps its record.
-OmegaConf.register_new_resolver("config_subdir", lambda resume: None if resume else ".hydra", replace=True)
-# ${best_precision:<accelerator>}: bf16-mixed where the hardware has bf16, else 16-mixed (GPU) or 32-true.
-OmegaConf.register_new_resolver("best_precision", best_precision, replace=True)
-register_schemas()
+
+def register() -> None:
+    """Register the config resolvers and schemas (idempotent). The entry points call it before Hydra
+    composes; it also runs when this module is imported, because the processes of a joblib or submitit
+    launcher only import the modules the task needs before they resolve the config."""
+    resolvers = {
+        # ${first_set:a,b}: a unless it is null or empty, else b (resume=<run> reuses the run's folder)
+        "first_set": lambda value, default: value or default,
+        # ${config_subdir:${resume}}: where Hydra saves the config; nowhere on resume (the run keeps its own)
+        "config_subdir": lambda resume: None if resume else ".hydra",
+        # ${best_precision:<accelerator>}: bf16-mixed where the hardware has bf16, else 16-mixed or 32-true
+        "best_precision": best_precision,
+    }
+    for name, resolver in resolvers.items():
+        OmegaConf.register_new_resolver(name, resolver, replace=True)
+    register_schemas()
+
+
+register()
 
 
 def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
