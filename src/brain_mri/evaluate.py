@@ -14,7 +14,7 @@ from brain_mri.callbacks import task_callbacks
 from brain_mri.checkpoints import load_checkpoint, restore_classifier
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.hardware import precision_for_checkpoint
-from brain_mri.launch import instantiate_group
+from brain_mri.launch import instantiate_group, optimized_value
 from brain_mri.models import BrainMRIClassifier
 from brain_mri.run_outputs import METRICS_FILE, PREDICTIONS_FILE, write_bad_images, write_json
 
@@ -91,4 +91,4 @@ def evaluate(cfg: DictConfig) -> float:
     log.info("Evaluating in %s on %s", trainer.precision, type(trainer.accelerator).__name__)
     metrics = test_and_save(trainer, model, datamodule, output_dir, extra={"checkpoint": str(cfg.ckpt_path)})
     log.info("Wrote %s and %s to %s", METRICS_FILE, PREDICTIONS_FILE, output_dir)
-    return metrics["test/loss"]
+    return optimized_value(cfg, metrics, default="test/loss")

@@ -67,6 +67,17 @@ def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
         sys.exit(1)
 
 
+def optimized_value(cfg: DictConfig, results: dict, default: str) -> float:
+    """The result the config names as ``optimized_metric`` (``default`` for configs from before it), for
+    the sweepers."""
+    name = cfg.get("optimized_metric") or default
+    if name not in results:
+        raise BrainMRIError(
+            f"optimized_metric={name} is not a result of this task: {', '.join(sorted(results))}"
+        )
+    return float(results[name])
+
+
 def instantiate_group(group: DictConfig | None) -> list:
     """Instantiate every entry of a config group such as ``callbacks`` or ``logger`` (entries may be null)."""
     if not group:

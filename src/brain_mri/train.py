@@ -19,7 +19,7 @@ from brain_mri.checkpoints import load_checkpoint
 from brain_mri.data.split import write_split
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import test_and_save
-from brain_mri.launch import instantiate_group
+from brain_mri.launch import instantiate_group, optimized_value
 from brain_mri.run_outputs import (
     CONFIG_FILE,
     SPLIT_FILE,
@@ -112,7 +112,7 @@ def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict
 
 
 def train(cfg: DictConfig) -> float:
-    """Train one model; returns ``val/loss_best``, the value the sweepers minimise."""
+    """Train one model; returns the value the sweepers minimise (``optimized_metric``, val/loss_best)."""
     check_train_settings(cfg)
     resume = None
     if cfg.get("resume"):
@@ -161,4 +161,4 @@ def train(cfg: DictConfig) -> float:
         best.best_model_path,
         summary["val/loss_best"],
     )
-    return summary["val/loss_best"]
+    return optimized_value(cfg, results, default="val/loss_best")
