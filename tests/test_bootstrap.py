@@ -8,6 +8,12 @@ from torchmetrics.functional.classification import (
     binary_f1_score,
     binary_recall,
     binary_specificity,
+    multiclass_accuracy,
+    multiclass_auroc,
+    multiclass_cohen_kappa,
+    multiclass_f1_score,
+    multiclass_recall,
+    multiclass_specificity,
 )
 
 from brain_mri.bootstrap import binary_metrics, bootstrap_intervals
@@ -19,6 +25,10 @@ def simulated_predictions(n: int, seed: int = 0):
     labels = (rng.random(n) < 0.6).astype(int)
     scores = np.clip(0.5 + 0.25 * (2 * labels - 1) + rng.normal(0, 0.25, n), 0, 1).round(2)
     return labels, scores
+
+
+def two_columns(scores: np.ndarray) -> np.ndarray:
+    return np.stack([1 - scores, scores], axis=1)
 
 
 def test_metrics_agree_with_torchmetrics():
@@ -41,7 +51,7 @@ def test_intervals_contain_the_estimate_and_shrink_with_more_images():
     widths = []
     for n in (30, 300):
         labels, scores = simulated_predictions(n, seed=n)
-        intervals = bootstrap_intervals(labels, scores, resamples=1000, seed=0)
+        intervals = bootstrap_intervals(labels, two_columns(scores), resamples=1000, seed=0)
         for name, interval in intervals.items():
             assert interval["low"] <= interval["estimate"] <= interval["high"], name
         widths.append({name: i["high"] - i["low"] for name, i in intervals.items()})
@@ -50,11 +60,35 @@ def test_intervals_contain_the_estimate_and_shrink_with_more_images():
 
 def test_intervals_are_reproducible_for_a_seed():
     labels, scores = simulated_predictions(40)
-    assert bootstrap_intervals(labels, scores, seed=3) == bootstrap_intervals(labels, scores, seed=3)
-    assert bootstrap_intervals(labels, scores, seed=3) != bootstrap_intervals(labels, scores, seed=4)
+    assert bootstrap_intervals(labels, two_columns(scores), seed=3) == bootstrap_intervals(
+        labels, two_columns(scores), seed=3
+    )
+    assert bootstrap_intervals(labels, two_columns(scores), seed=3) != bootstrap_intervals(
+        labels, two_columns(scores), seed=4
+    )
 
 
 def test_undefined_resamples_are_ignored_not_zero():
     labels, scores = np.array([1, 0, 0, 0]), np.array([0.9, 0.2, 0.3, 0.1])
-    sensitivity = bootstrap_intervals(labels, scores, resamples=500)["sensitivity"]
+    sensitivity = bootstrap_intervals(labels, two_columns(scores), resamples=500)["sensitivity"]
     assert sensitivity == {"estimate": 1.0, "low": 1.0, "high": 1.0}
+
+
+def test_multiclass_metrics_agree_with_torchmetrics():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 150)
+    logits = rng.normal(0, 1, (150, 3)) + 1.5 * np.eye(3)[labels]
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    ours = bootstrap_intervals(labels, probabilities, positive=None, resamples=10)
+    p, y = torch.tensor(probabilities), torch.tensor(labels)
+    macro = {"num_classes": 3, "average": "macro"}
+    expected = {
+        "accuracy": multiclass_accuracy(p, y, num_classes=3, average="micro"),
+        "sensitivity": multiclass_recall(p, y, **macro),
+        "specificity": multiclass_specificity(p, y, **macro),
+        "auroc": multiclass_auroc(p, y, **macro),
+        "f1": multiclass_f1_score(p, y, **macro),
+        "cohen_kappa": multiclass_cohen_kappa(p, y, num_classes=3),
+    }
+    for name, value in expected.items():
+        assert ours[name]["estimate"] == pytest.approx(value.item(), abs=1e-6), name

@@ -51,7 +51,7 @@ def test_a_restored_checkpoint_repeats_the_runs_test_predictions(trained_run):
     with torch.no_grad():
         probability = model.eval()(to_model_input(pixels)).softmax(dim=1)[:, 1]
     assert [f.path for f in tested] == [r["path"] for r in rows]
-    assert probability.numpy() == pytest.approx([float(r["probability"]) for r in rows], abs=0.03)
+    assert probability.numpy() == pytest.approx([float(r["prob_yes"]) for r in rows], abs=0.03)
     assert model.hparams.class_names == ["no", "yes"]
 
 

@@ -31,9 +31,11 @@ def test_run_folder_is_complete_and_consistent(trained_run):
     split = read_csv(trained_run / "split.csv")
     predictions = read_csv(trained_run / "predictions.csv")
     assert [p["path"] for p in predictions] == [r["path"] for r in split if r["partition"] == "test"]
-    probability = torch.tensor([float(p["probability"]) for p in predictions])
+    probability = torch.tensor([float(p["prob_yes"]) for p in predictions])
     label = torch.tensor([int(p["label"]) for p in predictions])
     assert [int(p["predicted"]) for p in predictions] == (probability > 0.5).int().tolist()
+    assert all(float(p["prob_no"]) + float(p["prob_yes"]) == pytest.approx(1.0) for p in predictions)
+    assert [p["class"] for p in predictions] == [["no", "yes"][int(p["label"])] for p in predictions]
     assert metrics["test/accuracy"] == pytest.approx(binary_accuracy(probability, label).item())
     assert metrics["test/auroc"] == pytest.approx(binary_auroc(probability, label).item())
 

@@ -6,6 +6,8 @@ with the torchmetrics values a run logs. Undefined values (no positives in a res
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 METRIC_NAMES = ("accuracy", "sensitivity", "specificity", "auroc", "f1", "cohen_kappa")
@@ -49,15 +51,59 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, n
         }
 
 
+def multiclass_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, np.ndarray]:
+    """``METRIC_NAMES`` for each row of (R, N) labels and (R, N, K) class probabilities, as torchmetrics
+    computes them for more than two classes: accuracy over all images; sensitivity (recall), specificity,
+    F1 and AUROC per class against the rest, averaged over the classes (macro); Cohen's kappa."""
+    labels, probabilities = np.atleast_2d(labels), np.asarray(probabilities, dtype=float)
+    if probabilities.ndim == 2:
+        probabilities = probabilities[None]
+    classes, n = probabilities.shape[-1], labels.shape[1]
+    predicted = probabilities.argmax(-1)
+    per_class: dict[str, list[np.ndarray]] = {"sensitivity": [], "specificity": [], "f1": [], "auroc": []}
+    chance = np.zeros(len(labels))
+    for k in range(classes):
+        positive, called = labels == k, predicted == k
+        tp, fp = (called & positive).sum(1), (called & ~positive).sum(1)
+        fn, tn = (~called & positive).sum(1), (~called & ~positive).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_class["sensitivity"].append(tp / (tp + fn))
+            per_class["specificity"].append(tn / (tn + fp))
+            per_class["f1"].append(2 * tp / (2 * tp + fp + fn))
+        per_class["auroc"].append(_auroc(positive.astype(int), probabilities[..., k]))
+        chance += (tp + fp) * (tp + fn) / n**2
+    accuracy = (predicted == labels).mean(1)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from a resample: NaN, left out
+        return {
+            "accuracy": accuracy,
+            **{name: np.nanmean(np.stack(values), axis=0) for name, values in per_class.items()},
+            "cohen_kappa": (accuracy - chance) / (1 - chance),
+        }
+
+
+def metrics_of(labels: np.ndarray, probabilities: np.ndarray, positive: int | None) -> dict[str, np.ndarray]:
+    """Binary metrics of the ``positive`` class for two classes, macro metrics for more."""
+    if positive is None:
+        return multiclass_metrics(labels, probabilities)
+    return binary_metrics((labels == positive).astype(int), probabilities[..., positive])
+
+
 def bootstrap_intervals(
-    labels: np.ndarray, probabilities: np.ndarray, resamples: int = 2000, level: float = 0.95, seed: int = 0
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    positive: int | None = 1,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """Point estimate and percentile interval of each metric, resampling test images with replacement."""
+    """Point estimate and percentile interval of each metric, resampling test images with replacement.
+    ``probabilities`` is (N, K); ``positive`` the label of the positive class (two classes) or None."""
     labels, probabilities = np.asarray(labels), np.asarray(probabilities, dtype=float)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(labels), size=(resamples, len(labels)))
-    point = binary_metrics(labels, probabilities)
-    resampled = binary_metrics(labels[draws], probabilities[draws])
+    point = metrics_of(labels[None], probabilities[None], positive)
+    resampled = metrics_of(labels[draws], probabilities[draws], positive)
     tail = 100 * (1 - level) / 2
     return {
         name: {

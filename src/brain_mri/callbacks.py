@@ -13,9 +13,10 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from brain_mri.run_outputs import (
     METRICS_FILE,
-    PREDICTION_FIELDS,
     PREDICTIONS_FILE,
     failure_record,
+    prediction_fields,
+    prediction_rows,
     write_csv,
     write_json,
 )
@@ -69,13 +70,9 @@ class PredictionsWriter(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         probabilities = torch.cat(predictions).float().cpu()
-        positive = probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities.max(dim=1).values
-        files = trainer.datamodule.partition_files("test")
-        rows = [
-            {"path": f.path, "label": f.label, "probability": float(p), "predicted": int(c)}
-            for f, p, c in zip(files, positive, probabilities.argmax(dim=1), strict=True)
-        ]
-        write_csv(self.path, rows, PREDICTION_FIELDS)
+        class_names = list(pl_module.hparams.class_names)
+        rows = prediction_rows(trainer.datamodule.partition_files("test"), probabilities, class_names)
+        write_csv(self.path, rows, prediction_fields(class_names))
 
 
 def task_callbacks(configured: list, output_dir: Path, write: Callable[[], None]) -> list[L.Callback]:

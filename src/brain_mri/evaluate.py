@@ -59,7 +59,7 @@ def test_and_save(
     metrics = dict(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0])
     trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
     metrics |= seen_in_training(model, datamodule.partition_hashes("test"))
-    metrics.update(extra or {}, status="completed")
+    metrics.update(extra or {}, positive_class=model.hparams.get("positive_class"), status="completed")
     if trainer.is_global_zero:
         write_json(output_dir / METRICS_FILE, metrics)
     return metrics

@@ -64,18 +64,28 @@ def curves(epochs: list[dict], best_epoch: int | None, title: str, path: Path) -
     return _save(figure, path)
 
 
-def roc(labels: np.ndarray, probabilities: np.ndarray, auroc: float, title: str, path: Path) -> Path:
-    thresholds = np.unique(probabilities)[::-1]  # tied scores make one diagonal step, as AUROC counts them
-    positive, negative = labels == 1, labels == 0
-    tpr = [0.0] + [(positive & (probabilities >= t)).sum() / max(positive.sum(), 1) for t in thresholds]
-    fpr = [0.0] + [(negative & (probabilities >= t)).sum() / max(negative.sum(), 1) for t in thresholds]
+def roc(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    classes: list[str],
+    positive: int | None,
+    auroc: float,
+    title: str,
+    path: Path,
+) -> Path:
+    """The positive class's ROC curve (two classes), or one curve per class against the rest (more)."""
     figure = Figure(figsize=(4.5, 4.5))
     axis = figure.subplots()
-    axis.plot(fpr, tpr, label=f"AUROC {auroc:.3f}")
+    for k in [positive] if positive is not None else range(len(classes)):
+        scores, hits = probabilities[:, k], labels == k
+        thresholds = np.unique(scores)[::-1]  # tied scores make one diagonal step, as AUROC counts them
+        tpr = [0.0] + [(hits & (scores >= t)).sum() / max(hits.sum(), 1) for t in thresholds]
+        fpr = [0.0] + [(~hits & (scores >= t)).sum() / max((~hits).sum(), 1) for t in thresholds]
+        axis.plot(fpr, tpr, label=f"AUROC {auroc:.3f}" if positive is not None else f"{classes[k]} vs rest")
     axis.plot([0, 1], [0, 1], color="grey", linestyle=":")
     axis.set_xlabel("1 - specificity")
     axis.set_ylabel("sensitivity")
-    axis.set_title(title)
+    axis.set_title(title if positive is not None else f"{title} (macro AUROC {auroc:.3f})")
     axis.legend(loc="lower right")
     return _save(figure, path)
 

@@ -16,7 +16,6 @@ import sys
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -28,11 +27,10 @@ from brain_mri.run_outputs import (
     CONFIG_FILE,
     METRICS_FILE,
     PREDICTIONS_FILE,
-    SPLIT_FILE,
     atomic_write_text,
-    read_csv,
     read_epochs,
     read_json,
+    read_predictions,
     write_csv,
     write_json,
 )
@@ -49,13 +47,11 @@ NOT_SETTINGS = ("hydra.", "paths.", "data.root", "data.split_file", "data.output
 
 
 def find_runs(folder: Path) -> list[Path]:
-    """Every run folder at or below ``folder`` (a folder with Hydra's record, in which the run wrote its
-    config or its status: a sweep job that failed at start has only the latter), in natural order."""
-    runs = {
-        p.parent.parent
-        for p in folder.rglob(".hydra/config.yaml")
-        if (p.parent.parent / CONFIG_FILE).is_file() or (p.parent.parent / METRICS_FILE).is_file()
-    }
+    """Every run folder at or below ``folder``, in natural order: a folder in which a run wrote its
+    resolved config, or (a sweep job that failed at start) Hydra's record and the failed status."""
+    written = {p.parent for p in folder.rglob(CONFIG_FILE) if p.parent.name != ".hydra"}
+    failed = {p.parent.parent for p in folder.rglob(f".hydra/{CONFIG_FILE}")}
+    runs = written | {run for run in failed if (run / METRICS_FILE).is_file()}
 
     def natural(path: Path):
         return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.as_posix())]
@@ -141,6 +137,20 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def positive_label(classes: list[str], positive_class: str | None) -> int | None:
+    """The label whose binary metrics a two-class run reports (``yes`` for runs from before it was
+    recorded); None for more classes, whose metrics are macro averages."""
+    if len(classes) != 2:
+        return None
+    return (
+        classes.index(positive_class)
+        if positive_class in classes
+        else classes.index("yes")
+        if "yes" in classes
+        else 1
+    )
+
+
 def best_run_figures(row: dict, out: Path, resamples: int, seed: int) -> dict:
     """Curves, ROC and confusion matrix of the best run, and bootstrap intervals of its test metrics."""
     run = row["folder"]
@@ -151,24 +161,17 @@ def best_run_figures(row: dict, out: Path, resamples: int, seed: int) -> dict:
         f"best run: {row['run']}",
         out / f"curves_{name}.png",
     )
-    predictions = read_csv(run / PREDICTIONS_FILE)
-    labels = np.array([int(p["label"]) for p in predictions])
-    probabilities = np.array([float(p["probability"]) for p in predictions])
-    predicted = np.array([int(p["predicted"]) for p in predictions])
-    classes = {int(r["label"]): r["class"] for r in read_csv(run / SPLIT_FILE)}
-    intervals = bootstrap_intervals(labels, probabilities, resamples=resamples, seed=seed)
-    plots.roc(
-        labels, probabilities, intervals["auroc"]["estimate"], f"ROC, {row['run']}", out / f"roc_{name}.png"
-    )
-    plots.confusion(
-        labels,
-        predicted,
-        [classes[i] for i in sorted(classes)],
-        f"test, {row['run']}",
-        out / f"confusion_{name}.png",
-    )
+    classes, labels, probabilities, predicted = read_predictions(run / PREDICTIONS_FILE)
+    positive = positive_label(classes, read_json(run / METRICS_FILE).get("positive_class"))
+    intervals = bootstrap_intervals(labels, probabilities, positive, resamples=resamples, seed=seed)
+    auroc = intervals["auroc"]["estimate"]
+    plots.roc(labels, probabilities, classes, positive, auroc, f"ROC, {row['run']}", out / f"roc_{name}.png")
+    plots.confusion(labels, predicted, classes, f"test, {row['run']}", out / f"confusion_{name}.png")
     return {
         "run": row["run"],
+        "classes": classes,
+        "positive_class": None if positive is None else classes[positive],
+        "averaging": "binary, positive class" if positive is not None else "macro over classes (one-vs-rest)",
         "settings": {k: row[k] for k in SETTINGS},
         "val/loss_best": row["val_loss_best"],
         "test_images": len(labels),
@@ -182,7 +185,7 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     folder = folder.resolve()
     runs = find_runs(folder)
     if not runs:
-        raise BrainMRIError(f"No runs under {folder} (a run folder holds {CONFIG_FILE} and .hydra/).")
+        raise BrainMRIError(f"No runs under {folder} (a run folder holds {CONFIG_FILE}).")
     rows = sorted((read_run(run, folder) for run in runs), key=sort_key)
     extra = swept_keys(rows)
     for row in rows:

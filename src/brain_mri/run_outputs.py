@@ -15,7 +15,7 @@ PREDICTIONS_FILE = "predictions.csv"
 SPLIT_FIELDS = ("path", "class", "label", "partition", "fold", "group", "sha256")
 BAD_IMAGES_FILE = "bad_images.csv"
 BAD_IMAGE_FIELDS = ("path", "reason")
-PREDICTION_FIELDS = ("path", "label", "probability", "predicted")
+PROBABILITY_PREFIX = "prob_"
 CONFIG_FILE = "config.yaml"
 RUN_INFO_FILE = "run_info.json"
 
@@ -103,6 +103,43 @@ def keep_epochs_up_to(csv_file: Path, last_epoch: int) -> None:
         fields, rows = reader.fieldnames, list(reader)
     kept = [r for r in rows if not r.get("epoch") or int(r["epoch"]) <= last_epoch]
     write_csv(csv_file, kept, tuple(fields or ()))
+
+
+def prediction_fields(class_names: list[str]) -> tuple[str, ...]:
+    """The columns of ``predictions.csv``: one probability per class, named ``prob_<class>``."""
+    probabilities = tuple(f"{PROBABILITY_PREFIX}{name}" for name in class_names)
+    return ("path", "label", "class", *probabilities, "predicted", "predicted_class")
+
+
+def prediction_rows(files: list, probabilities, class_names: list[str]) -> list[dict]:
+    """One row per image: its path and true class, each class's probability, and the predicted class."""
+    rows = []
+    for item, row in zip(files, probabilities.tolist(), strict=True):
+        best = max(range(len(row)), key=row.__getitem__)
+        rows.append(
+            {
+                "path": item.path,
+                "label": item.label,
+                "class": class_names[item.label],
+                **{f"{PROBABILITY_PREFIX}{name}": p for name, p in zip(class_names, row, strict=True)},
+                "predicted": best,
+                "predicted_class": class_names[best],
+            }
+        )
+    return rows
+
+
+def read_predictions(path: Path):
+    """(class names, labels (N,), probabilities (N, K), predicted (N,)) from a ``predictions.csv``."""
+    import numpy as np
+
+    rows = read_csv(path)
+    columns = [c for c in (rows[0] if rows else {}) if c.startswith(PROBABILITY_PREFIX)]
+    class_names = [c[len(PROBABILITY_PREFIX) :] for c in columns]
+    labels = np.array([int(r["label"]) for r in rows], dtype=int)
+    probabilities = np.array([[float(r[c]) for c in columns] for r in rows], dtype=float)
+    predicted = np.array([int(r["predicted"]) for r in rows], dtype=int)
+    return class_names, labels, probabilities.reshape(len(rows), len(columns)), predicted
 
 
 def write_bad_images(output_dir: Path, bad: list[tuple[str, str]]) -> None:

@@ -46,6 +46,7 @@ class ModelSettings:
 
     _target_: str = "brain_mri.models.BrainMRIClassifier"
     arch: str = "resnet18"
+    positive_class: str | None = None
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: str = "adam"

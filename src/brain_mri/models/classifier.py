@@ -28,11 +28,12 @@ OPTIMIZERS = {
 
 
 def classification_metrics(num_classes: int, names: tuple[str, ...], prefix: str) -> MetricCollection:
-    """torchmetrics objects; for two classes the positive (tumor) class is label 1."""
+    """torchmetrics objects. Two classes: binary metrics of the positive class (targets 1 = positive).
+    More: accuracy over all images, the other metrics one-vs-rest and averaged over classes (macro)."""
     task = {"task": "binary"} if num_classes == 2 else {"task": "multiclass", "num_classes": num_classes}
     averaged = {} if num_classes == 2 else {"average": "macro"}
     factories = {
-        "accuracy": lambda: Accuracy(**task),
+        "accuracy": lambda: Accuracy(**task, **({} if num_classes == 2 else {"average": "micro"})),
         "auroc": lambda: AUROC(**task),
         "sensitivity": lambda: Recall(**task, **averaged),
         "specificity": lambda: Specificity(**task, **averaged),
@@ -54,6 +55,18 @@ def model_setting_problems(arch: str, lr: float, weight_decay: float, optimizer:
     if weight_decay < 0:
         problems.append(f"model.weight_decay must be 0 or more, got {weight_decay}.")
     return problems
+
+
+def resolve_positive_class(class_names: list[str], positive_class: str | None) -> str | None:
+    """The class binary metrics call positive: as configured, else ``yes`` (tumour) or the second class.
+    None for more than two classes, whose metrics are averaged over classes."""
+    if len(class_names) != 2:
+        return None
+    if positive_class is None:
+        return "yes" if "yes" in class_names else class_names[1]
+    if positive_class not in class_names:
+        raise BrainMRIError(f"model.positive_class={positive_class} is not one of the classes {class_names}.")
+    return str(positive_class)
 
 
 def resolve_class_names(class_names: Sequence[str] | None, num_classes: int | None) -> list[str]:
@@ -86,6 +99,7 @@ class BrainMRIClassifier(L.LightningModule):
         arch: str = "resnet18",
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
+        positive_class: str | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         optimizer: str = "adam",
@@ -97,6 +111,7 @@ class BrainMRIClassifier(L.LightningModule):
             raise BrainMRIError("\n".join(problems))
         class_names = resolve_class_names(class_names, num_classes)
         num_classes = len(class_names)
+        positive_class = resolve_positive_class(class_names, positive_class)
         self.save_hyperparameters(logger=False)
         # Filled by the training task; saved with every checkpoint (see on_save_checkpoint).
         self.provenance: dict = {"precision": None, "train_sha256": [], "val_sha256": []}
@@ -119,16 +134,26 @@ class BrainMRIClassifier(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
-    def _scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """What the metrics take: the positive-class probability (binary) or all probabilities."""
+    @property
+    def positive_index(self) -> int | None:
+        """The label of the positive class (two classes), else None."""
+        positive = self.hparams.get("positive_class")
+        return None if positive is None else list(self.hparams.class_names).index(positive)
+
+    def _scores(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the metrics take: the positive class's probability and 1/0 targets (two classes), or all
+        probabilities and the labels."""
         probabilities = logits.float().softmax(dim=1)  # bf16 logits would round probabilities coarsely
-        return probabilities[:, 1] if self.hparams.num_classes == 2 else probabilities
+        positive = self.positive_index
+        if positive is None:
+            return probabilities, labels
+        return probabilities[:, positive], (labels == positive).long()
 
     def _step(self, batch, metrics: MetricCollection) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
         loss = self.criterion(logits, labels)
-        metrics.update(self._scores(logits.detach()), labels)
+        metrics.update(*self._scores(logits.detach(), labels))
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
