@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from brain_mri.data import BrainMRIDataModule
-from brain_mri.data.images import read_grayscale, scan_image_files
-from brain_mri.data.split import read_split, write_split
+from brain_mri.data.folder import scan_image_files
 from brain_mri.errors import BrainMRIError
-from brain_mri.run_outputs import read_json, write_csv, write_json
+from brain_mri.preprocessing import read_grayscale
+from brain_mri.run_outputs import read_json, read_split, write_csv, write_json, write_split
 from helpers import FAST_TRAINING, PROJECT_ROOT, compose_task, corrupt_copy, run_script
 
 GRADIENT = np.tile(np.linspace(0, 255, 64), (48, 1)).astype(np.uint8)  # dark left, bright right

@@ -6,10 +6,8 @@ import pytest
 import torch
 
 from brain_mri.checkpoints import load_checkpoint, restore_classifier
-from brain_mri.data.datamodule import to_model_input
-from brain_mri.data.duplicates import content_fingerprint
-from brain_mri.data.images import decode_images, scan_image_files
 from brain_mri.errors import BrainMRIError
+from brain_mri.preprocessing import prepare_images
 from brain_mri.run_outputs import read_csv, read_json
 from helpers import PROJECT_ROOT
 
@@ -40,19 +38,17 @@ def test_load_from_checkpoint_in_a_fresh_python(trained_run):
     assert result.stdout.split()[-3:] == ["resnet18", "(1,", "2)"]
 
 
-def test_a_restored_checkpoint_repeats_the_runs_test_predictions(trained_run):
-    """The best checkpoint, loaded with weights_only and run in fp32, predicts what the run (in its own
-    precision) wrote to predictions.csv."""
+def test_a_checkpoint_alone_prepares_new_images_and_repeats_the_runs_predictions(trained_run):
+    """The best checkpoint, loaded with weights_only, prepares the test image files from its own input
+    contract and, in fp32, predicts what the run (in its own precision) wrote to predictions.csv."""
     model = restore_classifier(load_checkpoint(read_json(trained_run / "metrics.json")["best_checkpoint"]))
     rows = read_csv(trained_run / "predictions.csv")
     root = Path(read_json(trained_run / "run_info.json")["data_root"])
-    tested = [f for f in scan_image_files(root) if f.path in {r["path"] for r in rows}]
-    pixels = torch.from_numpy(decode_images(root, tested, 32, content_fingerprint).pixels).unsqueeze(1)
+    images = prepare_images([root / r["path"] for r in rows], model.hparams.image_size)
     with torch.no_grad():
-        probability = model.eval()(to_model_input(pixels)).softmax(dim=1)[:, 1]
-    assert [f.path for f in tested] == [r["path"] for r in rows]
-    assert probability.numpy() == pytest.approx([float(r["prob_yes"]) for r in rows], abs=0.03)
-    assert model.hparams.class_names == ["no", "yes"]
+        probabilities = model.eval()(images).softmax(dim=1)
+    assert model.hparams.class_names == ["no", "yes"] and model.hparams.image_size == 32
+    assert probabilities[:, 1].numpy() == pytest.approx([float(r["prob_yes"]) for r in rows], abs=0.03)
 
 
 def test_missing_and_foreign_files_are_refused(tmp_path):

@@ -1,13 +1,12 @@
 import numpy as np
 
-from brain_mri.data.duplicates import content_fingerprint, duplicate_groups
-from brain_mri.data.images import decode_images, scan_image_files
+from brain_mri.data.duplicates import duplicate_groups
+from brain_mri.data.index import build_index
 
 
 def groups_by_path(root):
-    files = scan_image_files(root)
-    prints = decode_images(root, files, 32, content_fingerprint).fingerprints
-    return dict(zip([f.path for f in files], duplicate_groups(prints).tolist(), strict=True))
+    index = build_index(root, 32)
+    return dict(zip([f.path for f in index.files], index.groups.tolist(), strict=True))
 
 
 def test_planted_phantom_duplicates_are_grouped_and_nothing_else(phantom_root):

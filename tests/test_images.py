@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brain_mri.data.duplicates import content_fingerprint
-from brain_mri.data.images import decode_images, read_grayscale, scan_image_files
+from brain_mri.data.folder import scan_image_files
+from brain_mri.data.index import build_index
 from brain_mri.errors import BrainMRIError
+from brain_mri.preprocessing import read_grayscale
 
 
 def make_class_folders(root: Path) -> None:
@@ -44,8 +45,8 @@ def test_unreadable_files_are_collected_not_raised(tmp_path):
     make_class_folders(tmp_path)
     (tmp_path / "no" / "empty.jpg").write_bytes(b"")
     (tmp_path / "yes" / "notes.jpg").write_text("not an image")
-    decoded = decode_images(tmp_path, scan_image_files(tmp_path), 32, content_fingerprint)
-    assert [f.path for f in decoded.readable] == ["no/a.png", "yes/a.png"]
+    decoded = build_index(tmp_path, 32)
+    assert [f.path for f in decoded.files] == ["no/a.png", "yes/a.png"]
     assert [path for path, _ in decoded.bad] == ["no/empty.jpg", "yes/notes.jpg"]
     assert decoded.pixels.shape == (2, 32, 32) and len(decoded.sha256) == 2
 
@@ -65,7 +66,7 @@ def test_every_real_image_loads(real_root):
     files = scan_image_files(real_root)
     assert len(files) == 253
     assert sum(f.label for f in files) == 155  # yes = 1
-    decoded = decode_images(real_root, files, 64, content_fingerprint)
+    decoded = build_index(real_root, 64)
     assert not decoded.bad and decoded.pixels.shape == (253, 64, 64) and decoded.pixels.dtype == np.uint8
     assert decoded.fingerprints.shape[0] == 253 and np.isfinite(decoded.fingerprints).all()
     assert len(set(decoded.sha256)) < 253  # byte-identical copies share a hash

@@ -4,14 +4,13 @@ import numpy as np
 import pytest
 
 from brain_mri.data import BrainMRIDataModule
-from brain_mri.data.images import ImageFile
+from brain_mri.data.folder import ImageFile
 from brain_mri.data.split import (
     check_groups_have_one_class,
     grouped_stratified_split,
-    read_split,
-    write_split,
 )
 from brain_mri.errors import BrainMRIError
+from brain_mri.run_outputs import read_split, write_split
 
 
 def planted_groups(seed=0):

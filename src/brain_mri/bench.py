@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from brain_mri.data import BrainMRIDataModule
-from brain_mri.data.images import scan_image_files
+from brain_mri.data.folder import scan_image_files
 from brain_mri.data.synthetic import generate_phantom_dataset
 from brain_mri.hardware import best_precision
 from brain_mri.models import BrainMRIClassifier

@@ -13,10 +13,18 @@ from omegaconf import DictConfig, OmegaConf
 from brain_mri.callbacks import task_callbacks
 from brain_mri.checkpoints import load_checkpoint, restore_classifier
 from brain_mri.data import BrainMRIDataModule
+from brain_mri.errors import BrainMRIError
 from brain_mri.hardware import precision_for_checkpoint
 from brain_mri.launch import instantiate_group, optimized_value
 from brain_mri.models import BrainMRIClassifier
-from brain_mri.run_outputs import METRICS_FILE, PREDICTIONS_FILE, write_bad_images, write_json
+from brain_mri.run_outputs import (
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    SPLIT_FILE,
+    run_folder_of,
+    write_bad_images,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,51 @@ def seen_in_training(model: BrainMRIClassifier, hashes: list[str]) -> dict[str, 
     elif not model.provenance["train_sha256"]:
         log.warning("The checkpoint does not record which images it was trained on; cannot check.")
     return seen
+
+
+def evaluation_data(
+    ckpt_path: str,
+    trained: dict | None,
+    class_names: list[str],
+    image_size: int | None,
+    on: str = "test",
+    root: str | None = None,
+    split_file: str | None = None,
+    class_map: dict[str, str] | None = None,
+    on_bad_image: str | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> BrainMRIDataModule:
+    """The data a checkpoint is tested on, prepared as in training: at the model's input size, labelled by
+    its ``class_names``, with the training run's data root and handling of unreadable files by default.
+
+    ``on="test"``: the test partition of the run's ``split.csv`` (or of ``split_file``);
+    ``on="all"``: every image under ``root`` (default: the training data root).
+    """
+    if not trained:
+        raise BrainMRIError(f"{ckpt_path} holds no data settings: was it written by train.py?")
+    if on not in ("test", "all"):
+        raise BrainMRIError(f"eval.on must be 'test' or 'all', got '{on}'.")
+    settings = {
+        "root": root or trained["root"],
+        "image_size": image_size or trained["image_size"],
+        "duplicate_threshold": trained["duplicate_threshold"],
+        "on_bad_image": on_bad_image or trained.get("on_bad_image", "error"),
+        "min_image_size": trained.get("min_image_size", 1),
+        "class_names": class_names,
+        "class_map": class_map,
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+    }
+    if on == "all":
+        return BrainMRIDataModule(**settings, val_fraction=0.0, test_fraction=1.0)
+    split_file = Path(split_file or run_folder_of(ckpt_path) / SPLIT_FILE)
+    if not split_file.is_file():
+        raise BrainMRIError(
+            f"No split file at {split_file}: pass data.split_file=<run>/split.csv, or evaluate every "
+            "image of a folder the model was not trained on with eval.on=all data.root=<folder>."
+        )
+    return BrainMRIDataModule(**settings, split_file=str(split_file))
 
 
 def test_and_save(
@@ -74,6 +127,7 @@ def evaluate(cfg: DictConfig) -> float:
         data_cfg,
         trained=checkpoint.get("datamodule_hyper_parameters"),
         class_names=model.hparams.class_names,
+        image_size=model.hparams.get("image_size"),
         _convert_="all",
     )
     datamodule.setup("test")

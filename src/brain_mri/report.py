@@ -25,6 +25,7 @@ from brain_mri.bootstrap import METRIC_NAMES, bootstrap_intervals
 from brain_mri.errors import BrainMRIError
 from brain_mri.run_outputs import (
     CONFIG_FILE,
+    EPOCH_LOG,
     METRICS_FILE,
     PREDICTIONS_FILE,
     atomic_write_text,
@@ -72,7 +73,7 @@ def read_run(run: Path, root: Path) -> dict:
         run / CONFIG_FILE if (run / CONFIG_FILE).is_file() else run / ".hydra" / CONFIG_FILE
     )
     metrics = read_json(run / METRICS_FILE) if (run / METRICS_FILE).is_file() else {}
-    epochs = read_epochs(run / "csv" / "metrics.csv")
+    epochs = read_epochs(run / EPOCH_LOG)
     val_losses = [e["val/loss"] for e in epochs if "val/loss" in e]
     status = metrics.get("status") or ("completed" if "test/loss" in metrics else "incomplete")
     row = {"run": run.relative_to(root).as_posix() if run != root else run.name, "folder": run}
@@ -156,7 +157,7 @@ def best_run_figures(row: dict, out: Path, resamples: int, seed: int) -> dict:
     run = row["folder"]
     name = row["run"].replace("/", "_")
     plots.curves(
-        read_epochs(run / "csv" / "metrics.csv"),
+        read_epochs(run / EPOCH_LOG),
         row["best_epoch"],
         f"best run: {row['run']}",
         out / f"curves_{name}.png",

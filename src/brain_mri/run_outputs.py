@@ -18,6 +18,14 @@ BAD_IMAGE_FIELDS = ("path", "reason")
 PROBABILITY_PREFIX = "prob_"
 CONFIG_FILE = "config.yaml"
 RUN_INFO_FILE = "run_info.json"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = f"{CHECKPOINT_DIR}/last.ckpt"
+EPOCH_LOG = "csv/metrics.csv"
+
+
+def run_folder_of(checkpoint: str | Path) -> Path:
+    """The run folder a checkpoint was written into (``<run>/checkpoints/<file>.ckpt``)."""
+    return Path(checkpoint).resolve().parent.parent
 
 
 # File names that are not valid UTF-8 (Latin-1 bytes from old archives) reach Python as lone surrogates;
@@ -206,3 +214,23 @@ def write_run_info(output_dir: Path, data_root: str, data_fingerprint: str, imag
             "data_images": images,
         },
     )
+
+
+def write_split(path: Path, rows: list[dict]) -> None:
+    write_csv(path, rows, SPLIT_FIELDS)
+
+
+def read_split(path: Path) -> list[dict]:
+    """A saved split, checked for the columns and partition names this project writes."""
+    from brain_mri.data.split import PARTITIONS
+    from brain_mri.errors import BrainMRIError
+
+    if not Path(path).is_file():
+        raise BrainMRIError(f"The split file {path} does not exist.")
+    rows = read_csv(path)
+    if not rows or set(SPLIT_FIELDS) - set(rows[0]):
+        raise BrainMRIError(f"{path} is not a split file: it needs the columns {', '.join(SPLIT_FIELDS)}.")
+    unknown = {r["partition"] for r in rows} - set(PARTITIONS)
+    if unknown:
+        raise BrainMRIError(f"{path} names unknown partitions {sorted(unknown)}; expected {PARTITIONS}.")
+    return rows

@@ -65,7 +65,7 @@ class EvalSettings:
 class EvalDataSettings:
     """The ``data`` node of conf/eval.yaml."""
 
-    _target_: str = "brain_mri.data.BrainMRIDataModule.for_evaluation"
+    _target_: str = "brain_mri.evaluate.evaluation_data"
     ckpt_path: str = MISSING
     on: str = "test"
     class_map: Any = None  # {folder: class}; untyped, since a typed dict refuses new keys

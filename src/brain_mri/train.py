@@ -16,18 +16,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.callbacks import task_callbacks
 from brain_mri.checkpoints import load_checkpoint
-from brain_mri.data.split import write_split
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import test_and_save
 from brain_mri.launch import instantiate_group, optimized_value
 from brain_mri.run_outputs import (
     CONFIG_FILE,
+    EPOCH_LOG,
+    LAST_CHECKPOINT,
     SPLIT_FILE,
     keep_epochs_up_to,
     record_resume,
     write_bad_images,
     write_resolved_config,
     write_run_info,
+    write_split,
 )
 from brain_mri.settings import check_train_settings
 
@@ -67,13 +69,11 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
     """The interrupted run's own config, set to continue from its ``last.ckpt`` on its own split, with the
     command line's changes that a resume may make (``RESUME_MAY_CHANGE``); any other change is refused.
     Returns the config and the record of this resume for ``run_info.json``."""
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = run_dir / LAST_CHECKPOINT
     if not (run_dir / CONFIG_FILE).is_file():
         raise BrainMRIError(f"{run_dir} is not a run folder of this project (no {CONFIG_FILE}).")
     if not last.is_file():
-        raise BrainMRIError(
-            f"{run_dir} has no checkpoints/last.ckpt: it stopped before its first epoch ended."
-        )
+        raise BrainMRIError(f"{run_dir} has no {LAST_CHECKPOINT}: it stopped before its first epoch ended.")
     overrides = command_line_overrides()
     keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)]
     refused = sorted({key for key in keys if key not in (*RESUME_MAY_CHANGE, "resume")})
@@ -102,7 +102,7 @@ def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict
     resume (its config files stay as written when it started) and drops log rows it will redo."""
     if resume:
         record_resume(output_dir, resume)
-        keep_epochs_up_to(output_dir / "csv" / "metrics.csv", resume["first_epoch"] - 1)
+        keep_epochs_up_to(output_dir / EPOCH_LOG, resume["first_epoch"] - 1)
     else:
         write_resolved_config(output_dir, cfg)
         fingerprint = datamodule.data_fingerprint
@@ -123,7 +123,10 @@ def train(cfg: DictConfig) -> float:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")  # data problems surface now, before any model is built
-    model = hydra.utils.instantiate(cfg.model, class_names=datamodule.class_names)
+    # the model carries its input contract: class names and input size, so a checkpoint alone is enough
+    model = hydra.utils.instantiate(
+        cfg.model, class_names=datamodule.class_names, image_size=datamodule.hparams.image_size
+    )
     model.provenance |= {
         "train_sha256": datamodule.partition_hashes("train"),
         "val_sha256": datamodule.partition_hashes("val"),

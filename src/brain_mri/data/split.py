@@ -1,16 +1,17 @@
-"""Grouped, stratified train/val/test split: every duplicate group lies in exactly one partition."""
+"""Stage 3, the split: partitions of an index, made by a pure function or taken from a saved split after
+checking that it still describes the same images. Every duplicate group lies in exactly one partition."""
 
 from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
-from brain_mri.data.images import ImageFile
+from brain_mri.data.folder import ImageFile
+from brain_mri.data.index import ImageIndex
 from brain_mri.errors import BrainMRIError
-from brain_mri.run_outputs import SPLIT_FIELDS, read_csv, write_csv
 
 PARTITIONS = ("train", "val", "test")
 
@@ -69,21 +70,79 @@ def grouped_stratified_split(
     return partition, folds
 
 
-def split_rows(
-    files: list[ImageFile], partitions: list[str], folds: list[int], groups: np.ndarray, hashes: list[str]
-) -> list[dict]:
+@dataclass
+class Split:
+    """Which images of an index are used, in which order, and the partition, fold and group of each."""
+
+    order: list[int]  # positions in the index
+    partitions: list[str]
+    folds: list[int]
+    groups: np.ndarray
+
+
+def make_split(
+    index: ImageIndex,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    num_folds: int = 0,
+    fold: int = 0,
+) -> Split:
+    """A new grouped, stratified split of every image of the index (see :func:`grouped_stratified_split`)."""
+    check_groups_have_one_class(index.files, index.groups)
+    labels = np.array([f.label for f in index.files])
+    partitions, folds = grouped_stratified_split(
+        labels, index.groups, val_fraction, test_fraction, seed, num_folds, fold
+    )
+    return Split(list(range(len(index.files))), partitions, folds, index.groups)
+
+
+def load_split(index: ImageIndex, rows: list[dict], source: str, num_folds: int = 0, fold: int = 0) -> Split:
+    """Reuse a saved split exactly: the same files with the same contents and classes, partitions, folds
+    and groups (with ``num_folds``, fold ``fold`` becomes the validation partition). Anything else stops."""
+    position = {f.path: i for i, f in enumerate(index.files)}
+    missing = [r["path"] for r in rows if r["path"] not in position]
+    changed = [
+        r["path"] for r in rows if r["path"] in position and index.sha256[position[r["path"]]] != r["sha256"]
+    ]
+    if missing or changed:
+        raise BrainMRIError(
+            f"The images under {index.root} no longer match the split {source}: "
+            f"{len(missing)} missing, {len(changed)} changed since it was written "
+            f"({', '.join((missing + changed)[:10])}). Refusing to use a different set of images."
+        )
+    order = [position[r["path"]] for r in rows]
+    relabelled = [
+        r["path"] for r, i in zip(rows, order, strict=True) if int(r["label"]) != index.files[i].label
+    ]
+    if relabelled:
+        raise BrainMRIError(
+            f"The split {source} gives other classes than the folders for: " + ", ".join(relabelled[:10])
+        )
+    folds = [int(r["fold"]) for r in rows]
+    partitions = [r["partition"] for r in rows]
+    if num_folds:
+        if max(folds) + 1 != num_folds:
+            raise BrainMRIError(
+                f"The split {source} has {max(folds) + 1} folds, not data.num_folds={num_folds}."
+            )
+        partitions = partitions_for_fold(rows, fold)
+    return Split(order, partitions, folds, np.array([int(r["group"]) for r in rows]))
+
+
+def split_rows(index: ImageIndex, split: Split) -> list[dict]:
     """The rows of ``split.csv``; ``sha256`` of each file's bytes lets a later run detect changed data."""
     return [
         {
-            "path": f.path,
-            "class": f.class_name,
-            "label": f.label,
+            "path": index.files[i].path,
+            "class": index.files[i].class_name,
+            "label": index.files[i].label,
             "partition": p,
             "fold": k,
             "group": int(g),
-            "sha256": h,
+            "sha256": index.sha256[i],
         }
-        for f, p, k, g, h in zip(files, partitions, folds, groups, hashes, strict=True)
+        for i, p, k, g in zip(split.order, split.partitions, split.folds, split.groups, strict=True)
     ]
 
 
@@ -99,20 +158,3 @@ def partitions_for_fold(rows: list[dict], fold: int) -> list[str]:
         r["partition"] if r["partition"] == "test" else ("val" if int(r["fold"]) == fold else "train")
         for r in rows
     ]
-
-
-def write_split(path: Path, rows: list[dict]) -> None:
-    write_csv(path, rows, SPLIT_FIELDS)
-
-
-def read_split(path: Path) -> list[dict]:
-    """A saved split, checked for the columns and partition names this project writes."""
-    if not Path(path).is_file():
-        raise BrainMRIError(f"The split file {path} does not exist.")
-    rows = read_csv(path)
-    if not rows or set(SPLIT_FIELDS) - set(rows[0]):
-        raise BrainMRIError(f"{path} is not a split file: it needs the columns {', '.join(SPLIT_FIELDS)}.")
-    unknown = {r["partition"] for r in rows} - set(PARTITIONS)
-    if unknown:
-        raise BrainMRIError(f"{path} names unknown partitions {sorted(unknown)}; expected {PARTITIONS}.")
-    return rows

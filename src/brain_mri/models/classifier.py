@@ -86,9 +86,11 @@ def resolve_class_names(class_names: Sequence[str] | None, num_classes: int | No
 class BrainMRIClassifier(L.LightningModule):
     """Image classifier whose checkpoint reloads with ``BrainMRIClassifier.load_from_checkpoint(path)``.
 
-    The class names are hyperparameters, so a checkpoint says which output is which class. Each checkpoint
-    also records the precision it was trained with and the content hashes (sha256) of its training and
-    validation images (``provenance``), so evaluation can say how many of its images the model has seen.
+    The model carries its input contract as hyperparameters: the class names (which output is which
+    class) and ``image_size``; its input is a float (N, 3, image_size, image_size) batch in [0, 1], the
+    grayscale repeated three times, as :func:`brain_mri.preprocessing.prepare_images` makes it. Each
+    checkpoint also records the precision it was trained with and the content hashes (sha256) of its
+    training and validation images (``provenance``), so evaluation can say how many it has seen.
 
     Logs ``train/loss``, ``train/accuracy``, ``val/loss``, ``val/accuracy``, ``val/auroc``,
     ``val/loss_best`` per epoch, and the ``test/*`` metrics when tested.
@@ -100,6 +102,7 @@ class BrainMRIClassifier(L.LightningModule):
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
         positive_class: str | None = None,
+        image_size: int | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         optimizer: str = "adam",

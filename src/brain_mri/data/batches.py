@@ -1,0 +1,296 @@
+"""Stage 4, the batches: BrainMRIDataModule builds the index and the split of its settings and serves
+uint8 batches of them; the device turns them into the model's input. It writes nothing but the decode
+cache; the tasks write ``split.csv`` and ``bad_images.csv`` from the rank-zero process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.accelerators import CUDAAccelerator
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from brain_mri.data.download import ensure_dataset
+from brain_mri.data.duplicates import DEFAULT_THRESHOLD
+from brain_mri.data.folder import ImageFile
+from brain_mri.data.index import DecodeCache, ImageIndex, build_index
+from brain_mri.data.split import PARTITIONS, Split, data_fingerprint, load_split, make_split, split_rows
+from brain_mri.data.synthetic import generate_phantom_dataset
+from brain_mri.errors import BrainMRIError
+from brain_mri.preprocessing import augment_batch, to_model_input
+from brain_mri.run_outputs import read_split
+
+log = logging.getLogger(__name__)
+
+
+class IndexedBatches(Dataset):
+    """Serves whole batches by indexing the in-memory tensor with a list of indices: no per-item work."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, indices):
+        return self.images[indices], self.labels[indices]
+
+
+class EpochBatches(Sampler[list[int]]):
+    """Batches of indices; when shuffling, the order depends only on (seed, epoch).
+
+    The epoch is asked from the trainer when an epoch's first batch is drawn, so a run resumed from a
+    checkpoint sees exactly the batches an uninterrupted run would have seen. Under DDP each process takes
+    its own share; evaluation shares are not padded, so metrics count every image exactly once.
+    """
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int, epoch, shard):
+        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.epoch: Callable[[], int] = epoch
+        self.shard: Callable[[], tuple[int, int]] = shard
+
+    def _batches(self) -> list[torch.Tensor]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch())
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.arange(self.size)
+        rank, world = self.shard()
+        if world > 1:  # every world-th image; in training all processes get the same number of batches
+            order = order[: len(order) - len(order) % world] if self.shuffle else order
+            order = order[rank::world]
+        batches = list(order.split(self.batch_size))
+        if self.shuffle and len(batches) > 1 and len(batches[-1]) == 1:
+            batches.pop()  # a lone last training image breaks batch norm
+        return batches
+
+    def __iter__(self):
+        # A generator: the order is drawn at the first batch, when a resumed trainer knows its epoch.
+        for batch in self._batches():
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+class BrainMRIDataModule(L.LightningDataModule):
+    """Serves the images of a class-folder data set in batches, split without leaks by duplicate group.
+
+    Images are decoded and resized once (:mod:`brain_mri.data.index`), kept in memory as uint8, split
+    (:mod:`brain_mri.data.split`), and turned into float 3-channel batches on the device.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 100,
+        batch_size: int = 25,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 42,
+        num_folds: int = 0,
+        fold: int = 0,
+        split_file: str | None = None,
+        class_names: list[str] | None = None,
+        class_map: dict[str, str] | None = None,
+        duplicate_threshold: float = DEFAULT_THRESHOLD,
+        on_bad_image: str = "error",
+        min_image_size: int = 32,
+        cache_dir: str | None = None,
+        augment: bool = False,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        download: bool = False,
+        synthetic: bool = False,
+        synthetic_per_class: int = 40,
+    ):
+        super().__init__()
+        if image_size < 32:
+            raise BrainMRIError(f"data.image_size must be at least 32 pixels, got {image_size}.")
+        if on_bad_image not in ("error", "skip"):
+            raise BrainMRIError(f"data.on_bad_image must be 'error' or 'skip', got '{on_bad_image}'.")
+        if batch_size < 1:
+            raise BrainMRIError(f"data.batch_size must be at least 1, got {batch_size}.")
+        if not (0 <= val_fraction < 1 and 0 <= test_fraction <= 1 and val_fraction + test_fraction <= 1):
+            raise BrainMRIError(
+                f"data.val_fraction ({val_fraction}) and data.test_fraction ({test_fraction}) "
+                "must lie in [0, 1] and sum to at most 1."
+            )
+        if num_folds == 1 or num_folds < 0 or (num_folds >= 2 and not 0 <= fold < num_folds):
+            raise BrainMRIError(
+                f"Cross-validation needs data.num_folds >= 2 and 0 <= data.fold < num_folds "
+                f"(got num_folds={num_folds}, fold={fold}); num_folds=0 turns it off."
+            )
+        self.save_hyperparameters(logger=False)
+        self.hparams.root = str(Path(root).expanduser().resolve())
+        # plain Python values: hyperparameters are saved in checkpoints, which must load with weights_only
+        self.hparams.class_names = [str(c) for c in class_names] if class_names else None
+        self.hparams.class_map = {str(k): str(v) for k, v in class_map.items()} if class_map else None
+        self.index: ImageIndex | None = None
+        self.split: Split | None = None
+        self.images: torch.Tensor | None = None
+
+    @property
+    def root(self) -> Path:
+        return Path(self.hparams.root)
+
+    def prepare_data(self) -> None:
+        """Lightning calls this in one process per machine once the processes exist: it fills the decode
+        cache with what this process decoded, so parallel processes never all write the same entries."""
+        if self.index is None:
+            self._load()
+        if self.index is not None and self.hparams.cache_dir:
+            self.index.save_to(DecodeCache(self.hparams.cache_dir, self.hparams.image_size))
+
+    def setup(self, stage: str | None = None) -> None:
+        """Index and split once; later calls (every Trainer stage) reuse the result."""
+        if self.index is None:
+            self._load()
+        needed = ("test",) if stage in ("test", "predict") else PARTITIONS
+        empty = [p for p in needed if not len(self.partition_indices(p))]
+        if empty:
+            raise BrainMRIError(
+                f"The {' and '.join(empty)} partition(s) would be empty with {len(self.files)} images "
+                f"(data.val_fraction={self.hparams.val_fraction}, "
+                f"data.test_fraction={self.hparams.test_fraction}, data.num_folds={self.hparams.num_folds}): "
+                "use larger fractions or more images."
+            )
+
+    def _load(self) -> None:
+        hp = self.hparams
+        if hp.synthetic:
+            generate_phantom_dataset(self.root, per_class=hp.synthetic_per_class)
+        ensure_dataset(self.root, download=hp.download)
+        cache = DecodeCache(hp.cache_dir, hp.image_size) if hp.cache_dir else None
+        index = build_index(
+            self.root,
+            hp.image_size,
+            hp.class_names,
+            hp.class_map,
+            hp.min_image_size,
+            cache,
+            hp.duplicate_threshold,
+        )
+        self._check_bad_images(index.bad)
+        if hp.split_file:
+            split = load_split(index, read_split(Path(hp.split_file)), hp.split_file, hp.num_folds, hp.fold)
+        else:
+            split = make_split(index, hp.val_fraction, hp.test_fraction, hp.split_seed, hp.num_folds, hp.fold)
+        self.index, self.split = index, split
+        self._files = [index.files[i] for i in split.order]
+        self.images = torch.from_numpy(index.pixels[split.order]).unsqueeze(1)
+        self.split_table = split_rows(index, split)
+        counts = {p: self.partition_indices(p).size for p in PARTITIONS}
+        groups = len(set(split.groups.tolist()))
+        log.info(
+            "Data: %d images in %d duplicate groups from %s; split %s",
+            len(self.files),
+            groups,
+            self.root,
+            counts,
+        )
+
+    def _check_bad_images(self, bad: list[tuple[str, str]]) -> None:
+        """Stop and list every unreadable file, or (``on_bad_image=skip``) warn."""
+        if not bad:
+            return
+        listing = "\n".join(f"  {path}: {reason}" for path, reason in bad)
+        if self.hparams.on_bad_image != "skip":
+            raise BrainMRIError(
+                f"{len(bad)} file(s) under {self.root} cannot be read as images:\n{listing}\n"
+                "Fix or remove them, or skip them with data.on_bad_image=skip."
+            )
+        log.warning("Skipping %d unreadable file(s):\n%s", len(bad), listing)
+
+    @property
+    def files(self) -> list[ImageFile]:
+        """The images in split order."""
+        return self._files if self.split else []
+
+    @property
+    def partitions(self) -> list[str]:
+        return self.split.partitions if self.split else []
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.index.class_names if self.index else []
+
+    @property
+    def bad_files(self) -> list[tuple[str, str]]:
+        """Files left out as unreadable (``on_bad_image=skip``), with the reason."""
+        return self.index.bad if self.index else []
+
+    @property
+    def data_fingerprint(self) -> str:
+        """One hash for the exact set of files (paths and contents) the split uses."""
+        return data_fingerprint(self.split_table)
+
+    def partition_indices(self, partition: str) -> np.ndarray:
+        return np.flatnonzero(np.array(self.partitions) == partition)
+
+    def partition_files(self, partition: str) -> list[ImageFile]:
+        return [self.files[i] for i in self.partition_indices(partition)]
+
+    def partition_hashes(self, partition: str) -> list[str]:
+        """Content hashes (sha256) of a partition's images, as in ``split.csv``."""
+        return [self.split_table[i]["sha256"] for i in self.partition_indices(partition)]
+
+    def partition_loader(self, partition: str, shuffle: bool = False, sharded: bool = True) -> DataLoader:
+        """Batches of one partition; ``sharded=False`` gives every image to this process, even under DDP."""
+        indices = torch.from_numpy(self.partition_indices(partition))
+        labels = torch.tensor([f.label for f in self.files])
+        dataset = IndexedBatches(self.images[indices], labels[indices])
+        shard = self._shard if sharded else lambda: (0, 1)
+        sampler = EpochBatches(
+            len(dataset),
+            self.hparams.batch_size,
+            shuffle,
+            torch.initial_seed(),
+            epoch=self._current_epoch,
+            shard=shard,
+        )
+        return DataLoader(
+            dataset,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.hparams.num_workers,
+            pin_memory=self._pin_memory(),
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def _shard(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+
+    def _pin_memory(self) -> bool:
+        """Pinned host memory lets batches reach a CUDA device with non-blocking copies."""
+        if self.hparams.pin_memory is not None:
+            return self.hparams.pin_memory
+        return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def train_dataloader(self) -> DataLoader:
+        return self.partition_loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.partition_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.partition_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test partition, whole in every process: predictions are written by one process."""
+        return self.partition_loader("test", sharded=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """uint8 batches become the model's float input on the device; training batches are augmented."""
+        images, labels = batch
+        images = to_model_input(images)
+        if self.hparams.augment and self.trainer is not None and self.trainer.training:
+            images = augment_batch(images)
+        return images, labels

@@ -1,0 +1,176 @@
+"""Stage 2, the index: every readable image of a folder decoded once (pixels at the training size,
+fingerprint, content hash) and grouped with its duplicates. The decode cache lets later runs and the other
+jobs of a sweep skip decoding."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from brain_mri.data.duplicates import DEFAULT_THRESHOLD, content_fingerprint, duplicate_groups
+from brain_mri.data.folder import (
+    ImageFile,
+    discover_classes,
+    image_header,
+    scan_image_files,
+    unreadable_reason,
+)
+from brain_mri.errors import BrainMRIError
+from brain_mri.preprocessing import PREPROCESSING_VERSION, read_grayscale, resize_square
+
+log = logging.getLogger(__name__)
+
+
+class DecodeCache:
+    """Decoded images on disk, one entry per (file content, image size, preprocessing version).
+
+    Every job of a sweep and every later run reads the entries instead of decoding again; a changed file
+    has a new content hash and so a new entry. Entries are written atomically, so parallel jobs can share
+    the folder. The cache is disposable: an entry that does not read is a miss (counted in ``damaged``,
+    decoded again and rewritten), and a folder that cannot be written turns the cache off with a warning.
+    """
+
+    def __init__(self, folder: Path, image_size: int):
+        self.folder = Path(folder) / f"v{PREPROCESSING_VERSION}-{image_size}px"
+        self.damaged = 0
+        self.writable = True
+
+    def _path(self, sha256: str) -> Path:
+        return self.folder / sha256[:2] / f"{sha256}.npz"
+
+    def get(self, sha256: str) -> tuple[np.ndarray, np.ndarray] | None:
+        path = self._path(sha256)
+        try:
+            with np.load(path) as entry:
+                return entry["pixels"], entry["fingerprint"]
+        except FileNotFoundError:
+            return None
+        except Exception:  # cut off, empty, not a zip, unreadable: np.load raises many kinds
+            self.damaged += path.exists()
+            return None
+
+    def put(self, sha256: str, pixels: np.ndarray, fingerprint: np.ndarray) -> None:
+        if not self.writable:
+            return
+        path = self._path(sha256)
+        temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(temporary, pixels=pixels, fingerprint=fingerprint)
+            os.replace(temporary, path)
+        except OSError as err:
+            self.writable = False
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            log.warning("Cannot write the decode cache in %s (%s); running without it.", self.folder, err)
+
+
+@dataclass
+class ImageIndex:
+    """The readable images of a folder, in scan order, and what could not be read."""
+
+    root: Path
+    class_names: list[str]
+    files: list[ImageFile]
+    pixels: np.ndarray  # (N, size, size) uint8
+    fingerprints: np.ndarray  # (N, D) float32
+    sha256: list[str]
+    groups: np.ndarray  # duplicate group of each image
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unreadable
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (path, what to know): read, with a warning
+    fresh: list[int] = field(default_factory=list)  # decoded now, not taken from the cache
+
+    def save_to(self, cache: DecodeCache) -> None:
+        """Write the freshly decoded images to the cache (done by one process per machine, not by all)."""
+        for i in self.fresh:
+            cache.put(self.sha256[i], self.pixels[i], self.fingerprints[i])
+        self.fresh = []
+
+
+def build_index(
+    root: Path,
+    image_size: int,
+    class_names: list[str] | None = None,
+    class_map: dict[str, str] | None = None,
+    min_size: int = 1,
+    cache: DecodeCache | None = None,
+    duplicate_threshold: float = DEFAULT_THRESHOLD,
+) -> ImageIndex:
+    """Scan ``root`` (labels by ``class_names`` when given, else the sorted folders), decode every file
+    once (or take it from ``cache``, which is read here, never written) and group the duplicates."""
+    files = scan_image_files(root, class_names, class_map)
+    readable, pixels, prints, hashes, bad, notes, fresh = _decode(
+        root, files, image_size, content_fingerprint, cache, min_size
+    )
+    log.info(
+        "Read %d files: %d decoded, %d from the cache", len(files), len(fresh), len(readable) - len(fresh)
+    )
+    if cache is not None and cache.damaged:
+        log.warning("%d damaged decode-cache entries were decoded again and rewritten.", cache.damaged)
+    if notes:
+        listing = "\n".join(f"  {path}: {note}" for path, note in notes)
+        log.warning("%d image(s) to know about:\n%s", len(notes), listing)
+    names = class_names or discover_classes(root)
+    groups = duplicate_groups(prints, duplicate_threshold)
+    return ImageIndex(root, list(names), readable, pixels, prints, hashes, groups, bad, notes, fresh)
+
+
+def _decode(
+    root: Path,
+    files: list[ImageFile],
+    image_size: int,
+    fingerprint,
+    cache: DecodeCache | None = None,
+    min_size: int = 1,
+) -> tuple:
+    """Read every file once: hash its bytes, then take its pixels and fingerprint from the cache, from an
+    identical file earlier in this pass, or decode. Nothing is written to the cache here.
+
+    Unreadable files (truncated, empty, not an image, DICOM, too large to decode safely, a shorter side
+    below ``min_size`` pixels) are collected with their reasons, never raised one by one, so a user sees
+    all of them at once. Images with several frames (animated GIF, multi-page TIFF) are read from their
+    first frame and noted.
+    """
+    readable, pixels, prints, hashes, bad, fresh, notes = [], [], [], [], [], [], []
+    known: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for item in files:
+        try:
+            content = (root / item.path).read_bytes()
+        except OSError as err:
+            bad.append((item.path, str(err)))
+            continue
+        sha256 = hashlib.sha256(content).hexdigest()
+        try:
+            width, height, frames = image_header(content)
+        except Exception as err:  # PIL raises many types for broken files; each is reported, none fatal
+            bad.append((item.path, unreadable_reason(content, err)))
+            continue
+        if min(width, height) < min_size:
+            bad.append((item.path, f"too small: {width}x{height} pixels (data.min_image_size={min_size})"))
+            continue
+        if frames > 1:
+            notes.append((item.path, f"{frames} frames; only the first is used"))
+        entry = known.get(sha256) or (cache.get(sha256) if cache else None)
+        if entry is None:
+            try:
+                gray = read_grayscale(io.BytesIO(content))
+            except Exception as err:
+                bad.append((item.path, unreadable_reason(content, err)))
+                continue
+            entry = (resize_square(gray, image_size), fingerprint(gray))
+            fresh.append(len(readable))
+        known[sha256] = entry
+        readable.append(item)
+        hashes.append(sha256)
+        pixels.append(entry[0])
+        prints.append(entry[1])
+    if not readable:
+        raise BrainMRIError(f"None of the {len(files)} files under {root} can be read as an image.")
+    return readable, np.stack(pixels), np.stack(prints), hashes, bad, notes, fresh
