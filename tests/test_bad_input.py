@@ -1,5 +1,7 @@
 """Bad input of every kind gives one clear message before any work, never a bare traceback."""
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -7,13 +9,17 @@ import sys
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
 from PIL import Image
 
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.folder import scan_image_files
 from brain_mri.errors import BrainMRIError
+from brain_mri.launch import OutputFolderCheck
 from brain_mri.preprocessing import read_grayscale
 from brain_mri.run_outputs import read_json, read_split, write_csv, write_json, write_split
+from brain_mri.train import train
 from helpers import FAST_TRAINING, PROJECT_ROOT, compose_task, corrupt_copy, run_script
 
 GRADIENT = np.tile(np.linspace(0, 255, 64), (48, 1)).astype(np.uint8)  # dark left, bright right
@@ -224,6 +230,10 @@ def test_a_file_name_that_is_not_utf8_is_kept_exactly(phantom_root, tmp_path):
     assert [f.path for f in reused.files] == [r["path"] for r in rows]
     write_json(tmp_path / "m.json", {"path": f"no/{latin1}"})
     assert read_json(tmp_path / "m.json")["path"] == f"no/{latin1}"
+    run = tmp_path / "run"  # and a whole training run: split.csv, run_info.json, predictions.csv
+    train(compose_task("train", run, *FAST_TRAINING, f"data.root={data}", "trainer.max_epochs=1"))
+    assert f"no/{latin1}" in {r["path"] for r in read_split(run / "split.csv")}
+    assert read_json(run / "metrics.json")["status"] == "completed"
 
 
 def test_a_write_that_fails_leaves_the_previous_file_whole(tmp_path, monkeypatch):
@@ -270,27 +280,57 @@ def test_a_quoted_path_with_a_space_and_accents_reaches_the_config(tmp_path):
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [
-        ("data.batch_size=abc", "data.batch_size"),
-        ("model.lr=-1", "model.lr must be greater than 0"),
-        ("trainer.max_epochs=0", "trainer.max_epochs must be a whole number of at least 1"),
-        ("data.image_size=10000", "GiB for one training batch of resnet18"),
-    ],
+    [("data.batch_size=abc", "data.batch_size"), ("model.lr=-1", "model.lr must be greater than 0")],
 )
 def test_settings_are_checked_before_any_work(phantom_root, tmp_path, override, message):
-    cache = tmp_path / "cache"
-    run = tmp_path / "run"
-    result = run_script(
-        "train.py",
-        *FAST_TRAINING,
-        f"data.root={phantom_root}",
-        f"data.cache_dir={cache}",
-        override,
-        f"hydra.run.dir={run}",
-    )
+    """End to end: a wrong type (Hydra's schema check) and a wrong value (ours) stop before the run folder
+    exists and before anything is decoded."""
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    overrides = [*FAST_TRAINING, f"data.root={phantom_root}", f"data.cache_dir={cache}", override]
+    result = run_script("train.py", *overrides, f"hydra.run.dir={run}")
     assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stdout + result.stderr
-    assert not run.exists() and not cache.exists()  # nothing decoded, no run folder
+    assert not run.exists() and not cache.exists()
+
+
+def check_at_start(run_dir, *overrides: str) -> str:
+    """What the Hydra callback that runs before the run folder is created says of these overrides."""
+    placed = [] if any(o.startswith("resume=") for o in overrides) else [f"hydra.run.dir={run_dir}"]
+    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, *placed], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.cwd = str(PROJECT_ROOT)
+    with pytest.raises(SystemExit) as stopped, contextlib.redirect_stderr(io.StringIO()) as stderr:
+        OutputFolderCheck().on_run_start(cfg)
+    assert stopped.value.code == 1 and not run_dir.exists()
+    return stderr.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_epochs=0", "trainer.max_epochs must be a whole number of at least 1"),
+        ("data.image_size=10000", "GiB for one training batch of resnet18"),
+        ("data.image_size=10", "data.image_size must be at least 32 pixels"),
+        ("data.split_seed=-1", "data.split_seed must be a whole number of 0 or more"),
+        ("seed=abc", "seed must be a whole number of 0 or more"),
+        ("data.on_bad_image=ignore", "data.on_bad_image must be 'error' or 'skip'"),
+        ("data.duplicate_threshold=2", "data.duplicate_threshold must lie in (0, 1]"),
+    ],
+)
+def test_each_setting_is_one_message_before_the_run_folder(phantom_root, tmp_path, override, message):
+    said = check_at_start(tmp_path / "run", *FAST_TRAINING, f"data.root={phantom_root}", override)
+    assert said.startswith("Error: ") and message in said and "Traceback" not in said
+
+
+def test_layout_and_resume_problems_stop_before_the_run_folder(phantom_root, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    said = check_at_start(tmp_path / "run", *FAST_TRAINING, f"data.root={tmp_path / 'a-file'}")
+    assert "is a file; data.root must be a folder" in said
+    said = check_at_start(tmp_path / "nowhere", *FAST_TRAINING, f"resume={tmp_path / 'nowhere'}")
+    assert "is not a run folder of this project" in said
+    moved = ("resume=" + str(tmp_path / "nowhere"), f"hydra.run.dir={tmp_path / 'elsewhere'}")
+    assert "continues a run in its own folder" in check_at_start(tmp_path / "elsewhere", *moved)
 
 
 def test_odd_images_are_named_for_what_they_are(tmp_path, caplog):

@@ -7,6 +7,7 @@ import torch
 
 from brain_mri.checkpoints import load_checkpoint, restore_classifier
 from brain_mri.errors import BrainMRIError
+from brain_mri.models import BrainMRIClassifier
 from brain_mri.preprocessing import prepare_images
 from brain_mri.run_outputs import read_csv, read_json
 from helpers import PROJECT_ROOT
@@ -88,3 +89,5 @@ def test_a_damaged_checkpoint_is_refused_even_alone(trained_run, tmp_path):
     copy.write_bytes(bytes(data))
     with pytest.raises(BrainMRIError, match=r"damaged: its part .* fails its checksum"):
         load_checkpoint(copy)
+    with pytest.raises(BrainMRIError, match=r"damaged: its part .* fails its checksum"):
+        BrainMRIClassifier.load_from_checkpoint(copy)  # the Python API too

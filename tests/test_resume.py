@@ -12,6 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from brain_mri.callbacks import EarlyStopping
 from brain_mri.checkpoints import AtomicCheckpointIO, load_checkpoint
 from brain_mri.data.split import data_fingerprint
 from brain_mri.run_outputs import read_csv, read_json
@@ -99,6 +100,22 @@ def test_a_run_killed_after_its_best_epoch_resumes_at_the_next_epoch(phantom_roo
     resumes = read_json(run / "run_info.json")["resumes"]
     assert [r["overrides"] for r in resumes] == [[f"resume={run}"], [f"resume={run}", "trainer.max_epochs=7"]]
     assert [r["first_epoch"] for r in resumes] == [latest + 1, 6]
+
+    finished = run_script("train.py", f"resume={run}")  # nothing left to train: said, and not recorded
+    assert (
+        finished.returncode == 1
+        and "nothing is left" in finished.stderr
+        and "trainer.max_epochs=17" in finished.stderr
+    )
+    assert len(read_json(run / "run_info.json")["resumes"]) == 2
+
+
+def test_a_resume_may_raise_the_patience_saved_in_its_checkpoint():
+    waited = EarlyStopping(monitor="val/loss", patience=5)
+    waited.wait_count = 5
+    resumed = EarlyStopping(monitor="val/loss", patience=20)
+    resumed.load_state_dict(waited.state_dict())
+    assert resumed.patience == 20 and resumed.wait_count == 5
 
 
 def test_a_resume_refuses_changes_to_the_runs_settings(uninterrupted):

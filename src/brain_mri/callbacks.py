@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 
 from brain_mri.run_outputs import (
     METRICS_FILE,
@@ -73,6 +74,14 @@ class PredictionsWriter(BasePredictionWriter):
         class_names = list(pl_module.hparams.class_names)
         rows = prediction_rows(trainer.datamodule.partition_files("test"), probabilities, class_names)
         write_csv(self.path, rows, prediction_fields(class_names))
+
+
+class EarlyStopping(LightningEarlyStopping):
+    """Lightning's EarlyStopping, except that the configured patience wins over the one saved in the
+    checkpoint a run resumes from, so ``resume=<run> callbacks.early_stopping.patience=20`` waits longer."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict({**state_dict, "patience": self.patience})
 
 
 def task_callbacks(configured: list, output_dir: Path, write: Callable[[], None]) -> list[L.Callback]:

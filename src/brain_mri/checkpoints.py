@@ -6,12 +6,15 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
+if TYPE_CHECKING:
+    from brain_mri.models import BrainMRIClassifier
+
 from brain_mri.errors import BrainMRIError
-from brain_mri.models import BrainMRIClassifier
 
 
 def verify_checksums(path: Path) -> None:
@@ -62,7 +65,10 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def restore_classifier(checkpoint: dict) -> BrainMRIClassifier:
+    from brain_mri.models import BrainMRIClassifier  # here: the model module verifies checksums from here
+
     """A classifier built from the checkpoint's hyperparameters, with its weights and provenance loaded."""
+
     model = BrainMRIClassifier(**checkpoint["hyper_parameters"])
     try:
         model.load_state_dict(checkpoint["state_dict"])

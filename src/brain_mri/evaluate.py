@@ -60,7 +60,7 @@ def evaluation_data(
     split_file: str | None = None,
     class_map: dict[str, str] | None = None,
     on_bad_image: str | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     num_workers: int = 0,
 ) -> BrainMRIDataModule:
     """The data a checkpoint is tested on, prepared as in training: at the model's input size, labelled by
@@ -81,7 +81,8 @@ def evaluation_data(
         "min_image_size": trained.get("min_image_size", 1),
         "class_names": class_names,
         "class_map": class_map,
-        "batch_size": batch_size,
+        "batch_size": batch_size or trained["batch_size"],
+        "cache_dir": trained.get("cache_dir"),
         "num_workers": num_workers,
     }
     if on == "all":

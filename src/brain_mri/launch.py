@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from brain_mri.errors import BrainMRIError
+from brain_mri.errors import BrainMRIError, user_error
 from brain_mri.hardware import best_precision
 from brain_mri.run_outputs import METRICS_FILE, failure_record, write_json
 from brain_mri.settings import check_settings, register_schemas
@@ -52,9 +52,13 @@ def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
     failing job (any exception) is recorded as failed in its ``metrics.json`` and returns NaN, which the
     sweepers treat as a failed trial, so the other jobs still run.
     """
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, not a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         return task(cfg)
-    except Exception as err:
+    except Exception as caught:
+        err = user_error(caught) or caught
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             log.exception("Job failed; the sweep goes on")
             if rank_zero_only.rank == 0:
@@ -108,8 +112,14 @@ class OutputFolderCheck(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         HydraConfig.instance().set_config(config)  # Hydra sets it only later; the folder's path needs it
         try:
+            moved = [o for o in config.hydra.overrides.hydra if o.startswith("hydra.run.dir=")]
+            if config.get("resume") and moved:
+                raise BrainMRIError(f"resume= continues a run in its own folder; drop {moved[0]}.")
             check_settings(config)  # before Hydra creates the run folder
-        except BrainMRIError as err:
+        except Exception as caught:
+            err = user_error(caught)
+            if err is None:
+                raise
             print(f"Error: {err}", file=sys.stderr)
             sys.exit(1)
         ensure_writable(config.hydra.run.dir)

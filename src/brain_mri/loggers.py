@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
@@ -29,7 +30,9 @@ class ResumableCSVLogger(CSVLogger):
             return super().experiment
         metrics_file = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
         kept = metrics_file.read_text() if metrics_file.is_file() else None
-        writer = super().experiment
+        with warnings.catch_warnings():  # its "will be deleted" warning is not true here
+            warnings.filterwarnings("ignore", message="Experiment logs directory")
+            writer = super().experiment
         if kept:
             metrics_file.write_text(kept)
             writer.metrics_keys = next(csv.reader(kept.splitlines()), [])

@@ -234,3 +234,17 @@ def read_split(path: Path) -> list[dict]:
     if unknown:
         raise BrainMRIError(f"{path} names unknown partitions {sorted(unknown)}; expected {PARTITIONS}.")
     return rows
+
+
+def check_run_folder(run_dir: Path) -> Path:
+    """``run_dir`` as a run that can be resumed: a run folder of this project with a finished epoch."""
+    from brain_mri.errors import BrainMRIError
+
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise BrainMRIError(f"{run_dir} is not a run folder of this project (no {CONFIG_FILE}).")
+    if not (run_dir / LAST_CHECKPOINT).is_file():
+        raise BrainMRIError(
+            f"{run_dir} has no {LAST_CHECKPOINT}: it stopped before its first epoch ended, so there is "
+            "nothing to resume. Start it again with its settings (see its config.yaml)."
+        )
+    return run_dir / LAST_CHECKPOINT

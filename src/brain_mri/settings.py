@@ -9,9 +9,11 @@ from typing import Any
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from brain_mri.errors import BrainMRIError
+from brain_mri.data.folder import scan_image_files
+from brain_mri.errors import BrainMRIError, user_error
+from brain_mri.run_outputs import check_run_folder
 
 
 @dataclass
@@ -72,7 +74,7 @@ class EvalDataSettings:
     root: str | None = None
     split_file: str | None = None
     on_bad_image: str | None = None
-    batch_size: int = 64
+    batch_size: int | None = None
     num_workers: int = 0
 
 
@@ -149,6 +151,10 @@ def training_memory(arch: str, image_size: int, batch_size: int, files: int) -> 
     return decoded, 2 * 4 * per_image * batch_size
 
 
+def is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_train_settings(cfg: DictConfig) -> None:
     """Every range problem of a training config in one message, before any data is read or folder written
     (the model and data module check their own arguments; building the data module reads nothing)."""
@@ -159,11 +165,25 @@ def check_train_settings(cfg: DictConfig) -> None:
     model, trainer = cfg.model, cfg.trainer
     problems = model_setting_problems(model.arch, model.lr, model.weight_decay, model.optimizer)
     max_epochs = trainer.get("max_epochs")
-    if not isinstance(max_epochs, int) or isinstance(max_epochs, bool) or max_epochs < 1:
+    if not is_whole(max_epochs) or max_epochs < 1:
         problems.append(f"trainer.max_epochs must be a whole number of at least 1, got {max_epochs}.")
+    for key in ("seed", "data.split_seed"):
+        value = OmegaConf.select(cfg, key)
+        if not is_whole(value) or value < 0:
+            problems.append(f"{key} must be a whole number of 0 or more, got {value}.")
+    if cfg.get("resume"):
+        try:
+            check_run_folder(Path(cfg.resume))
+        except BrainMRIError as err:
+            problems.append(str(err))
     try:
-        hydra.utils.instantiate(cfg.data)
-    except BrainMRIError as err:
+        datamodule = hydra.utils.instantiate(cfg.data)
+        if datamodule.root.exists():  # its layout now, before anything is decoded
+            scan_image_files(datamodule.root)
+    except Exception as caught:
+        err = user_error(caught)
+        if err is None:
+            raise
         problems.append(str(err))
     if not problems:
         problems += memory_problems(model.arch, cfg.data, str(trainer.get("accelerator", "auto")))

@@ -22,8 +22,8 @@ from brain_mri.launch import instantiate_group, optimized_value
 from brain_mri.run_outputs import (
     CONFIG_FILE,
     EPOCH_LOG,
-    LAST_CHECKPOINT,
     SPLIT_FILE,
+    check_run_folder,
     keep_epochs_up_to,
     record_resume,
     write_bad_images,
@@ -69,11 +69,7 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
     """The interrupted run's own config, set to continue from its ``last.ckpt`` on its own split, with the
     command line's changes that a resume may make (``RESUME_MAY_CHANGE``); any other change is refused.
     Returns the config and the record of this resume for ``run_info.json``."""
-    last = run_dir / LAST_CHECKPOINT
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise BrainMRIError(f"{run_dir} is not a run folder of this project (no {CONFIG_FILE}).")
-    if not last.is_file():
-        raise BrainMRIError(f"{run_dir} has no {LAST_CHECKPOINT}: it stopped before its first epoch ended.")
+    last = check_run_folder(run_dir)
     overrides = command_line_overrides()
     keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)]
     refused = sorted({key for key in keys if key not in (*RESUME_MAY_CHANGE, "resume")})
@@ -92,9 +88,19 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
         "command": " ".join(sys.argv),
         "overrides": overrides,
         "checkpoint": str(last),
-        "first_epoch": load_checkpoint(last)["epoch"] + 1,
+        "first_epoch": load_checkpoint(last)["epoch"] + 1,  # 0-based, as in metrics.csv
     }
+    check_epochs_left(record["first_epoch"], cfg.trainer.max_epochs)
     return cfg, record
+
+
+def check_epochs_left(epochs_done: int, max_epochs: int) -> None:
+    """A run continued from a checkpoint must have epochs left to train."""
+    if epochs_done >= max_epochs:
+        raise BrainMRIError(
+            f"The checkpoint has already trained {epochs_done} epochs and trainer.max_epochs={max_epochs}: "
+            f"nothing is left. To train longer, raise it (e.g. trainer.max_epochs={epochs_done + 10})."
+        )
 
 
 def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict | None) -> None:
@@ -118,8 +124,8 @@ def train(cfg: DictConfig) -> float:
     if cfg.get("resume"):
         cfg, resume = config_for_resume(Path(cfg.resume), cfg)
     output_dir = Path(cfg.paths.output_dir)
-    if cfg.get("ckpt_path"):
-        load_checkpoint(cfg.ckpt_path)  # a clear error now for a bad file
+    if cfg.get("ckpt_path") and not resume:  # a clear error now for a bad file or nothing left to train
+        check_epochs_left(load_checkpoint(cfg.ckpt_path)["epoch"] + 1, cfg.trainer.max_epochs)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")  # data problems surface now, before any model is built
@@ -149,9 +155,10 @@ def train(cfg: DictConfig) -> float:
     best = trainer.checkpoint_callback  # the first ModelCheckpoint of the config: best by val/loss
     if best is None or not best.best_model_path:
         raise BrainMRIError("Training ended without a best checkpoint: did validation run at least once?")
+    # the best checkpoint's score; under ddp_spawn it stays in the workers, so the logged minimum instead
+    score = best.best_model_score
     summary = {
-        # the logged minimum, which also reaches the main process under ddp_spawn (best_model_score does not)
-        "val/loss_best": float(trainer.callback_metrics["val/loss_best"]),
+        "val/loss_best": float(score if score is not None else trainer.callback_metrics["val/loss_best"]),
         "best_checkpoint": best.best_model_path,
         "best_epoch": load_checkpoint(best.best_model_path)["epoch"],
         "epochs_trained": trainer.current_epoch,

@@ -115,6 +115,11 @@ class BrainMRIDataModule(L.LightningDataModule):
             raise BrainMRIError(f"data.on_bad_image must be 'error' or 'skip', got '{on_bad_image}'.")
         if batch_size < 1:
             raise BrainMRIError(f"data.batch_size must be at least 1, got {batch_size}.")
+        if not 0 < duplicate_threshold <= 1:
+            raise BrainMRIError(
+                f"data.duplicate_threshold must lie in (0, 1] (cosine similarity of copies), "
+                f"got {duplicate_threshold}."
+            )
         if not (0 <= val_fraction < 1 and 0 <= test_fraction <= 1 and val_fraction + test_fraction <= 1):
             raise BrainMRIError(
                 f"data.val_fraction ({val_fraction}) and data.test_fraction ({test_fraction}) "

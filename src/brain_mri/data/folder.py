@@ -75,10 +75,11 @@ def folder_labels(
     renamed = {folder: str((class_map or {}).get(folder, folder)) for folder in folders}
     unknown = [folder for folder in folders if renamed[folder] not in class_names]
     if unknown:
+        named = [f"{f} (mapped to {renamed[f]})" if renamed[f] != f else f for f in unknown]
         template = ", ".join(f"{folder}: <class>" for folder in unknown)
         raise BrainMRIError(
             f"The class folders {folders} do not match the model's classes {class_names}: "
-            f"{', '.join(unknown)} is none of them. Say which class each folder holds, "
+            f"{', '.join(named)} is none of them. Say which class each folder holds, "
             f"eval.class_map={{{template}}}, with <class> one of {', '.join(class_names)}."
         )
     return {folder: (renamed[folder], class_names.index(renamed[folder])) for folder in folders}

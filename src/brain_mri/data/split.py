@@ -149,7 +149,7 @@ def split_rows(index: ImageIndex, split: Split) -> list[dict]:
 def data_fingerprint(rows: list[dict]) -> str:
     """SHA-256 over the sorted (path, content hash) pairs: changes when a file is added, removed or edited."""
     listing = "\n".join(f"{r['path']}\t{r['sha256']}" for r in sorted(rows, key=lambda r: r["path"]))
-    return hashlib.sha256(listing.encode()).hexdigest()
+    return hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def partitions_for_fold(rows: list[dict], fold: int) -> list[str]:

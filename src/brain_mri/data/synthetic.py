@@ -64,6 +64,7 @@ def generate_phantom_dataset(root: Path, per_class: int = 40, size: int = 96, se
         with Image.open(folder / f"{class_name}_001.png") as original:
             resized = original.resize((size * 3 // 4, size * 3 // 4), Image.BILINEAR)
             resized.save(folder / f"{class_name}_resized_001.jpg", quality=90)
+    staging.chmod(0o755)  # mkdtemp makes it private
     try:
         os.rename(staging, root)
     except OSError:  # another process finished first

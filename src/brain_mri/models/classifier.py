@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -17,6 +18,7 @@ from torchmetrics.classification import (
     Specificity,
 )
 
+from brain_mri.checkpoints import verify_checksums
 from brain_mri.errors import BrainMRIError
 from brain_mri.models.backbones import BACKBONES, build_backbone, unknown_architecture
 
@@ -206,6 +208,14 @@ class BrainMRIClassifier(L.LightningModule):
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, _ = batch
         return self(images).float().softmax(dim=1)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):  # type: ignore[override]
+        """Lightning's, after checking the file's CRC-32 checksums: a damaged file is refused, never
+        loaded as wrong weights."""
+        if isinstance(checkpoint_path, (str, Path)) and Path(checkpoint_path).is_file():
+            verify_checksums(Path(checkpoint_path))
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep the random state, so that training resumed from this checkpoint continues exactly, and
