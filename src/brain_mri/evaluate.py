@@ -132,6 +132,9 @@ def evaluate(cfg: DictConfig) -> float:
         _convert_="all",
     )
     datamodule.setup("test")
+    present = {f.label for f in datamodule.partition_files("test")}
+    if len(present) < 2:
+        log.warning("Every evaluated image is of one class: AUROC, specificity and kappa are not defined.")
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     if trainer_cfg["precision"] is None:
         trainer_cfg["precision"], note = precision_for_checkpoint(

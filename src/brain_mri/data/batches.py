@@ -185,6 +185,13 @@ class BrainMRIDataModule(L.LightningDataModule):
             split = load_split(index, read_split(Path(hp.split_file)), hp.split_file, hp.num_folds, hp.fold)
         else:
             split = make_split(index, hp.val_fraction, hp.test_fraction, hp.split_seed, hp.num_folds, hp.fold)
+        if len(split.order) < len(index.files):
+            log.warning(
+                "%d image(s) under %s are not in the split %s and are left out.",
+                len(index.files) - len(split.order),
+                self.root,
+                hp.split_file,
+            )
         self.index, self.split = index, split
         self._files = [index.files[i] for i in split.order]
         self.images = torch.from_numpy(index.pixels[split.order]).unsqueeze(1)
