@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from brain_mri.data.synthetic import generate_phantom_dataset
-from helpers import FAST_TRAINING, REAL_DATA, check, run_script
+from brain_mri.train import train
+from helpers import FAST_TRAINING, REAL_DATA, check, compose_task, run_script
 
 
 @pytest.fixture(scope="session")
@@ -25,9 +26,9 @@ def real_root() -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, phantom_root) -> Path:
-    """One real ``train.py`` run on phantoms, shared by the tests that read a run folder."""
+    """One training run on phantoms (the task, in this process), shared by the tests that read a run."""
     run_dir = tmp_path_factory.mktemp("run")
-    check(run_script("train.py", *FAST_TRAINING, f"data.root={phantom_root}", f"hydra.run.dir={run_dir}"))
+    train(compose_task("train", run_dir, *FAST_TRAINING, f"data.root={phantom_root}"))
     return run_dir
 
 

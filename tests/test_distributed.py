@@ -15,6 +15,7 @@ from helpers import FAST_TRAINING, PROJECT_ROOT, check, run_script
 DDP = [*FAST_TRAINING, "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1"]
 
 
+@pytest.mark.slow
 def test_ddp_metrics_equal_a_single_process_evaluation(phantom_root, tmp_path):
     run = tmp_path / "ddp"
     check(run_script("train.py", *DDP, "trainer=ddp", f"data.root={phantom_root}", f"hydra.run.dir={run}"))
@@ -37,6 +38,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_on_two_machines_only_the_first_process_writes_a_run_folder(phantom_root, tmp_path):
     """Two processes launched as the two nodes of trainer.num_nodes=2, each with its own run folder (as on
     two machines): the second node's process, local rank 0, must not take itself for rank zero."""
@@ -60,6 +62,7 @@ def test_on_two_machines_only_the_first_process_writes_a_run_folder(phantom_root
     assert second == [".hydra", "train.log"]  # only what Hydra writes before the task starts
 
 
+@pytest.mark.slow
 def test_ddp_spawn_runs_inside_a_multirun(phantom_root, tmp_path):
     check(
         run_script(

@@ -6,6 +6,7 @@ nbclient = pytest.importorskip("nbclient", reason="the notebook tooling comes wi
 nbformat = pytest.importorskip("nbformat")
 
 
+@pytest.mark.slow
 def test_report_notebook_runs_top_to_bottom_on_a_sweep(small_sweep, monkeypatch):
     monkeypatch.setenv("BRAIN_MRI_SWEEP", str(small_sweep))
     notebook = nbformat.read(PROJECT_ROOT / "notebooks" / "sweep_report.ipynb", as_version=4)

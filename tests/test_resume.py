@@ -16,7 +16,8 @@ from brain_mri.callbacks import EarlyStopping
 from brain_mri.checkpoints import AtomicCheckpointIO, load_checkpoint
 from brain_mri.data.split import data_fingerprint
 from brain_mri.run_outputs import read_csv, read_json
-from helpers import FAST_TRAINING, PROJECT_ROOT, check, run_script
+from brain_mri.train import train
+from helpers import FAST_TRAINING, PROJECT_ROOT, check, compose_task, run_script
 
 # Augmented (so the restored random state matters) and fp32. On the phantoms the validation loss rises
 # after epoch 0 (0.696, 0.719, 0.870, 1.14, 1.51, 1.56), so the kill below comes after the best epoch.
@@ -61,6 +62,7 @@ def uninterrupted(phantom_root, tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_its_best_epoch_resumes_at_the_next_epoch(phantom_root, uninterrupted, tmp_path):
     run = tmp_path / "killed"
     process = subprocess.Popen(
@@ -125,7 +127,7 @@ def test_a_resume_refuses_changes_to_the_runs_settings(uninterrupted):
 
 
 def test_same_config_and_seed_repeat_exactly(phantom_root, uninterrupted, tmp_path):
-    check(run_script("train.py", *DETERMINISTIC, f"data.root={phantom_root}", f"hydra.run.dir={tmp_path}"))
+    train(compose_task("train", tmp_path, *DETERMINISTIC, f"data.root={phantom_root}"))  # in this process
     assert (tmp_path / "split.csv").read_bytes() == (uninterrupted / "split.csv").read_bytes()
     again, first = read_json(tmp_path / "metrics.json"), read_json(uninterrupted / "metrics.json")
     assert {k: again[k] for k in RESULTS} == {k: first[k] for k in RESULTS}

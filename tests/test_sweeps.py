@@ -26,6 +26,7 @@ def test_grid_is_the_studys_three_models_by_four_batch_sizes_by_four_learning_ra
     assert grid_size("hydra.sweeper.params.model=resnet18") == 16
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_two_trials(phantom_root, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     check(
@@ -58,6 +59,7 @@ def log_span(log_file) -> tuple[datetime, datetime]:
     return stamps[0], stamps[-1]
 
 
+@pytest.mark.slow
 def test_joblib_runs_jobs_in_parallel_processes(phantom_root, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     check(
@@ -80,6 +82,7 @@ def test_joblib_runs_jobs_in_parallel_processes(phantom_root, tmp_path):
     assert len({read_json(tmp_path / str(i) / "run_info.json")["process"] for i in (0, 1)}) == 2
 
 
+@pytest.mark.slow
 def test_cross_validation_folds_share_the_test_partition(phantom_root, tmp_path):
     check(
         run_script(

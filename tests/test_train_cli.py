@@ -1,4 +1,4 @@
-"""End to end: the real train.py and eval.py in subprocesses, on phantom data."""
+"""End to end on phantoms: the tasks in this process; the real scripts where a process is the point."""
 
 import json
 
@@ -8,8 +8,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
+from brain_mri.errors import BrainMRIError
+from brain_mri.evaluate import evaluate
 from brain_mri.run_outputs import read_csv
-from helpers import FAST_TRAINING, check, run_script
+from helpers import FAST_TRAINING, check, compose_task, run_script
 
 TEST_METRICS = ("accuracy", "auroc", "sensitivity", "specificity", "f1", "cohen_kappa", "loss")
 
@@ -75,7 +77,7 @@ def test_binary_metrics_take_yes_as_the_positive_class(trained_run):
 
 def test_eval_reproduces_the_runs_test_metrics(trained_run, tmp_path):
     metrics = json.loads((trained_run / "metrics.json").read_text())
-    check(run_script("eval.py", f"ckpt_path={metrics['best_checkpoint']}", f"hydra.run.dir={tmp_path}"))
+    evaluate(compose_task("eval", tmp_path, f"ckpt_path={metrics['best_checkpoint']}"))
     again = json.loads((tmp_path / "metrics.json").read_text())
     for name in TEST_METRICS:
         assert again[f"test/{name}"] == pytest.approx(metrics[f"test/{name}"], abs=1e-6)
@@ -84,18 +86,13 @@ def test_eval_reproduces_the_runs_test_metrics(trained_run, tmp_path):
 
 def test_eval_on_every_image_of_a_folder(trained_run, phantom_root, tmp_path):
     checkpoint = trained_run / "checkpoints" / "last.ckpt"
-    check(
-        run_script(
-            "eval.py",
-            f"ckpt_path={checkpoint}",
-            "eval.on=all",
-            f"data.root={phantom_root}",
-            f"hydra.run.dir={tmp_path}",
-        )
+    evaluate(
+        compose_task("eval", tmp_path, f"ckpt_path={checkpoint}", "eval.on=all", f"data.root={phantom_root}")
     )
     assert len(read_csv(tmp_path / "predictions.csv")) == 44
 
 
+@pytest.mark.slow
 def test_multirun_grid_shares_one_split(phantom_root, tmp_path):
     check(
         run_script(
@@ -130,8 +127,9 @@ def test_missing_data_folder_is_one_clear_message(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
 
 
-@pytest.mark.parametrize("name", ["absent.ckpt", "split.csv"])
-def test_eval_refuses_what_is_not_a_checkpoint(trained_run, tmp_path, name):
-    result = run_script("eval.py", f"ckpt_path={trained_run / name}", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 1 and "Error:" in result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
+@pytest.mark.parametrize(
+    ("name", "message"), [("absent.ckpt", "No checkpoint file"), ("split.csv", "not a PyTorch")]
+)
+def test_eval_refuses_what_is_not_a_checkpoint(trained_run, tmp_path, name, message):
+    with pytest.raises(BrainMRIError, match=message):
+        evaluate(compose_task("eval", tmp_path, f"ckpt_path={trained_run / name}"))
