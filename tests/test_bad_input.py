@@ -303,10 +303,11 @@ def check_at_start(run_dir, *overrides: str) -> str:
     return stderr.getvalue()
 
 
-def test_a_setting_of_the_wrong_type_is_refused_with_its_key(tmp_path):
+@pytest.mark.parametrize("key", ["data.batch_size", "model.lr", "trainer.max_epochs"])
+def test_a_setting_of_the_wrong_type_is_refused_with_its_key(tmp_path, key):
     with pytest.raises(ConfigCompositionException) as error:
-        compose_task("train", tmp_path, "data.batch_size=abc")
-    assert "data.batch_size" in str(error.value) + str(error.value.__cause__)
+        compose_task("train", tmp_path, f"{key}=abc")
+    assert key in str(error.value) + str(error.value.__cause__)
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,7 @@ def test_a_diverging_run_stops_as_failed_and_keeps_its_best_checkpoint(phantom_r
         f"data.root={phantom_root}",
         "model.optimizer=sgd",
         "model.lr=10",
-        "+trainer.limit_train_batches=1",
+        "trainer.limit_train_batches=1",
         "trainer.max_epochs=4",
         "callbacks.early_stopping=null",
     )

@@ -3,7 +3,8 @@ ranges and memory needs it cannot know, checked before the run folder is written
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,41 @@ class EvalDataSettings:
     num_workers: int = 0
 
 
+# Trainer arguments with a type Hydra checks when it composes (``trainer.max_epochs=abc`` is refused with
+# the key's name); every other argument of Lightning's Trainer is allowed with any value.
+TRAINER_TYPES: dict[str, Any] = {
+    "num_nodes": int,
+    "max_epochs": int | None,
+    "min_epochs": int | None,
+    "max_steps": int,
+    "min_steps": int | None,
+    "check_val_every_n_epoch": int | None,
+    "log_every_n_steps": int | None,
+    "num_sanity_val_steps": int | None,
+    "accumulate_grad_batches": int,
+    "gradient_clip_val": float | None,
+    "use_distributed_sampler": bool,
+    "benchmark": bool | None,
+    "inference_mode": bool,
+    "sync_batchnorm": bool,
+    "reload_dataloaders_every_n_epochs": int,
+    "enable_checkpointing": bool | None,
+    "enable_progress_bar": bool | None,
+    "enable_model_summary": bool | None,
+}
+
+
+def trainer_settings() -> type:
+    """A schema with every argument of Lightning's Trainer, at Lightning's own default."""
+    from lightning.pytorch import Trainer
+
+    fields: list[Any] = [("_target_", str, field(default="lightning.pytorch.Trainer"))]
+    for name, parameter in inspect.signature(Trainer.__init__).parameters.items():
+        if name != "self":
+            fields.append((name, TRAINER_TYPES.get(name, Any), field(default=parameter.default)))
+    return make_dataclass("TrainerSettings", fields)
+
+
 def register_schemas() -> None:
     """Put the schemas where the config files name them (``defaults: [/schema/<name>@_here_, ...]``)."""
     store = ConfigStore.instance()
@@ -86,6 +122,7 @@ def register_schemas() -> None:
         ("model", ModelSettings),
         ("eval", EvalSettings),
         ("eval_data", EvalDataSettings),
+        ("trainer", trainer_settings()),
     ):
         store.store(group="schema", name=name, node=node)
 
