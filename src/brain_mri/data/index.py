@@ -19,6 +19,7 @@ from brain_mri.data.folder import (
     ImageFile,
     discover_classes,
     image_header,
+    is_broken_link,
     scan_image_files,
     unreadable_reason,
 )
@@ -144,7 +145,8 @@ def _decode(
         try:
             content = (root / item.path).read_bytes()
         except OSError as err:
-            bad.append((item.path, str(err)))
+            link = is_broken_link(root / item.path)
+            bad.append((item.path, f"a broken symbolic link ({err.strerror})" if link else str(err)))
             continue
         sha256 = hashlib.sha256(content).hexdigest()
         try:
