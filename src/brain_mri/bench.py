@@ -16,6 +16,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -37,7 +38,9 @@ class StepTimer(L.Callback):
     Trainer's loop; ``images`` counts the images of the timed batches."""
 
     def __init__(self, warmup: int):
-        self.warmup, self.started, self.finished, self.images = warmup, None, None, 0
+        self.warmup, self.images = warmup, 0
+        self.started: float | None = None
+        self.finished: float | None = None
 
     def _start(self, batch_idx: int) -> None:
         if batch_idx == self.warmup and self.started is None:
@@ -64,6 +67,7 @@ class StepTimer(L.Callback):
 
     @property
     def rate(self) -> float:
+        assert self.started is not None and self.finished is not None, "nothing was timed"
         return self.images / (self.finished - self.started)
 
 
@@ -76,7 +80,7 @@ def autocast(precision: str, device: str = DEVICE):
     return contextlib.nullcontext()
 
 
-def timed_trainer(precision: str, timer: StepTimer, **settings) -> L.Trainer:
+def timed_trainer(precision: Any, timer: StepTimer, **settings) -> L.Trainer:
     return L.Trainer(
         logger=False,
         enable_checkpointing=False,

@@ -99,5 +99,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         finally:
             temporary.unlink(missing_ok=True)
 
-    def load_checkpoint(self, path, map_location=None, **kwargs) -> dict:
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        """Always ``weights_only=True``, whatever the caller asks."""
         return safe_load(path, map_location=map_location)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
@@ -87,13 +88,13 @@ def evaluation_data(
     }
     if on == "all":
         return BrainMRIDataModule(**settings, val_fraction=0.0, test_fraction=1.0)
-    split_file = Path(split_file or run_folder_of(ckpt_path) / SPLIT_FILE)
-    if not split_file.is_file():
+    saved_split = Path(split_file) if split_file else run_folder_of(ckpt_path) / SPLIT_FILE
+    if not saved_split.is_file():
         raise BrainMRIError(
-            f"No split file at {split_file}: pass data.split_file=<run>/split.csv, or evaluate every "
+            f"No split file at {saved_split}: pass data.split_file=<run>/split.csv, or evaluate every "
             "image of a folder the model was not trained on with eval.on=all data.root=<folder>."
         )
-    return BrainMRIDataModule(**settings, split_file=str(split_file))
+    return BrainMRIDataModule(**settings, split_file=str(saved_split))
 
 
 def test_and_save(
@@ -110,10 +111,10 @@ def test_and_save(
 
     Used by training (on the best checkpoint) and by ``eval.py``, so both write the same files the same way.
     """
-    metrics = dict(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0])
+    metrics: dict[str, Any] = dict(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0])
     trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
     metrics |= seen_in_training(model, datamodule.partition_hashes("test"))
-    metrics.update(extra or {}, positive_class=model.hparams.get("positive_class"), status="completed")
+    metrics |= {**(extra or {}), "positive_class": model.hparams.get("positive_class"), "status": "completed"}
     if trainer.is_global_zero:
         write_json(output_dir / METRICS_FILE, metrics)
     return metrics
@@ -123,7 +124,7 @@ def evaluate(cfg: DictConfig) -> float:
     """Test ``cfg.ckpt_path`` on the test partition of its run's split, or on every image of a folder."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
     model = restore_classifier(checkpoint)
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)  # resolved here: instantiate sees no parent
+    data_cfg: Any = OmegaConf.to_container(cfg.data, resolve=True)  # resolved: instantiate sees no parent
     datamodule = hydra.utils.instantiate(
         data_cfg,
         trained=checkpoint.get("datamodule_hyper_parameters"),
@@ -135,7 +136,7 @@ def evaluate(cfg: DictConfig) -> float:
     present = {f.label for f in datamodule.partition_files("test")}
     if len(present) < 2:
         log.warning("Every evaluated image is of one class: AUROC, specificity and kappa are not defined.")
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_cfg: Any = OmegaConf.to_container(cfg.trainer, resolve=True)
     if trainer_cfg["precision"] is None:
         trainer_cfg["precision"], note = precision_for_checkpoint(
             model.provenance["precision"], trainer_cfg["accelerator"]

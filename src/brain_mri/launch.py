@@ -9,6 +9,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -29,7 +30,7 @@ def register() -> None:
     """Register the config resolvers and schemas (idempotent). The entry points call it before Hydra
     composes; it also runs when this module is imported, because the processes of a joblib or submitit
     launcher only import the modules the task needs before they resolve the config."""
-    resolvers = {
+    resolvers: dict[str, Callable[..., Any]] = {
         # ${first_set:a,b}: a unless it is null or empty, else b (resume=<run> reuses the run's folder)
         "first_set": lambda value, default: value or default,
         # ${config_subdir:${resume}}: where Hydra saves the config; nowhere on resume (the run keeps its own)
@@ -61,7 +62,7 @@ def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
         err = user_error(caught) or caught
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             log.exception("Job failed; the sweep goes on")
-            if rank_zero_only.rank == 0:
+            if getattr(rank_zero_only, "rank", 0) == 0:
                 write_json(Path(cfg.paths.output_dir) / METRICS_FILE, failure_record(err))
             return math.nan
         if not isinstance(err, BrainMRIError):

@@ -22,8 +22,8 @@ def read_grayscale(source: Path | BinaryIO) -> Image.Image:
     EXIF rotation is applied, transparent pixels become black (the background of a scan), and
     high-bit-depth images are rescaled to 0-255 instead of being clipped.
     """
-    with Image.open(source) as image:
-        image = ImageOps.exif_transpose(image)
+    with Image.open(source) as opened:
+        image: Image.Image = ImageOps.exif_transpose(opened)
         if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
             pixels = np.asarray(image, dtype=np.float64)
             top = pixels.max()
@@ -37,7 +37,7 @@ def read_grayscale(source: Path | BinaryIO) -> Image.Image:
 
 def resize_square(image: Image.Image, size: int) -> np.ndarray:
     """Resize to ``size`` x ``size`` (as the study did, ignoring aspect ratio) and return uint8 pixels."""
-    return np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def to_model_input(images: torch.Tensor) -> torch.Tensor:

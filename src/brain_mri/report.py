@@ -15,6 +15,7 @@ import statistics
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 from rich.console import Console
@@ -62,8 +63,8 @@ def find_runs(folder: Path) -> list[Path]:
 
 def read_overrides(run: Path) -> dict[str, str]:
     path = run / ".hydra" / "overrides.yaml"
-    items = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
-    return dict(item.lstrip("+~").split("=", 1) for item in items if "=" in item)
+    items: Any = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
+    return dict(str(item).lstrip("+~").split("=", 1) for item in items if "=" in str(item))
 
 
 def read_run(run: Path, root: Path) -> dict:

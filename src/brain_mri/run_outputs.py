@@ -8,6 +8,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 SPLIT_FILE = "split.csv"
 METRICS_FILE = "metrics.json"
@@ -30,7 +31,7 @@ def run_folder_of(checkpoint: str | Path) -> Path:
 
 # File names that are not valid UTF-8 (Latin-1 bytes from old archives) reach Python as lone surrogates;
 # "surrogateescape" writes them back as the original bytes and reads them again unchanged.
-ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
+ENCODING: dict[str, Any] = {"encoding": "utf-8", "errors": "surrogateescape"}
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -218,10 +218,10 @@ def check_train_settings(cfg: DictConfig) -> None:
         if datamodule.root.exists():  # its layout now, before anything is decoded
             scan_image_files(datamodule.root)
     except Exception as caught:
-        err = user_error(caught)
-        if err is None:
+        user_facing = user_error(caught)
+        if user_facing is None:
             raise
-        problems.append(str(err))
+        problems.append(str(user_facing))
     if not problems:
         problems += memory_problems(model.arch, cfg.data, str(trainer.get("accelerator", "auto")))
     if problems:

@@ -11,6 +11,7 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -80,6 +81,7 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
             f"settings from its weights, start a new run with ckpt_path={last}."
         )
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    assert isinstance(cfg, DictConfig)
     for key in keys:
         if key != "resume":
             OmegaConf.update(cfg, key, OmegaConf.select(composed, key), merge=False)
@@ -140,7 +142,7 @@ def train(cfg: DictConfig) -> float:
 
     loggers = instantiate_group(cfg.get("logger"))
     # resolved now: under ddp_spawn the writer runs in a process where Hydra's resolvers are not set up
-    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    resolved = DictConfig(OmegaConf.to_container(cfg, resolve=True))
     write = partial(write_run_folder, output_dir, resolved, datamodule, resume)  # a closure would not pickle
     callbacks = task_callbacks(instantiate_group(cfg.get("callbacks")), output_dir, write)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -153,7 +155,7 @@ def train(cfg: DictConfig) -> float:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     best = trainer.checkpoint_callback  # the first ModelCheckpoint of the config: best by val/loss
-    if best is None or not best.best_model_path:
+    if not isinstance(best, ModelCheckpoint) or not best.best_model_path:
         raise BrainMRIError("Training ended without a best checkpoint: did validation run at least once?")
     # the best checkpoint's score; under ddp_spawn it stays in the workers, so the logged minimum instead
     score = best.best_model_score

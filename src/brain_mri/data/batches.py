@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -83,6 +84,11 @@ class BrainMRIDataModule(L.LightningDataModule):
     Images are decoded and resized once (:mod:`brain_mri.data.index`), kept in memory as uint8, split
     (:mod:`brain_mri.data.split`), and turned into float 3-channel batches on the device.
     """
+
+    if TYPE_CHECKING:  # Lightning types hparams as a mapping; ours are read as attributes
+
+        @property
+        def hparams(self) -> Any: ...
 
     def __init__(
         self,
@@ -253,6 +259,7 @@ class BrainMRIDataModule(L.LightningDataModule):
 
     def partition_loader(self, partition: str, shuffle: bool = False, sharded: bool = True) -> DataLoader:
         """Batches of one partition; ``sharded=False`` gives every image to this process, even under DDP."""
+        assert self.images is not None, "setup() first"
         indices = torch.from_numpy(self.partition_indices(partition))
         labels = torch.tensor([f.label for f in self.files])
         dataset = IndexedBatches(self.images[indices], labels[indices])

@@ -17,12 +17,12 @@ DEFAULT_THRESHOLD = 0.9
 
 def content_fingerprint(gray: Image.Image) -> np.ndarray:
     """A unit vector describing the fine structure of a grayscale image, robust to crop, scale and gain."""
-    small = gray.resize((4 * FINGERPRINT_SIZE, 4 * FINGERPRINT_SIZE), Image.BILINEAR)
+    small = gray.resize((4 * FINGERPRINT_SIZE, 4 * FINGERPRINT_SIZE), Image.Resampling.BILINEAR)
     pixels = np.asarray(small.filter(ImageFilter.GaussianBlur(2)))  # noise must not move the content box
     ys, xs = np.nonzero(pixels > 0.1 * pixels.max())
     if len(xs):
         small = small.crop((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
-    thumb = small.resize((FINGERPRINT_SIZE, FINGERPRINT_SIZE), Image.BILINEAR)
+    thumb = small.resize((FINGERPRINT_SIZE, FINGERPRINT_SIZE), Image.Resampling.BILINEAR)
     blurred = thumb.filter(ImageFilter.GaussianBlur(3))
     detail = np.asarray(thumb, dtype=np.float32) - np.asarray(blurred, dtype=np.float32)
     detail = detail.ravel() - detail.mean()

@@ -139,7 +139,13 @@ def _decode(
     all of them at once. Images with several frames (animated GIF, multi-page TIFF) are read from their
     first frame and noted.
     """
-    readable, pixels, prints, hashes, bad, fresh, notes = [], [], [], [], [], [], []
+    readable: list[ImageFile] = []
+    pixels: list[np.ndarray] = []
+    prints: list[np.ndarray] = []
+    hashes: list[str] = []
+    bad: list[tuple[str, str]] = []
+    fresh: list[int] = []
+    notes: list[tuple[str, str]] = []
     known: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for item in files:
         try:

@@ -26,7 +26,7 @@ def phantom_slice(rng: np.random.Generator, size: int, lesion: bool) -> Image.Im
     radius = ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2
     # Coarse random tissue texture: it makes every slice distinct, as real scans are.
     texture = Image.fromarray((rng.random((24, 24)) * 255).astype(np.uint8)).resize(
-        (size, size), Image.BICUBIC
+        (size, size), Image.Resampling.BICUBIC
     )
     image = np.where(radius < 1.0, 0.45 + 0.6 * (np.asarray(texture) / 255.0 - 0.5), 0.0)
     image[(radius >= 0.85) & (radius < 1.0)] = 0.95
@@ -62,7 +62,7 @@ def generate_phantom_dataset(root: Path, per_class: int = 40, size: int = 96, se
             phantom_slice(rng, size, lesion=bool(label)).save(folder / f"{class_name}_{index:03d}.png")
         shutil.copyfile(folder / f"{class_name}_000.png", folder / f"{class_name}_copy_of_000.png")
         with Image.open(folder / f"{class_name}_001.png") as original:
-            resized = original.resize((size * 3 // 4, size * 3 // 4), Image.BILINEAR)
+            resized = original.resize((size * 3 // 4, size * 3 // 4), Image.Resampling.BILINEAR)
             resized.save(folder / f"{class_name}_resized_001.jpg", quality=90)
     staging.chmod(0o755)  # mkdtemp makes it private
     try:

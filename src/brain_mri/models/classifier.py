@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -32,10 +33,14 @@ OPTIMIZERS = {
 def classification_metrics(num_classes: int, names: tuple[str, ...], prefix: str) -> MetricCollection:
     """torchmetrics objects. Two classes: binary metrics of the positive class (targets 1 = positive).
     More: accuracy over all images, the other metrics one-vs-rest and averaged over classes (macro)."""
-    task = {"task": "binary"} if num_classes == 2 else {"task": "multiclass", "num_classes": num_classes}
-    averaged = {} if num_classes == 2 else {"average": "macro"}
+    task: dict[str, Any] = {"task": "binary"}
+    averaged: dict[str, Any] = {}
+    overall: dict[str, Any] = {}
+    if num_classes > 2:
+        task = {"task": "multiclass", "num_classes": num_classes}
+        averaged, overall = {"average": "macro"}, {"average": "micro"}
     factories = {
-        "accuracy": lambda: Accuracy(**task, **({} if num_classes == 2 else {"average": "micro"})),
+        "accuracy": lambda: Accuracy(**task, **overall),
         "auroc": lambda: AUROC(**task),
         "sensitivity": lambda: Recall(**task, **averaged),
         "specificity": lambda: Specificity(**task, **averaged),
@@ -97,6 +102,11 @@ class BrainMRIClassifier(L.LightningModule):
     Logs ``train/loss``, ``train/accuracy``, ``val/loss``, ``val/accuracy``, ``val/auroc``,
     ``val/loss_best`` per epoch, and the ``test/*`` metrics when tested.
     """
+
+    if TYPE_CHECKING:  # Lightning types hparams as a mapping; ours are read as attributes
+
+        @property
+        def hparams(self) -> Any: ...
 
     def __init__(
         self,
@@ -210,7 +220,7 @@ class BrainMRIClassifier(L.LightningModule):
         return self(images).float().softmax(dim=1)
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):  # type: ignore[override]
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
         """Lightning's, after checking the file's CRC-32 checksums: a damaged file is refused, never
         loaded as wrong weights."""
         if isinstance(checkpoint_path, (str, Path)) and Path(checkpoint_path).is_file():
