@@ -16,7 +16,7 @@ from brain_mri.callbacks import EarlyStopping
 from brain_mri.checkpoints import AtomicCheckpointIO, load_checkpoint
 from brain_mri.data.split import data_fingerprint
 from brain_mri.errors import BrainMRIError
-from brain_mri.run_outputs import read_csv, read_json
+from brain_mri.run_outputs import LOCK_FILE, lock_run_folder, read_csv, read_json, unlock_run_folder
 from brain_mri.train import train
 from helpers import FAST_TRAINING, PROJECT_ROOT, check, compose_task, run_script
 
@@ -86,8 +86,10 @@ def test_a_run_killed_after_its_best_epoch_resumes_at_the_next_epoch(phantom_roo
     latest, best = checkpoint_epochs(run)
     assert best < latest < 5, "the run was not killed between its best epoch and its end"
     config = (run / ".hydra" / "config.yaml").read_text()
+    assert (run / LOCK_FILE).is_file()  # left by the killed process, whose pid is gone: no obstacle
 
     check(run_script("train.py", f"resume={run}"))
+    assert not (run / LOCK_FILE).exists()
     assert epochs_trained_by_other_processes(run, process.pid) == set(range(latest + 1, 6))
     resumed, whole = read_json(run / "metrics.json"), read_json(uninterrupted / "metrics.json")
     for name in RESULTS:
@@ -119,6 +121,16 @@ def test_a_resume_may_raise_the_patience_saved_in_its_checkpoint():
     resumed = EarlyStopping(monitor="val/loss", patience=20)
     resumed.load_state_dict(waited.state_dict())
     assert resumed.patience == 20 and resumed.wait_count == 5
+
+
+def test_a_resume_refuses_a_run_that_is_still_training(uninterrupted):
+    assert not (uninterrupted / LOCK_FILE).exists()  # a finished run holds no lock
+    lock_run_folder(uninterrupted)  # as if this process were still training it
+    try:
+        with pytest.raises(BrainMRIError, match=r"is still being trained \(pid"):
+            train(compose_task("train", uninterrupted, f"resume={uninterrupted}"))
+    finally:
+        unlock_run_folder(uninterrupted)
 
 
 def test_a_resume_refuses_changes_to_the_runs_settings(uninterrupted):

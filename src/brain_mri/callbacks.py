@@ -16,8 +16,10 @@ from brain_mri.run_outputs import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     failure_record,
+    lock_run_folder,
     prediction_fields,
     prediction_rows,
+    unlock_run_folder,
     write_csv,
     write_json,
 )
@@ -29,8 +31,9 @@ class RunFolderWriter(L.Callback):
     stop logging into the folder. A run that fails or is interrupted once started says so in its
     ``metrics.json``."""
 
-    def __init__(self, output_dir: Path, write: Callable[[], None]):
+    def __init__(self, output_dir: Path, write: Callable[[], None], lock: bool = False):
         self.output_dir, self.write, self.done = Path(output_dir).resolve(), write, False
+        self.lock = lock  # training: mark the folder as being trained, so a resume cannot run beside it
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.done:  # once per task, not per stage (fit, test, predict)
@@ -38,12 +41,20 @@ class RunFolderWriter(L.Callback):
         self.done = True
         if trainer.is_global_zero:
             self.write()
+            if self.lock:
+                lock_run_folder(self.output_dir)
         else:
             stop_logging_into(self.output_dir)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.lock and stage == "predict" and trainer.is_global_zero:  # the task's last stage
+            unlock_run_folder(self.output_dir)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
         if trainer.is_global_zero:
             write_json(self.output_dir / METRICS_FILE, failure_record(exception))
+            if self.lock:
+                unlock_run_folder(self.output_dir)
 
 
 def stop_logging_into(folder: Path) -> None:
@@ -84,6 +95,8 @@ class EarlyStopping(LightningEarlyStopping):
         super().load_state_dict({**state_dict, "patience": self.patience})
 
 
-def task_callbacks(configured: list, output_dir: Path, write: Callable[[], None]) -> list[L.Callback]:
-    """The configured callbacks plus the ones that write the task's files."""
-    return [*configured, RunFolderWriter(output_dir, write), PredictionsWriter(output_dir)]
+def task_callbacks(
+    configured: list, output_dir: Path, write: Callable[[], None], lock: bool = False
+) -> list[L.Callback]:
+    """The configured callbacks plus the ones that write the task's files (``lock``: training's)."""
+    return [*configured, RunFolderWriter(output_dir, write, lock), PredictionsWriter(output_dir)]

@@ -237,10 +237,45 @@ def read_split(path: Path) -> list[dict]:
     return rows
 
 
+LOCK_FILE = "training.lock"
+
+
+def lock_run_folder(run_dir: Path) -> None:
+    """Mark the run folder as being trained by this process (removed when training ends)."""
+    import os
+    import platform
+
+    write_json(run_dir / LOCK_FILE, {"host": platform.node(), "pid": os.getpid()})
+
+
+def unlock_run_folder(run_dir: Path) -> None:
+    (run_dir / LOCK_FILE).unlink(missing_ok=True)
+
+
+def training_process(run_dir: Path) -> str | None:
+    """The process still training in ``run_dir`` on this machine ("pid N on host"), or None: a lock left
+    by a killed process, or by another machine, whose processes cannot be seen from here, does not count."""
+    import os
+    import platform
+
+    try:
+        lock = read_json(run_dir / LOCK_FILE)
+        if lock.get("host") != platform.node():
+            return None
+        os.kill(int(lock["pid"]), 0)  # signal 0: only asks whether the process exists
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return f"pid {lock['pid']} on {lock['host']}"
+
+
 def check_run_folder(run_dir: Path) -> Path:
-    """``run_dir`` as a run that can be resumed: a run folder of this project with a finished epoch."""
+    """``run_dir`` as a run that can be resumed: a run folder of this project with a finished epoch,
+    which no process on this machine is still training."""
     from brain_mri.errors import BrainMRIError
 
+    running = training_process(run_dir)
+    if running:
+        raise BrainMRIError(f"{run_dir} is still being trained ({running}): stop that process first.")
     if not (run_dir / CONFIG_FILE).is_file():
         raise BrainMRIError(f"{run_dir} is not a run folder of this project (no {CONFIG_FILE}).")
     if not (run_dir / LAST_CHECKPOINT).is_file():

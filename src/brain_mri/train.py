@@ -144,7 +144,7 @@ def train(cfg: DictConfig) -> float:
     # resolved now: under ddp_spawn the writer runs in a process where Hydra's resolvers are not set up
     resolved = DictConfig(OmegaConf.to_container(cfg, resolve=True))
     write = partial(write_run_folder, output_dir, resolved, datamodule, resume)  # a closure would not pickle
-    callbacks = task_callbacks(instantiate_group(cfg.get("callbacks")), output_dir, write)
+    callbacks = task_callbacks(instantiate_group(cfg.get("callbacks")), output_dir, write, lock=True)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     log.info(
         "Precision %s, channels_last %s, accelerator %s",
