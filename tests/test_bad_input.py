@@ -328,7 +328,7 @@ def test_each_setting_is_one_message_before_the_run_folder(phantom_root, tmp_pat
     assert said.startswith("Error: ") and message in said and "Traceback" not in said
 
 
-def test_layout_and_resume_problems_stop_before_the_run_folder(phantom_root, tmp_path):
+def test_layout_and_resume_problems_stop_before_the_run_folder(phantom_root, trained_run, tmp_path):
     (tmp_path / "a-file").write_text("")
     said = check_at_start(tmp_path / "run", *FAST_TRAINING, f"data.root={tmp_path / 'a-file'}")
     assert "is a file; data.root must be a folder" in said
@@ -336,6 +336,8 @@ def test_layout_and_resume_problems_stop_before_the_run_folder(phantom_root, tmp
     assert "is not a run folder of this project" in said
     moved = ("resume=" + str(tmp_path / "nowhere"), f"hydra.run.dir={tmp_path / 'elsewhere'}")
     assert "continues a run in its own folder" in check_at_start(tmp_path / "elsewhere", *moved)
+    finished = f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}"  # 2 epochs, and max_epochs=2
+    assert "nothing is left" in check_at_start(tmp_path / "more", *FAST_TRAINING, finished)
 
 
 def test_odd_images_are_named_for_what_they_are(tmp_path, caplog):

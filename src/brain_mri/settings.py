@@ -12,6 +12,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from brain_mri.checkpoints import load_checkpoint
 from brain_mri.data.folder import scan_image_files
 from brain_mri.errors import BrainMRIError, user_error
 from brain_mri.run_outputs import check_run_folder
@@ -188,6 +189,15 @@ def training_memory(arch: str, image_size: int, batch_size: int, files: int) -> 
     return decoded, 2 * 4 * per_image * batch_size
 
 
+def check_epochs_left(epochs_done: int, max_epochs: int) -> None:
+    """A run continued from a checkpoint must have epochs left to train."""
+    if epochs_done >= max_epochs:
+        raise BrainMRIError(
+            f"The checkpoint has already trained {epochs_done} epochs and trainer.max_epochs={max_epochs}: "
+            f"nothing is left. To train longer, raise it (e.g. trainer.max_epochs={epochs_done + 10})."
+        )
+
+
 def is_whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -208,11 +218,13 @@ def check_train_settings(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if not is_whole(value) or value < 0:
             problems.append(f"{key} must be a whole number of 0 or more, got {value}.")
-    if cfg.get("resume"):
-        try:
+    try:
+        if cfg.get("resume"):
             check_run_folder(Path(cfg.resume))
-        except BrainMRIError as err:
-            problems.append(str(err))
+        elif cfg.get("ckpt_path") and is_whole(max_epochs):  # a bad file or nothing left to train: now
+            check_epochs_left(load_checkpoint(cfg.ckpt_path)["epoch"] + 1, max_epochs)
+    except BrainMRIError as err:
+        problems.append(str(err))
     try:
         datamodule = hydra.utils.instantiate(cfg.data)
         if datamodule.root.exists():  # its layout now, before anything is decoded

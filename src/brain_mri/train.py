@@ -32,7 +32,7 @@ from brain_mri.run_outputs import (
     write_run_info,
     write_split,
 )
-from brain_mri.settings import check_train_settings
+from brain_mri.settings import check_epochs_left, check_train_settings
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +94,6 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
     }
     check_epochs_left(record["first_epoch"], cfg.trainer.max_epochs)
     return cfg, record
-
-
-def check_epochs_left(epochs_done: int, max_epochs: int) -> None:
-    """A run continued from a checkpoint must have epochs left to train."""
-    if epochs_done >= max_epochs:
-        raise BrainMRIError(
-            f"The checkpoint has already trained {epochs_done} epochs and trainer.max_epochs={max_epochs}: "
-            f"nothing is left. To train longer, raise it (e.g. trainer.max_epochs={epochs_done + 10})."
-        )
 
 
 def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict | None) -> None:
