@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 from brain_mri.errors import BrainMRIError
 
 
+def require_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise BrainMRIError(f"No checkpoint file at {path}.")
+    return path
+
+
 def verify_checksums(path: Path) -> None:
     """Refuse a damaged checkpoint: every part of the zip container carries a CRC-32 (written by
     ``torch.save``), which is checked here, so a file damaged on disk or in a copy never loads as
@@ -35,9 +42,7 @@ def verify_checksums(path: Path) -> None:
 
 def safe_load(path: str | Path, map_location="cpu") -> dict:
     """``torch.load`` with ``weights_only=True``, and one clear message for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise BrainMRIError(f"No checkpoint file at {path}.")
+    path = require_file(path)
     if not zipfile.is_zipfile(path):  # every checkpoint torch.save has written since PyTorch 1.6 is a zip
         raise BrainMRIError(f"{path} is not a PyTorch checkpoint.")
     verify_checksums(path)

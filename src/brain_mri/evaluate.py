@@ -26,6 +26,7 @@ from brain_mri.run_outputs import (
     write_bad_images,
     write_json,
 )
+from brain_mri.settings import check_eval_settings
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,6 @@ def evaluation_data(
     """
     if not trained:
         raise BrainMRIError(f"{ckpt_path} holds no data settings: was it written by train.py?")
-    if on not in ("test", "all"):
-        raise BrainMRIError(f"eval.on must be 'test' or 'all', got '{on}'.")
     settings = {
         "root": root or trained["root"],
         "image_size": image_size or trained["image_size"],
@@ -122,6 +121,7 @@ def test_and_save(
 
 def evaluate(cfg: DictConfig) -> float:
     """Test ``cfg.ckpt_path`` on the test partition of its run's split, or on every image of a folder."""
+    check_eval_settings(cfg)  # also checked before Hydra makes the folder, in a single run
     checkpoint = load_checkpoint(cfg.ckpt_path)
     model = restore_classifier(checkpoint)
     data_cfg: Any = OmegaConf.to_container(cfg.data, resolve=True)  # resolved: instantiate sees no parent

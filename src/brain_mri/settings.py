@@ -12,7 +12,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from brain_mri.checkpoints import load_checkpoint
+from brain_mri.checkpoints import load_checkpoint, require_file
 from brain_mri.data.folder import scan_image_files
 from brain_mri.errors import BrainMRIError, user_error
 from brain_mri.run_outputs import check_run_folder
@@ -259,8 +259,7 @@ def memory_problems(arch: str, data: Any, accelerator: str) -> list[str]:
 def check_eval_settings(cfg: DictConfig) -> None:
     if cfg.eval.on not in ("test", "all"):
         raise BrainMRIError(f"eval.on must be 'test' or 'all', got '{cfg.eval.on}'.")
-    if not Path(cfg.ckpt_path).is_file():
-        raise BrainMRIError(f"No checkpoint file at {cfg.ckpt_path}.")
+    require_file(cfg.ckpt_path)
 
 
 def check_settings(cfg: DictConfig) -> None:

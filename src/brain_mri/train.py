@@ -117,8 +117,6 @@ def train(cfg: DictConfig) -> float:
     if cfg.get("resume"):
         cfg, resume = config_for_resume(Path(cfg.resume), cfg)
     output_dir = Path(cfg.paths.output_dir)
-    if cfg.get("ckpt_path") and not resume:  # a clear error now for a bad file or nothing left to train
-        check_epochs_left(load_checkpoint(cfg.ckpt_path)["epoch"] + 1, cfg.trainer.max_epochs)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")  # data problems surface now, before any model is built
