@@ -14,11 +14,11 @@ from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 
 from brain_mri.run_outputs import (
     METRICS_FILE,
-    PREDICTIONS_FILE,
     failure_record,
     lock_run_folder,
     prediction_fields,
     prediction_rows,
+    predictions_file,
     unlock_run_folder,
     write_csv,
     write_json,
@@ -70,21 +70,29 @@ def stop_logging_into(folder: Path) -> None:
 
 
 class PredictionsWriter(BasePredictionWriter):
-    """``predictions.csv`` from ``Trainer.predict`` over the test partition: made on the accelerator at the
-    run's precision, in whichever process predicts (also under ddp_spawn, where predictions are not
-    returned to the main process), written by global rank zero."""
+    """``predictions.csv`` (or ``val_predictions.csv``) from ``Trainer.predict`` over the data module's
+    ``predict_partition``: made on the accelerator at the run's precision, in whichever process predicts
+    (also under ddp_spawn, where predictions are not returned to the main process), written by global
+    rank zero. A model that averages several models or views also returns their spread, written too."""
 
     def __init__(self, output_dir: Path):
         super().__init__(write_interval="epoch")
-        self.path = Path(output_dir) / PREDICTIONS_FILE
+        self.output_dir = Path(output_dir)
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         if not trainer.is_global_zero:
             return
+        spread = None
+        if isinstance(predictions[0], tuple):
+            predictions, spreads = zip(*predictions, strict=True)
+            spread = torch.cat(spreads).float().cpu()
         probabilities = torch.cat(predictions).float().cpu()
         class_names = list(pl_module.hparams.class_names)
-        rows = prediction_rows(trainer.datamodule.partition_files("test"), probabilities, class_names)
-        write_csv(self.path, rows, prediction_fields(class_names))
+        partition = trainer.datamodule.predict_partition
+        files = trainer.datamodule.partition_files(partition)
+        rows = prediction_rows(files, probabilities, class_names, spread)
+        fields = prediction_fields(class_names, spread is not None)
+        write_csv(self.output_dir / predictions_file(partition), rows, fields)
 
 
 class EarlyStopping(LightningEarlyStopping):

@@ -70,11 +70,12 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def restore_classifier(checkpoint: dict) -> BrainMRIClassifier:
-    from brain_mri.models import BrainMRIClassifier  # here: the model module verifies checksums from here
-
     """A classifier built from the checkpoint's hyperparameters, with its weights and provenance loaded."""
+    # imported here: the model module imports this one (it verifies checksums with it)
+    from brain_mri.models.classifier import BrainMRIClassifier, restoring_weights
 
-    model = BrainMRIClassifier(**checkpoint["hyper_parameters"])
+    with restoring_weights():
+        model = BrainMRIClassifier(**checkpoint["hyper_parameters"])
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:

@@ -17,11 +17,13 @@ from brain_mri.data import BrainMRIDataModule
 from brain_mri.errors import BrainMRIError
 from brain_mri.hardware import precision_for_checkpoint
 from brain_mri.launch import instantiate_group, optimized_value
-from brain_mri.models import BrainMRIClassifier
+from brain_mri.models import BrainMRIClassifier, EnsembleClassifier
 from brain_mri.run_outputs import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     SPLIT_FILE,
+    best_checkpoints,
+    read_split,
     run_folder_of,
     write_bad_images,
     write_json,
@@ -57,6 +59,7 @@ def evaluation_data(
     trained: dict | None,
     class_names: list[str],
     image_size: int | None,
+    crop: str = "none",
     on: str = "test",
     root: str | None = None,
     split_file: str | None = None,
@@ -76,6 +79,7 @@ def evaluation_data(
     settings = {
         "root": root or trained["root"],
         "image_size": image_size or trained["image_size"],
+        "crop": crop,
         "duplicate_threshold": trained["duplicate_threshold"],
         "on_bad_image": on_bad_image or trained.get("on_bad_image", "error"),
         "min_image_size": trained.get("min_image_size", 1),
@@ -103,15 +107,20 @@ def test_and_save(
     output_dir: Path,
     ckpt_path: str | None = None,
     extra: dict | None = None,
+    predict_validation: bool = False,
 ) -> dict:
     """Test on the test partition (across all processes under DDP), then predict every test image with
-    the Trainer, whose :class:`PredictionsWriter` writes ``predictions.csv``; the rank-zero process writes
-    ``metrics.json``. Returns what ``metrics.json`` holds.
+    the Trainer, whose :class:`PredictionsWriter` writes ``predictions.csv`` (and, ``predict_validation``,
+    ``val_predictions.csv``); the rank-zero process writes ``metrics.json``. Returns what it holds.
 
     Used by training (on the best checkpoint) and by ``eval.py``, so both write the same files the same way.
     """
     metrics: dict[str, Any] = dict(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0])
     trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
+    if predict_validation and len(datamodule.partition_indices("val")):  # val_predictions.csv
+        datamodule.predict_partition = "val"
+        trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
+        datamodule.predict_partition = "test"
     metrics |= seen_in_training(model, datamodule.partition_hashes("test"))
     metrics |= {**(extra or {}), "positive_class": model.hparams.get("positive_class"), "status": "completed"}
     if trainer.is_global_zero:
@@ -119,17 +128,54 @@ def test_and_save(
     return metrics
 
 
+def models_to_evaluate(ckpt_path: str, tta: str) -> tuple[BrainMRIClassifier, list[Path]]:
+    """The model ``ckpt_path`` names (a checkpoint; a run or sweep folder: the ensemble of the best
+    checkpoint of every completed run under it), averaged over views with ``tta=flip``."""
+    checkpoints = best_checkpoints(ckpt_path)
+    members = [restore_classifier(load_checkpoint(path)) for path in checkpoints]
+    if len(members) == 1 and tta == "none":
+        return members[0], checkpoints
+    names = [str(path) for path in checkpoints]
+    log.info("Averaging %d model(s) x %s views: %s", len(members), tta, ", ".join(names))
+    return EnsembleClassifier(members, tta, names), checkpoints
+
+
+def same_test_partition(checkpoints: list[Path]) -> None:
+    """Ensemble members tested on their runs' test partition must share it (folds of one split do)."""
+    tests = {
+        path: {
+            row["sha256"]
+            for row in read_split(run_folder_of(path) / SPLIT_FILE)
+            if row["partition"] == "test"
+        }
+        for path in checkpoints
+        if (run_folder_of(path) / SPLIT_FILE).is_file()
+    }
+    differing = [str(path) for path, test in tests.items() if test != next(iter(tests.values()))]
+    if differing:
+        raise BrainMRIError(
+            f"These runs have another test partition than {checkpoints[0]}: {', '.join(differing)}. Average "
+            "runs of one split (e.g. the folds of a cross-validation), or evaluate on a folder none of them "
+            "was trained on: eval.on=all data.root=<folder>."
+        )
+
+
 def evaluate(cfg: DictConfig) -> float:
-    """Test ``cfg.ckpt_path`` on the test partition of its run's split, or on every image of a folder."""
+    """Test ``cfg.ckpt_path`` (a checkpoint, or the ensemble of a run or sweep folder) on the test partition
+    of its run's split, or on every image of a folder."""
     check_eval_settings(cfg)  # also checked before Hydra makes the folder, in a single run
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    model = restore_classifier(checkpoint)
+    model, checkpoints = models_to_evaluate(str(cfg.ckpt_path), cfg.eval.tta)
+    if cfg.eval.on == "test" and not cfg.data.split_file:
+        same_test_partition(checkpoints)
+    trained = load_checkpoint(checkpoints[0]).get("datamodule_hyper_parameters")
     data_cfg: Any = OmegaConf.to_container(cfg.data, resolve=True)  # resolved: instantiate sees no parent
     datamodule = hydra.utils.instantiate(
         data_cfg,
-        trained=checkpoint.get("datamodule_hyper_parameters"),
+        ckpt_path=str(checkpoints[0]),
+        trained=trained,
         class_names=model.hparams.class_names,
         image_size=model.hparams.get("image_size"),
+        crop=model.hparams.get("crop", "none"),
         _convert_="all",
     )
     datamodule.setup("test")
@@ -148,6 +194,7 @@ def evaluate(cfg: DictConfig) -> float:
     callbacks = task_callbacks(instantiate_group(cfg.get("callbacks")), output_dir, write)
     trainer = hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=False)
     log.info("Evaluating in %s on %s", trainer.precision, type(trainer.accelerator).__name__)
-    metrics = test_and_save(trainer, model, datamodule, output_dir, extra={"checkpoint": str(cfg.ckpt_path)})
+    extra = {"checkpoint": str(cfg.ckpt_path), "members": [str(p) for p in checkpoints], "tta": cfg.eval.tta}
+    metrics = test_and_save(trainer, model, datamodule, output_dir, extra=extra)
     log.info("Wrote %s and %s to %s", METRICS_FILE, PREDICTIONS_FILE, output_dir)
     return optimized_value(cfg, metrics, default="test/loss")

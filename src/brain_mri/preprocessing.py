@@ -10,6 +10,9 @@ from typing import BinaryIO
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from scipy import ndimage
+
+from brain_mri.errors import BrainMRIError
 
 # Bump when reading, resizing or fingerprinting changes, so that cached results are not reused.
 PREPROCESSING_VERSION = 1
@@ -40,31 +43,133 @@ def resize_square(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
+CROPS = ("none", "brain")
+
+
+def otsu_threshold(pixels: np.ndarray) -> float:
+    """The grey level that best separates two classes of pixels (Otsu's method on a 256-bin histogram)."""
+    counts = np.bincount(pixels.ravel().astype(np.uint8), minlength=256).astype(np.float64)
+    levels = np.arange(256)
+    below = np.cumsum(counts)
+    mean_below = np.cumsum(counts * levels)
+    above = below[-1] - below
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mean_below[-1] * below / below[-1] - mean_below) ** 2 / (below * above)
+    return float(np.nanargmax(between[:-1]))
+
+
+def crop_to_brain(image: Image.Image, margin: float = 0.02) -> Image.Image:
+    """The bounding box of the head: the largest bright component after smoothing and an Otsu threshold,
+    plus a small margin. Images whose largest component is under 5% of the area are kept whole (nothing
+    found to crop to), so a crop never throws away most of a slice."""
+    pixels = np.asarray(image, dtype=np.float32)
+    smooth = ndimage.gaussian_filter(pixels, sigma=max(pixels.shape) / 200)
+    components, count = ndimage.label(smooth > otsu_threshold(smooth))
+    if count == 0:
+        return image
+    sizes = np.bincount(components.ravel())[1:]
+    largest = components == int(np.argmax(sizes)) + 1
+    if largest.sum() < 0.05 * largest.size:
+        return image
+    rows, cols = np.flatnonzero(largest.any(axis=1)), np.flatnonzero(largest.any(axis=0))
+    pad = round(margin * max(pixels.shape))
+    box = (
+        max(cols[0] - pad, 0),
+        max(rows[0] - pad, 0),
+        min(cols[-1] + 1 + pad, pixels.shape[1]),
+        min(rows[-1] + 1 + pad, pixels.shape[0]),
+    )
+    return image.crop(box)
+
+
+def model_pixels(image: Image.Image, size: int, crop: str = "none") -> np.ndarray:
+    """A decoded grayscale image -> the uint8 (size, size) pixels a model takes: cropped, then resized."""
+    return resize_square(crop_to_brain(image) if crop == "brain" else image, size)
+
+
 def to_model_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 1, H, W) -> float (B, 3, H, W) in [0, 1]: the study's grayscale repeated to 3 channels."""
+    """uint8 (B, 1, H, W) -> float (B, 3, H, W) in [0, 1]: the study's grayscale repeated to 3 channels.
+    (Normalisation, where a model has one, is the model's first step: see ``BrainMRIClassifier.forward``.)"""
     return images.float().div_(255.0).expand(-1, 3, -1, -1)
 
 
-def augment_batch(
-    images: torch.Tensor, max_degrees: float = 10.0, max_shift: float = 0.05, max_zoom: float = 0.1
-) -> torch.Tensor:
-    """Random left-right flip, rotation, shift and scale of every image of a float batch, in one
-    ``grid_sample`` call on the batch's device (no per-image Python work)."""
-    count = len(images)
-    angle = torch.empty(count, device=images.device).uniform_(-max_degrees, max_degrees).deg2rad()
-    scale = torch.empty(count, device=images.device).uniform_(1 - max_zoom, 1 + max_zoom)
-    flip = torch.where(torch.rand(count, device=images.device) < 0.5, -1.0, 1.0)
-    shift = torch.empty(count, 2, device=images.device).uniform_(-2 * max_shift, 2 * max_shift)
-    theta = torch.zeros(count, 2, 3, device=images.device)
-    theta[:, 0, 0], theta[:, 0, 1] = flip * angle.cos() / scale, -angle.sin() / scale
-    theta[:, 1, 0], theta[:, 1, 1] = flip * angle.sin() / scale, angle.cos() / scale
-    theta[:, :, 2] = shift
-    grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
-    return torch.nn.functional.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
+def augmentation_policy(
+    image_size: int,
+    flip: float = 0.0,
+    degrees: float = 0.0,
+    translate: float = 0.0,
+    zoom: float = 0.0,
+    crop_scale: float = 1.0,
+    brightness: float = 0.0,
+    contrast: float = 0.0,
+    mri_artefacts: float = 0.0,
+) -> torch.nn.Module | None:
+    """The random transforms of training batches (kornia: batched, on the batch's device, drawn from
+    torch's seeded generator so a resumed run repeats them). None when every setting is off (the study).
+
+    ``flip``: probability of a left-right flip; ``degrees``: rotation range; ``translate`` and ``zoom``:
+    shift (fraction of the side) and scale range of an affine move; ``crop_scale`` < 1: a random resized
+    crop keeping that fraction of the area or more; ``brightness``/``contrast``: jitter strength;
+    ``mri_artefacts``: probability of each of MONAI's MRI artefacts (bias field, Gibbs ringing, Rician
+    noise), which imitate what differs between scanners (the ``mri`` extra).
+    """
+    from kornia import augmentation as K
+
+    steps: list[torch.nn.Module] = []
+    if crop_scale < 1.0:
+        steps.append(K.RandomResizedCrop((image_size, image_size), scale=(crop_scale, 1.0)))
+    if flip > 0:
+        steps.append(K.RandomHorizontalFlip(p=flip))
+    if degrees > 0 or translate > 0 or zoom > 0:
+        steps.append(
+            K.RandomAffine(
+                degrees,
+                translate=(translate, translate) if translate > 0 else None,
+                scale=(1 - zoom, 1 + zoom) if zoom > 0 else None,
+                p=1.0,
+            )
+        )
+    if brightness > 0 or contrast > 0:
+        steps.append(K.ColorJitter(brightness=brightness, contrast=contrast, p=1.0))
+    if mri_artefacts > 0:
+        steps.append(MRIArtefacts(mri_artefacts))
+    return torch.nn.Sequential(*steps, Clamp()) if steps else None
 
 
-def prepare_images(sources: list[Path | BinaryIO], image_size: int) -> torch.Tensor:
-    """Image files -> the float (N, 3, H, W) batch a model trained at ``image_size`` takes, prepared as
-    in training (``model.hparams.image_size`` is that size)."""
-    pixels = np.stack([resize_square(read_grayscale(source), image_size) for source in sources])
+class Clamp(torch.nn.Module):
+    """Keeps augmented pixels in [0, 1], the range of the model's input."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.clamp(0.0, 1.0)
+
+
+class MRIArtefacts(torch.nn.Module):
+    """MONAI's bias field, Gibbs ringing and Rician noise, each with probability ``p``, per image (MONAI's
+    intensity transforms are not batched); applied to one channel and repeated, as the input is grayscale."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        try:
+            from monai import transforms
+        except ImportError as err:
+            raise BrainMRIError("The MRI artefact augmentation needs MONAI: pip install -e '.[mri]'") from err
+        self.transform = transforms.Compose(
+            [
+                transforms.RandBiasField(prob=p, coeff_range=(0.0, 0.3)),
+                transforms.RandGibbsNoise(prob=p, alpha=(0.0, 0.6)),
+                transforms.RandRicianNoise(prob=p, std=0.03, relative=True, sample_std=True),
+            ]
+        )
+        self.transform.set_random_state(seed=int(torch.randint(0, 2**31 - 1, ()).item()))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        gray = images[:, :1]
+        out = torch.stack([torch.as_tensor(self.transform(image.cpu())) for image in gray])
+        return out.to(images.device, images.dtype).expand(-1, images.shape[1], -1, -1)
+
+
+def prepare_images(sources: list[Path | BinaryIO], image_size: int, crop: str = "none") -> torch.Tensor:
+    """Image files -> the float (N, 3, H, W) batch a model takes, prepared as in training from the model's
+    input contract (``model.hparams.image_size`` and ``model.hparams.crop``)."""
+    pixels = np.stack([model_pixels(read_grayscale(source), image_size, crop) for source in sources])
     return to_model_input(torch.from_numpy(pixels).unsqueeze(1))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import statistics
 import sys
 from functools import partial
@@ -30,6 +29,7 @@ from brain_mri.run_outputs import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     atomic_write_text,
+    natural_order,
     read_epochs,
     read_json,
     read_predictions,
@@ -55,10 +55,7 @@ def find_runs(folder: Path) -> list[Path]:
     failed = {p.parent.parent for p in folder.rglob(f".hydra/{CONFIG_FILE}")}
     runs = written | {run for run in failed if (run / METRICS_FILE).is_file()}
 
-    def natural(path: Path):
-        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.as_posix())]
-
-    return sorted(runs, key=natural)
+    return sorted(runs, key=natural_order)
 
 
 def read_overrides(run: Path) -> dict[str, str]:

@@ -7,12 +7,16 @@ import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 SPLIT_FILE = "split.csv"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
+# the best checkpoint's predictions of the validation partition: over the folds of a cross-validation,
+# every non-test image once (out-of-fold)
+VAL_PREDICTIONS_FILE = "val_predictions.csv"
 SPLIT_FIELDS = ("path", "class", "label", "partition", "fold", "group", "sha256")
 BAD_IMAGES_FILE = "bad_images.csv"
 BAD_IMAGE_FIELDS = ("path", "reason")
@@ -32,6 +36,33 @@ def run_folder_of(checkpoint: str | Path) -> Path:
 # File names that are not valid UTF-8 (Latin-1 bytes from old archives) reach Python as lone surrogates;
 # "surrogateescape" writes them back as the original bytes and reads them again unchanged.
 ENCODING: dict[str, Any] = {"encoding": "utf-8", "errors": "surrogateescape"}
+
+
+def natural_order(path: Path) -> list:
+    """Sort key: run folders 2 before 10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.as_posix())]
+
+
+def best_checkpoints(path: str | Path) -> list[Path]:
+    """A checkpoint file, or the best checkpoint of every completed run at or below a run or sweep folder
+    (read from each run's ``metrics.json``; found beside it when the folder was moved)."""
+    from brain_mri.errors import BrainMRIError
+
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise BrainMRIError(f"No checkpoint file or run folder at {path}.")
+    found = []
+    for metrics_file in sorted(path.rglob(METRICS_FILE), key=natural_order):
+        metrics = read_json(metrics_file)
+        best = metrics.get("best_checkpoint")
+        if metrics.get("status") == "completed" and best:
+            beside = metrics_file.parent / CHECKPOINT_DIR / Path(best).name
+            found.append(beside if beside.is_file() else Path(best))
+    if not found:
+        raise BrainMRIError(f"No completed training run (metrics.json with a best checkpoint) under {path}.")
+    return found
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -114,16 +145,25 @@ def keep_epochs_up_to(csv_file: Path, last_epoch: int) -> None:
     write_csv(csv_file, kept, tuple(fields or ()))
 
 
-def prediction_fields(class_names: list[str]) -> tuple[str, ...]:
-    """The columns of ``predictions.csv``: one probability per class, named ``prob_<class>``."""
+def predictions_file(partition: str) -> str:
+    return PREDICTIONS_FILE if partition == "test" else VAL_PREDICTIONS_FILE
+
+
+def prediction_fields(class_names: list[str], spread: bool = False) -> tuple[str, ...]:
+    """The columns of ``predictions.csv``: one probability per class, named ``prob_<class>``, and for an
+    ensemble or test-time augmentation the ``spread`` of the averaged probabilities."""
     probabilities = tuple(f"{PROBABILITY_PREFIX}{name}" for name in class_names)
-    return ("path", "label", "class", *probabilities, "predicted", "predicted_class")
+    return ("path", "label", "class", *probabilities, "predicted", "predicted_class") + (
+        ("spread",) if spread else ()
+    )
 
 
-def prediction_rows(files: list, probabilities, class_names: list[str]) -> list[dict]:
-    """One row per image: its path and true class, each class's probability, and the predicted class."""
+def prediction_rows(files: list, probabilities, class_names: list[str], spread=None) -> list[dict]:
+    """One row per image: its path and true class, each class's probability, the predicted class and
+    (``spread`` given) how much the averaged models or views disagree on it."""
     rows = []
-    for item, row in zip(files, probabilities.tolist(), strict=True):
+    spreads = spread.tolist() if spread is not None else [None] * len(files)
+    for item, row, disagreement in zip(files, probabilities.tolist(), spreads, strict=True):
         best = max(range(len(row)), key=row.__getitem__)
         rows.append(
             {
@@ -133,6 +173,7 @@ def prediction_rows(files: list, probabilities, class_names: list[str]) -> list[
                 **{f"{PROBABILITY_PREFIX}{name}": p for name, p in zip(class_names, row, strict=True)},
                 "predicted": best,
                 "predicted_class": class_names[best],
+                **({} if disagreement is None else {"spread": disagreement}),
             }
         )
     return rows

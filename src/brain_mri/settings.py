@@ -15,7 +15,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from brain_mri.checkpoints import load_checkpoint, require_file
 from brain_mri.data.folder import scan_image_files
 from brain_mri.errors import BrainMRIError, user_error
-from brain_mri.run_outputs import check_run_folder
+from brain_mri.run_outputs import best_checkpoints, check_run_folder
 
 
 @dataclass
@@ -34,7 +34,8 @@ class DataSettings:
     split_file: str | None = None
     duplicate_threshold: float = 0.9
     cache_dir: str | None = None
-    augment: bool = False
+    crop: str = "none"
+    augmentation: Any = None
     min_image_size: int = 32
     on_bad_image: str = "error"
     num_workers: int = 0
@@ -51,9 +52,17 @@ class ModelSettings:
     _target_: str = "brain_mri.models.BrainMRIClassifier"
     arch: str = "resnet18"
     positive_class: str | None = None
+    weights: str | None = None
+    weights_path: str | None = None
+    normalization: str | None = None
+    freeze_backbone_epochs: int = 0
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: str = "adam"
+    scheduler: str = "constant"
+    warmup_fraction: float = 0.0
+    label_smoothing: float = 0.0
+    decay_norms_and_biases: bool = True
     channels_last: bool = True
 
 
@@ -62,6 +71,7 @@ class EvalSettings:
     """The ``eval`` node of conf/eval.yaml."""
 
     on: str = "test"
+    tta: str = "none"
     class_map: Any = None  # {folder: class}; untyped, since a typed dict refuses new keys
 
 
@@ -210,7 +220,7 @@ def check_train_settings(cfg: DictConfig) -> None:
     from brain_mri.models.classifier import model_setting_problems
 
     model, trainer = cfg.model, cfg.trainer
-    problems = model_setting_problems(model.arch, model.lr, model.weight_decay, model.optimizer)
+    problems = model_setting_problems(**OmegaConf.to_container(model, resolve=True))  # type: ignore[arg-type]
     max_epochs = trainer.get("max_epochs")
     if not is_whole(max_epochs) or max_epochs < 1:
         problems.append(f"trainer.max_epochs must be a whole number of at least 1, got {max_epochs}.")
@@ -257,9 +267,14 @@ def memory_problems(arch: str, data: Any, accelerator: str) -> list[str]:
 
 
 def check_eval_settings(cfg: DictConfig) -> None:
+    from brain_mri.models.ensemble import VIEWS
+
     if cfg.eval.on not in ("test", "all"):
         raise BrainMRIError(f"eval.on must be 'test' or 'all', got '{cfg.eval.on}'.")
-    require_file(cfg.ckpt_path)
+    if cfg.eval.tta not in VIEWS:
+        raise BrainMRIError(f"eval.tta must be one of {', '.join(VIEWS)}, got '{cfg.eval.tta}'.")
+    for checkpoint in best_checkpoints(cfg.ckpt_path):
+        require_file(checkpoint)
 
 
 def check_settings(cfg: DictConfig) -> None:

@@ -120,9 +120,12 @@ def train(cfg: DictConfig) -> float:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")  # data problems surface now, before any model is built
-    # the model carries its input contract: class names and input size, so a checkpoint alone is enough
+    # the model carries its input contract: class names, input size and crop, so a checkpoint alone is enough
     model = hydra.utils.instantiate(
-        cfg.model, class_names=datamodule.class_names, image_size=datamodule.hparams.image_size
+        cfg.model,
+        class_names=datamodule.class_names,
+        image_size=datamodule.hparams.image_size,
+        crop=datamodule.hparams.crop,
     )
     model.provenance |= {
         "train_sha256": datamodule.partition_hashes("train"),
@@ -154,7 +157,9 @@ def train(cfg: DictConfig) -> float:
         "best_epoch": load_checkpoint(best.best_model_path)["epoch"],
         "epochs_trained": trainer.current_epoch,
     }
-    results = test_and_save(trainer, model, datamodule, output_dir, best.best_model_path, summary)
+    results = test_and_save(
+        trainer, model, datamodule, output_dir, best.best_model_path, summary, predict_validation=True
+    )
     log_hyperparameters(loggers, model, datamodule, cfg.seed, results)
     log.info(
         "Run folder %s; best checkpoint %s (val/loss %.4f)",

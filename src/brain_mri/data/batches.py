@@ -22,7 +22,7 @@ from brain_mri.data.index import DecodeCache, ImageIndex, build_index
 from brain_mri.data.split import PARTITIONS, Split, data_fingerprint, load_split, make_split, split_rows
 from brain_mri.data.synthetic import generate_phantom_dataset
 from brain_mri.errors import BrainMRIError
-from brain_mri.preprocessing import augment_batch, to_model_input
+from brain_mri.preprocessing import CROPS, to_model_input
 from brain_mri.run_outputs import read_split
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,8 @@ class BrainMRIDataModule(L.LightningDataModule):
         on_bad_image: str = "error",
         min_image_size: int = 32,
         cache_dir: str | None = None,
-        augment: bool = False,
+        crop: str = "none",
+        augmentation: torch.nn.Module | None = None,
         num_workers: int = 0,
         pin_memory: bool | None = None,
         download: bool = False,
@@ -117,6 +118,8 @@ class BrainMRIDataModule(L.LightningDataModule):
         super().__init__()
         if image_size < 32:
             raise BrainMRIError(f"data.image_size must be at least 32 pixels, got {image_size}.")
+        if crop not in CROPS:
+            raise BrainMRIError(f"data.crop must be one of {', '.join(CROPS)}, got '{crop}'.")
         if on_bad_image not in ("error", "skip"):
             raise BrainMRIError(f"data.on_bad_image must be 'error' or 'skip', got '{on_bad_image}'.")
         if batch_size < 1:
@@ -136,7 +139,9 @@ class BrainMRIDataModule(L.LightningDataModule):
                 f"Cross-validation needs data.num_folds >= 2 and 0 <= data.fold < num_folds "
                 f"(got num_folds={num_folds}, fold={fold}); num_folds=0 turns it off."
             )
-        self.save_hyperparameters(logger=False)
+        # the augmentation policy is an object (from the augmentation/ config group): not a hyperparameter
+        self.save_hyperparameters(logger=False, ignore=["augmentation"])
+        self.augmentation = augmentation
         self.hparams.root = str(Path(root).expanduser().resolve())
         # plain Python values: hyperparameters are saved in checkpoints, which must load with weights_only
         self.hparams.class_names = [str(c) for c in class_names] if class_names else None
@@ -144,6 +149,7 @@ class BrainMRIDataModule(L.LightningDataModule):
         self.index: ImageIndex | None = None
         self.split: Split | None = None
         self.images: torch.Tensor | None = None
+        self.predict_partition = "test"  # what Trainer.predict serves: "val" for out-of-fold predictions
 
     @property
     def root(self) -> Path:
@@ -155,7 +161,9 @@ class BrainMRIDataModule(L.LightningDataModule):
         if self.index is None:
             self._load()
         if self.index is not None and self.hparams.cache_dir:
-            self.index.save_to(DecodeCache(self.hparams.cache_dir, self.hparams.image_size))
+            self.index.save_to(
+                DecodeCache(self.hparams.cache_dir, self.hparams.image_size, self.hparams.crop)
+            )
 
     def setup(self, stage: str | None = None) -> None:
         """Index and split once; later calls (every Trainer stage) reuse the result."""
@@ -176,7 +184,7 @@ class BrainMRIDataModule(L.LightningDataModule):
         if hp.synthetic:
             generate_phantom_dataset(self.root, per_class=hp.synthetic_per_class)
         ensure_dataset(self.root, download=hp.download)
-        cache = DecodeCache(hp.cache_dir, hp.image_size) if hp.cache_dir else None
+        cache = DecodeCache(hp.cache_dir, hp.image_size, hp.crop) if hp.cache_dir else None
         index = build_index(
             self.root,
             hp.image_size,
@@ -185,6 +193,7 @@ class BrainMRIDataModule(L.LightningDataModule):
             hp.min_image_size,
             cache,
             hp.duplicate_threshold,
+            hp.crop,
         )
         self._check_bad_images(index.bad)
         if hp.split_file:
@@ -303,13 +312,13 @@ class BrainMRIDataModule(L.LightningDataModule):
         return self.partition_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        """The test partition, whole in every process: predictions are written by one process."""
-        return self.partition_loader("test", sharded=False)
+        """The ``predict_partition`` (test), whole in every process: predictions are written by one."""
+        return self.partition_loader(self.predict_partition, sharded=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 batches become the model's float input on the device; training batches are augmented."""
         images, labels = batch
         images = to_model_input(images)
-        if self.hparams.augment and self.trainer is not None and self.trainer.training:
-            images = augment_batch(images)
+        if self.augmentation is not None and self.trainer is not None and self.trainer.training:
+            images = self.augmentation(images)
         return images, labels

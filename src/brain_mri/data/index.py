@@ -24,13 +24,13 @@ from brain_mri.data.folder import (
     unreadable_reason,
 )
 from brain_mri.errors import BrainMRIError
-from brain_mri.preprocessing import PREPROCESSING_VERSION, read_grayscale, resize_square
+from brain_mri.preprocessing import PREPROCESSING_VERSION, model_pixels, read_grayscale
 
 log = logging.getLogger(__name__)
 
 
 class DecodeCache:
-    """Decoded images on disk, one entry per (file content, image size, preprocessing version).
+    """Decoded images on disk, one entry per (file content, image size, crop, preprocessing version).
 
     Every job of a sweep and every later run reads the entries instead of decoding again; a changed file
     has a new content hash and so a new entry. Entries are written atomically, so parallel jobs can share
@@ -38,8 +38,9 @@ class DecodeCache:
     decoded again and rewritten), and a folder that cannot be written turns the cache off with a warning.
     """
 
-    def __init__(self, folder: Path, image_size: int):
-        self.folder = Path(folder) / f"v{PREPROCESSING_VERSION}-{image_size}px"
+    def __init__(self, folder: Path, image_size: int, crop: str = "none"):
+        cropped = "" if crop == "none" else f"-{crop}"
+        self.folder = Path(folder) / f"v{PREPROCESSING_VERSION}-{image_size}px{cropped}"
         self.damaged = 0
         self.writable = True
 
@@ -103,12 +104,15 @@ def build_index(
     min_size: int = 1,
     cache: DecodeCache | None = None,
     duplicate_threshold: float = DEFAULT_THRESHOLD,
+    crop: str = "none",
 ) -> ImageIndex:
     """Scan ``root`` (labels by ``class_names`` when given, else the sorted folders), decode every file
-    once (or take it from ``cache``, which is read here, never written) and group the duplicates."""
+    once (or take it from ``cache``, which is read here, never written) and group the duplicates.
+    Pixels are cropped (``crop="brain"``) before resizing; duplicates are found on the uncropped images,
+    so the split does not depend on the crop."""
     files = scan_image_files(root, class_names, class_map)
     readable, pixels, prints, hashes, bad, notes, fresh = _decode(
-        root, files, image_size, content_fingerprint, cache, min_size
+        root, files, image_size, content_fingerprint, cache, min_size, crop
     )
     log.info(
         "Read %d files: %d decoded, %d from the cache", len(files), len(fresh), len(readable) - len(fresh)
@@ -130,6 +134,7 @@ def _decode(
     fingerprint,
     cache: DecodeCache | None = None,
     min_size: int = 1,
+    crop: str = "none",
 ) -> tuple:
     """Read every file once: hash its bytes, then take its pixels and fingerprint from the cache, from an
     identical file earlier in this pass, or decode. Nothing is written to the cache here.
@@ -172,7 +177,7 @@ def _decode(
             except Exception as err:
                 bad.append((item.path, unreadable_reason(content, err)))
                 continue
-            entry = (resize_square(gray, image_size), fingerprint(gray))
+            entry = (model_pixels(gray, image_size, crop), fingerprint(gray))
             fresh.append(len(readable))
         known[sha256] = entry
         readable.append(item)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +25,8 @@ from torchmetrics.classification import (
 
 from brain_mri.checkpoints import verify_checksums
 from brain_mri.errors import BrainMRIError
-from brain_mri.models.backbones import BACKBONES, build_backbone, unknown_architecture
+from brain_mri.models.backbones import BACKBONES, PRETRAINED, build_backbone, unknown_architecture
+from brain_mri.preprocessing import CROPS
 
 OPTIMIZERS = {
     "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
@@ -50,18 +55,68 @@ def classification_metrics(num_classes: int, names: tuple[str, ...], prefix: str
     return MetricCollection({name: factories[name]() for name in names}, prefix=prefix)
 
 
-def model_setting_problems(arch: str, lr: float, weight_decay: float, optimizer: str) -> list[str]:
+SCHEDULERS = ("constant", "onecycle", "cosine")
+# Per-channel mean and standard deviation of the input in [0, 1]; "none" is the study's raw [0, 1] input.
+NORMALIZATIONS = {"none": None, "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+
+
+def model_setting_problems(
+    arch: str,
+    lr: float,
+    weight_decay: float,
+    optimizer: str,
+    scheduler: str = "constant",
+    warmup_fraction: float = 0.0,
+    label_smoothing: float = 0.0,
+    weights: str | None = None,
+    weights_path: str | None = None,
+    normalization: str | None = None,
+    freeze_backbone_epochs: int = 0,
+    **_other_settings: Any,
+) -> list[str]:
     """What is wrong with these settings, one sentence each (used at start and by the constructor)."""
     problems = []
     if arch not in BACKBONES:
         problems.append(unknown_architecture(arch))
     if optimizer not in OPTIMIZERS:
         problems.append(f"Unknown optimizer '{optimizer}'. Choose one of: {', '.join(OPTIMIZERS)}.")
+    if scheduler not in SCHEDULERS:
+        problems.append(f"Unknown scheduler '{scheduler}'. Choose one of: {', '.join(SCHEDULERS)}.")
+    elif scheduler == "onecycle" and not 0 < warmup_fraction < 1:
+        problems.append(f"The one-cycle schedule needs 0 < model.warmup_fraction < 1, got {warmup_fraction}.")
+    elif not 0 <= warmup_fraction < 1:
+        problems.append(f"model.warmup_fraction must lie in [0, 1), got {warmup_fraction}.")
     if not lr > 0:
         problems.append(f"model.lr must be greater than 0, got {lr}.")
     if weight_decay < 0:
         problems.append(f"model.weight_decay must be 0 or more, got {weight_decay}.")
+    if not 0 <= label_smoothing < 1:
+        problems.append(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}.")
+    if weights is not None and weights not in PRETRAINED:
+        problems.append(f"model.weights must be null or one of {', '.join(PRETRAINED)}, got '{weights}'.")
+    if weights and weights_path:
+        problems.append("Set model.weights or model.weights_path, not both.")
+    if normalization is not None and normalization not in NORMALIZATIONS:
+        problems.append(
+            f"model.normalization must be null or one of {', '.join(NORMALIZATIONS)}, got '{normalization}'."
+        )
+    if freeze_backbone_epochs < 0:
+        problems.append(f"model.freeze_backbone_epochs must be 0 or more, got {freeze_backbone_epochs}.")
     return problems
+
+
+_restoring: ContextVar[bool] = ContextVar("restoring", default=False)
+
+
+@contextmanager
+def restoring_weights() -> Iterator[None]:
+    """Build models whose weights a checkpoint is about to replace: pretrained weights are not fetched
+    (no download, no ``weights_path`` file needed to reload a checkpoint)."""
+    token = _restoring.set(True)
+    try:
+        yield
+    finally:
+        _restoring.reset(token)
 
 
 def resolve_positive_class(class_names: list[str], positive_class: str | None) -> str | None:
@@ -94,8 +149,9 @@ class BrainMRIClassifier(L.LightningModule):
     """Image classifier whose checkpoint reloads with ``BrainMRIClassifier.load_from_checkpoint(path)``.
 
     The model carries its input contract as hyperparameters: the class names (which output is which
-    class) and ``image_size``; its input is a float (N, 3, image_size, image_size) batch in [0, 1], the
-    grayscale repeated three times, as :func:`brain_mri.preprocessing.prepare_images` makes it. Each
+    class), ``image_size`` and ``crop``; its input is a float (N, 3, image_size, image_size) batch in
+    [0, 1], the grayscale repeated three times, as :func:`brain_mri.preprocessing.prepare_images` makes
+    it, and ``normalization`` is its own first step (``imagenet`` with pretrained weights). Each
     checkpoint also records the precision it was trained with and the content hashes (sha256) of its
     training and validation images (``provenance``), so evaluation can say how many it has seen.
 
@@ -115,24 +171,63 @@ class BrainMRIClassifier(L.LightningModule):
         class_names: Sequence[str] | None = None,
         positive_class: str | None = None,
         image_size: int | None = None,
+        crop: str = "none",
+        weights: str | None = None,
+        weights_path: str | None = None,
+        normalization: str | None = None,
+        freeze_backbone_epochs: int = 0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         optimizer: str = "adam",
+        scheduler: str = "constant",
+        warmup_fraction: float = 0.0,
+        label_smoothing: float = 0.0,
+        decay_norms_and_biases: bool = True,
         channels_last: bool = True,
     ):
         super().__init__()
-        problems = model_setting_problems(arch, lr, weight_decay, optimizer)
+        problems = model_setting_problems(
+            arch,
+            lr,
+            weight_decay,
+            optimizer,
+            scheduler,
+            warmup_fraction,
+            label_smoothing,
+            weights,
+            weights_path,
+            normalization,
+            freeze_backbone_epochs,
+        )
+        if crop not in CROPS:
+            problems.append(f"crop must be one of {', '.join(CROPS)}, got '{crop}'.")
         if problems:
             raise BrainMRIError("\n".join(problems))
         class_names = resolve_class_names(class_names, num_classes)
         num_classes = len(class_names)
         positive_class = resolve_positive_class(class_names, positive_class)
+        if normalization is None:  # pretrained weights expect the input normalised as in their training
+            normalization = "imagenet" if weights or weights_path else "none"
         self.save_hyperparameters(logger=False)
         # Filled by the training task; saved with every checkpoint (see on_save_checkpoint).
         self.provenance: dict = {"precision": None, "train_sha256": [], "val_sha256": []}
-        self.net = build_backbone(arch, num_classes)
+        restoring = _restoring.get()
+        self.net = build_backbone(
+            arch, num_classes, None if restoring else weights, None if restoring else weights_path
+        )
         if channels_last:  # NHWC convolutions are faster on current CPUs and tensor-core GPUs
             self.net = self.net.to(memory_format=torch.channels_last)
+        statistics = NORMALIZATIONS[normalization] or ((0.0,) * 3, (1.0,) * 3)
+        # not saved in the state dict: they follow from the hyperparameters
+        self.register_buffer("input_mean", torch.tensor(statistics[0]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_std", torch.tensor(statistics[1]).view(1, 3, 1, 1), persistent=False)
+        # label smoothing regularises training; validation and test losses stay plain cross-entropy,
+        # comparable between recipes
+        self.train_criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.add_metrics(num_classes)
+
+    def add_metrics(self, num_classes: int) -> None:
+        """The loss and metric objects of every stage (shared with :class:`EnsembleClassifier`)."""
         self.criterion = nn.CrossEntropyLoss()
         self.train_metrics = classification_metrics(num_classes, ("accuracy",), "train/")
         self.val_metrics = classification_metrics(num_classes, ("accuracy", "auroc"), "val/")
@@ -145,6 +240,8 @@ class BrainMRIClassifier(L.LightningModule):
         self.val_loss_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.get("normalization", "none") != "none":
+            images = (images - self.input_mean) / self.input_std
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
@@ -164,15 +261,15 @@ class BrainMRIClassifier(L.LightningModule):
             return probabilities, labels
         return probabilities[:, positive], (labels == positive).long()
 
-    def _step(self, batch, metrics: MetricCollection) -> torch.Tensor:
+    def _step(self, batch, metrics: MetricCollection, criterion: nn.Module | None = None) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        loss = self.criterion(logits, labels)
+        loss = (criterion or self.criterion)(logits, labels)
         metrics.update(*self._scores(logits.detach(), labels))
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, self.train_metrics)
+        loss = self._step(batch, self.train_metrics, self.train_criterion)
         batch_size = len(batch[1])
         self.log(
             "train/loss",
@@ -225,7 +322,8 @@ class BrainMRIClassifier(L.LightningModule):
         loaded as wrong weights."""
         if isinstance(checkpoint_path, (str, Path)) and Path(checkpoint_path).is_file():
             verify_checksums(Path(checkpoint_path))
-        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        with restoring_weights():
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep the random state, so that training resumed from this checkpoint continues exactly, and
@@ -246,6 +344,54 @@ class BrainMRIClassifier(L.LightningModule):
         if "cuda" in states and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        make = OPTIMIZERS[self.hparams.optimizer]
-        return make(self.parameters(), self.hparams.lr, self.hparams.weight_decay)
+    @property
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """Every weight but the classification head's."""
+        head = BACKBONES[self.hparams.arch].head + "."
+        return [p for name, p in self.net.named_parameters() if not name.startswith(head)]
+
+    def on_train_epoch_start(self) -> None:
+        """Frozen warm-up: for the first ``freeze_backbone_epochs`` epochs only the head learns (the
+        backbone gets no gradients and keeps its batch-norm statistics). The parameters stay in the
+        optimizer throughout, so the learning-rate schedule and parameter groups are never rebuilt."""
+        frozen = self.current_epoch < self.hparams.get("freeze_backbone_epochs", 0)
+        for parameter in self.backbone_parameters:
+            parameter.requires_grad_(not frozen)
+        if frozen:
+            self.net.eval()
+            self.net.get_submodule(BACKBONES[self.hparams.arch].head).train()
+
+    def parameter_groups(self) -> list[dict]:
+        """One group, or (``decay_norms_and_biases=False``) weight decay only on weight matrices and
+        kernels: biases and normalisation scales (one-dimensional) are not pulled towards zero."""
+        hp = self.hparams
+        if hp.get("decay_norms_and_biases", True):
+            return [{"params": list(self.parameters()), "weight_decay": hp.weight_decay}]
+        decayed = [p for p in self.parameters() if p.ndim > 1]
+        other = [p for p in self.parameters() if p.ndim <= 1]
+        return [{"params": decayed, "weight_decay": hp.weight_decay}, {"params": other, "weight_decay": 0.0}]
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        optimizer = OPTIMIZERS[hp.optimizer](self.parameter_groups(), hp.lr, hp.weight_decay)
+        scheduler = hp.get("scheduler", "constant")
+        if scheduler == "constant":
+            return optimizer
+        steps = int(self.trainer.estimated_stepping_batches)
+        if scheduler == "onecycle":
+            schedule: Any = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=hp.lr, total_steps=steps, pct_start=hp.warmup_fraction
+            )
+        else:
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, partial(warmup_cosine, warmup=round(hp.warmup_fraction * steps), total=steps)
+            )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Learning-rate factor: linear up to 1 over ``warmup`` steps, then a cosine down to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
