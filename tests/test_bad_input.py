@@ -320,7 +320,7 @@ def test_a_setting_of_the_wrong_type_is_refused_with_its_key(tmp_path, key):
         ("seed=abc", "seed must be a whole number of 0 or more"),
         ("data.on_bad_image=ignore", "data.on_bad_image must be 'error' or 'skip'"),
         ("data.duplicate_threshold=2", "data.duplicate_threshold must lie in (0, 1]"),
-        ("model.arch=resnet1000", "densenet121, resnet18, vgg11"),
+        ("model.arch=resnet1000", "convnext_tiny, densenet121, efficientnet_b0, resnet18, resnet50, vgg11"),
     ],
 )
 def test_each_setting_is_one_message_before_the_run_folder(phantom_root, tmp_path, override, message):

@@ -10,7 +10,7 @@ from PIL import Image
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
-from brain_mri.preprocessing import augment_batch, to_model_input
+from brain_mri.preprocessing import augmentation_policy, to_model_input
 
 
 def test_batches_are_uint8_in_memory_and_float_rgb_on_device(phantom_root):
@@ -102,7 +102,8 @@ class BatchRecorder(L.Callback):
 
 
 def test_augmentation_moves_training_batches_only(phantom_root):
-    datamodule = BrainMRIDataModule(str(phantom_root), image_size=32, batch_size=8, augment=True)
+    policy = augmentation_policy(32, flip=0.5, degrees=10, translate=0.05, zoom=0.1)  # augmentation=light
+    datamodule = BrainMRIDataModule(str(phantom_root), image_size=32, batch_size=8, augmentation=policy)
     recorder = BatchRecorder()
     trainer = L.Trainer(
         max_epochs=1,
@@ -128,10 +129,22 @@ def test_augmentation_moves_training_batches_only(phantom_root):
 def test_augmentation_with_no_motion_only_flips():
     images = torch.rand(16, 3, 32, 32)
     torch.manual_seed(0)
-    out = augment_batch(images, max_degrees=0.0, max_shift=0.0, max_zoom=0.0)
+    out = augmentation_policy(32, flip=0.5)(images)
     same = [torch.allclose(o, i, atol=1e-5) for o, i in zip(out, images, strict=True)]
     flipped = [torch.allclose(o, i.flip(-1), atol=1e-5) for o, i in zip(out, images, strict=True)]
     assert all(s or f for s, f in zip(same, flipped, strict=True)) and any(same) and any(flipped)
+
+
+def test_the_study_has_no_augmentation_and_a_resumed_policy_repeats_its_draws():
+    assert augmentation_policy(32) is None
+    policy = augmentation_policy(32, crop_scale=0.7, flip=0.5, degrees=15, brightness=0.2, contrast=0.2)
+    images = torch.rand(8, 3, 32, 32)
+    torch.manual_seed(3)
+    first = policy(images)
+    torch.manual_seed(3)
+    assert torch.equal(policy(images), first)  # drawn from torch's seeded generator (saved in checkpoints)
+    assert first.shape == images.shape and first.min() >= 0.0 and first.max() <= 1.0
+    assert not torch.allclose(first, images, atol=1e-3)
 
 
 def test_damaged_cache_entries_are_decoded_again_and_rewritten(phantom_root, tmp_path, caplog):

@@ -94,3 +94,28 @@ def test_a_precision_this_machine_lacks_falls_back_with_a_note(monkeypatch):
     assert chosen == "32-true" and "bf16-mixed" in note
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     assert precision_for_checkpoint("bf16-mixed", "cpu") == ("bf16-mixed", None)
+
+
+def test_a_sweep_folder_is_evaluated_as_the_ensemble_of_its_runs(small_sweep, tmp_path):
+    metrics, rows = evaluate_in(tmp_path / "mean", small_sweep)
+    assert [m.split("/")[-3] for m in metrics["members"]] == ["0", "1"]  # the two completed jobs
+    members = [
+        {r["path"]: float(r["prob_yes"]) for r in read_csv(small_sweep / j / "predictions.csv")} for j in "01"
+    ]
+    assert len(rows) == len(members[0]) == metrics["images_evaluated"]
+    for row in rows:  # the mean of what each run predicted on its own, and half their difference
+        first, second = members[0][row["path"]], members[1][row["path"]]
+        assert float(row["prob_yes"]) == pytest.approx((first + second) / 2, abs=1e-5)
+        assert float(row["spread"]) == pytest.approx(abs(first - second) / 2, abs=1e-5)
+    flipped, flipped_rows = evaluate_in(tmp_path / "flip", small_sweep, "eval.tta=flip")
+    assert flipped["tta"] == "flip" and len(flipped_rows) == len(rows)
+    assert any(abs(float(a["prob_yes"]) - float(b["prob_yes"])) > 1e-4 for a, b in zip(rows, flipped_rows, strict=True))
+
+
+def test_models_with_other_inputs_are_not_averaged():
+    from brain_mri.models import BrainMRIClassifier, EnsembleClassifier
+
+    with pytest.raises(BrainMRIError, match=r"different classes or inputs.*image_size"):
+        EnsembleClassifier([BrainMRIClassifier(image_size=32), BrainMRIClassifier(image_size=64)])
+    with pytest.raises(BrainMRIError, match=r"different classes or inputs.*class_names"):
+        EnsembleClassifier([BrainMRIClassifier(), BrainMRIClassifier(class_names=["normal", "tumour"])])

@@ -24,7 +24,7 @@ from helpers import FAST_TRAINING, PROJECT_ROOT, check, compose_task, run_script
 # after epoch 0 (0.696, 0.719, 0.870, 1.14, 1.51, 1.56), so the kill below comes after the best epoch.
 DETERMINISTIC = [
     *FAST_TRAINING,
-    "data.augment=true",
+    "augmentation=light",
     "trainer.max_epochs=6",
     "trainer.precision=32-true",
     "trainer.deterministic=true",

@@ -5,10 +5,13 @@ import math
 from datetime import datetime
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
+from torchmetrics.functional.classification import binary_auroc
 
+from brain_mri.report import build_report, compare
 from brain_mri.run_outputs import read_csv, read_json
 from helpers import FAST_TRAINING, PROJECT_ROOT, check, run_script
 
@@ -101,3 +104,16 @@ def test_cross_validation_folds_share_the_test_partition(phantom_root, tmp_path)
     val = [{r["path"] for r in s if r["partition"] == "val"} for s in splits]
     assert test[0] == test[1] and not val[0] & val[1] and not (val[0] | val[1]) & test[0]
     assert len(val[0] | val[1] | test[0]) == 44  # every image is tested or validated once
+
+    # out-of-fold: each fold's best checkpoint predicted its own validation images
+    best = build_report(tmp_path, resamples=200)["best"]
+    out_of_fold = read_json(tmp_path / "report" / "best.json")["out_of_fold"]
+    assert out_of_fold["label"] == "out-of-fold" and out_of_fold["images"] == len(val[0] | val[1])
+    predicted = [row for i in (0, 1) for row in read_csv(tmp_path / str(i) / "val_predictions.csv")]
+    assert {row["path"] for row in predicted} == val[0] | val[1]
+    scores = torch.tensor([float(row["prob_yes"]) for row in predicted])
+    labels = torch.tensor([row["class"] == "yes" for row in predicted]).long()
+    assert out_of_fold["auroc/estimate"] == pytest.approx(binary_auroc(scores, labels).item(), abs=1e-6)
+    assert "out-of-fold" in (tmp_path / "report" / "runs.md").read_text() and best is not None
+    same = compare(tmp_path, tmp_path, resamples=100)  # a sweep against itself: paired, no difference
+    assert same["estimate"] == same["low"] == same["high"] == 0.0 and same["images"] == out_of_fold["images"]

@@ -11,7 +11,7 @@ from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import evaluate
 from brain_mri.run_outputs import read_csv
-from helpers import FAST_TRAINING, check, compose_task, run_script
+from helpers import compose_task, run_script
 
 TEST_METRICS = ("accuracy", "auroc", "sensitivity", "specificity", "f1", "cohen_kappa", "loss")
 

@@ -113,3 +113,36 @@ def bootstrap_intervals(
         }
         for name in METRIC_NAMES
     }
+
+
+def paired_difference(
+    labels: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    positive: int | None = 1,
+    metric: str = "auroc",
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """``metric`` of ``first`` minus that of ``second`` (both (N, K) probabilities of the same images),
+    with a percentile interval from resampling the images (the same draw for both, so the difference
+    keeps what the two share), and the share of resamples in which ``first`` is not better."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(labels), size=(resamples, len(labels)))
+
+    def difference(rows) -> np.ndarray:
+        a = metrics_of(labels[rows], np.asarray(first, dtype=float)[rows], positive)[metric]
+        b = metrics_of(labels[rows], np.asarray(second, dtype=float)[rows], positive)[metric]
+        return a - b
+
+    point, resampled = difference(np.arange(len(labels))[None]), difference(draws)
+    tail = 100 * (1 - level) / 2
+    return {
+        "estimate": float(point[0]),
+        "low": float(np.nanpercentile(resampled, tail)),
+        "high": float(np.nanpercentile(resampled, 100 - tail)),
+        "share_not_better": float(np.mean(resampled[~np.isnan(resampled)] <= 0)),
+        "images": len(labels),
+    }

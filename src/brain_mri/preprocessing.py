@@ -63,6 +63,8 @@ def crop_to_brain(image: Image.Image, margin: float = 0.02) -> Image.Image:
     plus a small margin. Images whose largest component is under 5% of the area are kept whole (nothing
     found to crop to), so a crop never throws away most of a slice."""
     pixels = np.asarray(image, dtype=np.float32)
+    if pixels.max() == pixels.min():
+        return image
     smooth = ndimage.gaussian_filter(pixels, sigma=max(pixels.shape) / 200)
     components, count = ndimage.label(smooth > otsu_threshold(smooth))
     if count == 0:

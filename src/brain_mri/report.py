@@ -16,20 +16,23 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
 from brain_mri import plots
-from brain_mri.bootstrap import METRIC_NAMES, bootstrap_intervals
+from brain_mri.bootstrap import METRIC_NAMES, bootstrap_intervals, paired_difference
 from brain_mri.errors import BrainMRIError
 from brain_mri.run_outputs import (
     CONFIG_FILE,
     EPOCH_LOG,
     METRICS_FILE,
     PREDICTIONS_FILE,
+    VAL_PREDICTIONS_FILE,
     atomic_write_text,
     natural_order,
+    read_csv,
     read_epochs,
     read_json,
     read_predictions,
@@ -77,7 +80,8 @@ def read_run(run: Path, root: Path) -> dict:
     row = {"run": run.relative_to(root).as_posix() if run != root else run.name, "folder": run}
     select = partial(OmegaConf.select, config, throw_on_resolution_failure=False)
     row |= {name: select(key) for name, key in SETTINGS.items()}
-    if not OmegaConf.select(config, "data.num_folds", default=0):
+    row["num_folds"] = OmegaConf.select(config, "data.num_folds", default=0)
+    if not row["num_folds"]:
         row["fold"] = None
     row |= {
         "epochs": metrics.get("epochs_trained", len(epochs)),
@@ -102,22 +106,59 @@ def sort_key(row: dict):
     return (row["status"] != "completed", math.isnan(loss) if loss is not None else True, loss or 0.0)
 
 
-def cross_validation_summary(rows: list[dict], extra: list[str]) -> list[dict]:
-    """Mean and standard deviation across folds of each configuration with at least one finished fold."""
+def out_of_fold(folds: list[dict], resamples: int, seed: int) -> dict | None:
+    """Metrics of the validation predictions of every fold together (each non-test image predicted once,
+    by the model that did not train on it), with bootstrap intervals over those images; None until every
+    fold of the configuration has finished and written ``val_predictions.csv``."""
+    expected = folds[0]["num_folds"]
+    files = [row["folder"] / VAL_PREDICTIONS_FILE for row in folds]
+    if sorted(row["fold"] for row in folds) != list(range(expected)) or not all(f.is_file() for f in files):
+        return None
+    parts = [read_predictions(f) for f in files]
+    paths = [r["path"] for f in files for r in read_csv(f)]
+    classes = parts[0][0]
+    labels = np.concatenate([part[1] for part in parts])
+    probabilities = np.concatenate([part[2] for part in parts])
+    positive = positive_label(classes, read_json(folds[0]["folder"] / METRICS_FILE).get("positive_class"))
+    return {
+        "folds": expected,
+        "images": len(labels),
+        "classes": classes,
+        "positive": positive,
+        "paths": paths,
+        "labels": labels,
+        "probabilities": probabilities,
+        "metrics": bootstrap_intervals(labels, probabilities, positive, resamples=resamples, seed=seed),
+    }
+
+
+def cross_validation_summary(
+    rows: list[dict], extra: list[str], resamples: int = 2000, seed: int = 0
+) -> list[dict]:
+    """Per configuration with at least one finished fold: mean and standard deviation across folds, and
+    once every fold has finished, the out-of-fold metrics with bootstrap intervals."""
+    extra_keys = [k for k in extra if k != "data.fold"]
     configs: dict[tuple, list[dict]] = {}
     for row in rows:
         if row["fold"] is not None and row["status"] == "completed":
             key = (row["model"], row["batch_size"], row["lr"], row["weight_decay"])
-            key += tuple(row["overrides"].get(k) for k in extra if k != "data.fold")
+            key += tuple(row["overrides"].get(k) for k in extra_keys)
             configs.setdefault(key, []).append(row)
     summary = []
     for key, members in configs.items():
         entry = dict(zip(("model", "batch_size", "lr", "weight_decay"), key[:4], strict=True))
+        entry["swept"] = dict(zip(extra_keys, key[4:], strict=True))
+        entry |= entry["swept"]
         entry["folds"] = len(members)
         for name in ["val_loss_best", *TEST_COLUMNS]:
             values = [m[name] for m in members if m[name] is not None]
             entry[f"{name} mean"] = statistics.fmean(values) if values else None
             entry[f"{name} std"] = statistics.stdev(values) if len(values) > 1 else None
+        entry["oof"] = out_of_fold(members, resamples, seed)
+        if entry["oof"]:
+            for part in ("estimate", "low", "high"):
+                entry[f"oof auroc {part}"] = entry["oof"]["metrics"]["auroc"][part]
+            entry["oof images"] = entry["oof"]["images"]
         summary.append(entry)
     return sorted(summary, key=lambda e: e["val_loss_best mean"])
 
@@ -195,23 +236,114 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     write_csv(out / "runs.csv", rows, (*columns, "error"))
     if all(r["fold"] is None for r in rows):
         columns.remove("fold")
-    cv = cross_validation_summary(rows, extra)
+    cv = cross_validation_summary(rows, extra, resamples, seed)
+    repeated = repeated_cross_validation(cv)
     finished = [r for r in rows if r["status"] == "completed"]
     best = None
     if finished:
         plots.grid_3d(finished, out / "grid_3d.png")
         best = best_run_figures(finished[0], out, resamples, seed)
+        oof = cv[0]["oof"] if cv and cv[0]["oof"] else None
         write_json(
             out / "best.json",
             {k: v for k, v in best.items() if k != "metrics"}
-            | {
-                f"{name}/{part}": value
-                for name, parts in best["metrics"].items()
-                for part, value in parts.items()
-            },
+            | flat_metrics(best["metrics"])
+            | ({"out_of_fold": out_of_fold_record(cv[0])} if oof else {}),
         )
-    atomic_write_text(out / "runs.md", render_markdown(rows, columns, cv, best))
-    return {"rows": rows, "columns": columns, "cross_validation": cv, "best": best, "folder": out}
+    markdown = render_markdown(rows, columns, cv, best) + render_repeated(repeated)
+    atomic_write_text(out / "runs.md", markdown)
+    return {
+        "rows": rows,
+        "columns": columns,
+        "cross_validation": cv,
+        "repeated": repeated,
+        "best": best,
+        "folder": out,
+    }
+
+
+def flat_metrics(metrics: dict, prefix: str = "") -> dict:
+    """{"auroc": {"estimate": .9, ...}} -> {"auroc/estimate": .9, ...}"""
+    return {f"{prefix}{name}/{part}": v for name, parts in metrics.items() for part, v in parts.items()}
+
+
+def out_of_fold_record(entry: dict) -> dict:
+    """What best.json says of the best configuration's out-of-fold predictions."""
+    oof = entry["oof"]
+    return {
+        "label": "out-of-fold",
+        "configuration": {k: entry[k] for k in ("model", "batch_size", "lr", "weight_decay")},
+        "folds": oof["folds"],
+        "images": oof["images"],
+        "bootstrap": {"unit": "non-test image, predicted by the fold model that did not train on it"},
+        **flat_metrics(oof["metrics"]),
+    }
+
+
+def repeated_cross_validation(cv: list[dict]) -> list[dict]:
+    """Configurations cross-validated with several seeds: mean and spread of the out-of-fold metrics."""
+    groups: dict[tuple, list[dict]] = {}
+    for entry in cv:
+        if entry["oof"] and entry["swept"].get("seed") is not None:
+            others = tuple((k, v) for k, v in entry["swept"].items() if k != "seed")
+            key = tuple((k, entry[k]) for k in ("model", "batch_size", "lr", "weight_decay")) + others
+            groups.setdefault(key, []).append(entry)
+    summary = []
+    for key, entries in groups.items():
+        values = {n: [e["oof"]["metrics"][n]["estimate"] for e in entries] for n in ("auroc", "accuracy")}
+        summary.append(
+            dict(key)
+            | {"seeds": len(entries)}
+            | {f"oof {n} mean": statistics.fmean(v) for n, v in values.items()}
+            | {f"oof {n} std": statistics.stdev(v) if len(v) > 1 else None for n, v in values.items()}
+        )
+    return summary
+
+
+def render_repeated(repeated: list[dict]) -> str:
+    if not repeated:
+        return ""
+    columns = ["model", "batch_size", "lr", "weight_decay", "seeds"]
+    columns += [f"oof {n} {s}" for n in ("auroc", "accuracy") for s in ("mean", "std")]
+    title = "\n## Repeated cross-validation: out-of-fold metrics, mean and spread over seeds\n"
+    return "\n".join([title, markdown_table(repeated, columns)]) + "\n"
+
+
+def compare(first: Path, second: Path, resamples: int = 2000, seed: int = 0) -> dict:
+    """Paired bootstrap of the out-of-fold AUROC difference between the best cross-validated
+    configuration of two sweep folders, on the images both predicted."""
+    entries = []
+    for folder in (first, second):
+        rows = [read_run(run, folder.resolve()) for run in find_runs(folder.resolve())]
+        cv = [e for e in cross_validation_summary(rows, swept_keys(rows), resamples=1, seed=seed) if e["oof"]]
+        if not cv:
+            raise BrainMRIError(
+                f"{folder} holds no finished cross-validation (all folds, val_predictions.csv)."
+            )
+        entries.append(cv[0]["oof"])
+    a, b = entries
+    if a["classes"] != b["classes"]:
+        raise BrainMRIError(f"The two sweeps have other classes: {a['classes']} and {b['classes']}.")
+    index_b = {path: i for i, path in enumerate(b["paths"])}
+    shared = [(i, index_b[path]) for i, path in enumerate(a["paths"]) if path in index_b]
+    if not shared:
+        raise BrainMRIError("The two sweeps predicted no image in common: were they made on the same data?")
+    rows_a, rows_b = (np.array(side) for side in zip(*shared, strict=True))
+    if not np.array_equal(a["labels"][rows_a], b["labels"][rows_b]):
+        raise BrainMRIError("The two sweeps label the same images differently.")
+    result = paired_difference(
+        a["labels"][rows_a],
+        a["probabilities"][rows_a],
+        b["probabilities"][rows_b],
+        a["positive"],
+        resamples=resamples,
+        seed=seed,
+    )
+    return {
+        "first": str(first),
+        "second": str(second),
+        "metric": "out-of-fold AUROC, first minus second",
+    } | result
 
 
 def render_markdown(rows: list[dict], columns: list[str], cv: list[dict], best: dict | None) -> str:
@@ -228,6 +360,16 @@ def render_markdown(rows: list[dict], columns: list[str], cv: list[dict], best: 
         parts += [
             "\n## Cross-validation: mean and standard deviation across folds\n",
             markdown_table(cv, cv_columns),
+        ]
+    with_oof = [entry for entry in cv if entry["oof"]]
+    if with_oof:
+        oof_columns = ["model", "batch_size", "lr", "weight_decay", "folds", "oof images"]
+        oof_columns += [f"oof auroc {part}" for part in ("estimate", "low", "high")]
+        parts += [
+            "\n## Cross-validation: out-of-fold metrics\n",
+            "Every non-test image is predicted once, by the fold model that did not train on it (its best "
+            "checkpoint); 95 % bootstrap intervals over those images.\n",
+            markdown_table(with_oof, oof_columns),
         ]
     if best:
         level = int(100 * best["bootstrap"]["level"])
@@ -285,9 +427,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folder", type=Path, help="a sweep folder (outputs/multiruns/...) or one run folder")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="FOLDER",
+        help="another cross-validation sweep: paired bootstrap of the out-of-fold AUROC difference",
+    )
     args = parser.parse_args(argv)
     try:
         print_summary(build_report(args.folder, args.resamples, args.seed))
+        if args.compare:
+            result = compare(args.folder, args.compare, args.resamples, args.seed)
+            write_json(args.folder / "report" / "comparison.json", result)
+            print(
+                f"out-of-fold AUROC difference {result['estimate']:+.3f} "
+                f"(95 % CI {result['low']:+.3f} to {result['high']:+.3f}, {result['images']} paired images; "
+                f"{args.folder} not better in {100 * result['share_not_better']:.1f} % of resamples)"
+            )
     except BrainMRIError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -241,7 +241,8 @@ class BrainMRIClassifier(L.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.get("normalization", "none") != "none":
-            images = (images - self.input_mean) / self.input_std
+            mean, std = self.get_buffer("input_mean"), self.get_buffer("input_std")
+            images = (images - mean) / std
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
@@ -312,7 +313,7 @@ class BrainMRIClassifier(L.LightningModule):
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
 
-    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def predict_step(self, batch, batch_idx: int) -> Any:
         images, _ = batch
         return self(images).float().softmax(dim=1)
 
@@ -360,6 +361,8 @@ class BrainMRIClassifier(L.LightningModule):
         if frozen:
             self.net.eval()
             self.net.get_submodule(BACKBONES[self.hparams.arch].head).train()
+        elif self.hparams.get("freeze_backbone_epochs", 0):
+            self.net.train()  # Lightning would keep the mode the frozen epochs left
 
     def parameter_groups(self) -> list[dict]:
         """One group, or (``decay_norms_and_biases=False``) weight decay only on weight matrices and
