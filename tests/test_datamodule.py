@@ -174,3 +174,14 @@ def test_a_cache_folder_that_cannot_be_written_is_left_out_with_one_warning(phan
     datamodule.prepare_data()
     datamodule.setup()
     assert caplog.text.count("Cannot write the decode cache") == 1 and len(datamodule.files) == 44
+
+
+def test_mri_artefacts_change_intensities_only_and_keep_the_gray_image_gray():
+    pytest.importorskip("monai")
+    policy = augmentation_policy(32, mri_artefacts=1.0)  # every artefact on every image
+    torch.manual_seed(0)
+    images = torch.rand(4, 1, 32, 32).expand(-1, 3, -1, -1)
+    out = policy(images)
+    assert out.shape == images.shape and torch.equal(out[:, 0], out[:, 2])
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert (out - images).abs().mean() > 0.01

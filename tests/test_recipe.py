@@ -187,3 +187,14 @@ def test_new_backbones_train_reload_and_evaluate(arch, phantom_root, tmp_path):
     evaluate(compose_task("eval", tmp_path / "eval", f"ckpt_path={metrics['best_checkpoint']}"))
     evaluated = read_json(tmp_path / "eval" / "metrics.json")
     assert evaluated["test/auroc"] == pytest.approx(metrics["test/auroc"], abs=1e-6)
+
+
+def test_weight_averaging_is_a_callback_option(phantom_root, tmp_path):
+    cfg = compose_task(
+        "train", tmp_path, *FAST_TRAINING, f"data.root={phantom_root}", "+callbacks/weight_averaging=ema"
+    )
+    assert cfg.callbacks.weight_averaging.decay == 0.999
+    train(cfg)
+    metrics = read_json(tmp_path / "metrics.json")
+    model = BrainMRIClassifier.load_from_checkpoint(metrics["best_checkpoint"])
+    assert metrics["status"] == "completed" and model.hparams.arch == "resnet18"
