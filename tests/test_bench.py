@@ -9,8 +9,10 @@ from brain_mri.bench import autocast, main
 def test_every_timed_window_covers_exactly_the_requested_images(phantom_root):
     steps, batch = 2, 4
     sizes = ["--image-size", "32", "--batch-size", str(batch), "--steps", str(steps), "--warmup", "1"]
-    result = main([*sizes, "--data-root", str(phantom_root), "--precision", "32-true"])
-    assert result["timed_images"] == {"pipeline": steps * batch, "predict": steps * batch}
+    result = main([*sizes, "--data-root", str(phantom_root), "--precision", "32-true", "--ensemble", "2"])
+    timed = steps * batch
+    assert result["timed_images"] == {"pipeline": timed, "predict": timed, "ensemble": timed}
+    assert result["ensemble_2_tta_flip_predict_img_s"] > 0
 
 
 @pytest.mark.parametrize(

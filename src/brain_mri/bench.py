@@ -5,7 +5,8 @@ In one process, for one model, image size, batch size and precision, it times op
 (b) a bare PyTorch loop over the same model on random tensors, same precision and memory format;
 (c) the original study's style: PIL decode and resize in ``__getitem__``, fp32, contiguous tensors;
 and prediction throughput of the pipeline's model through ``Trainer.predict`` (on the accelerator, at the
-precision). All on the same device. Prints one JSON line.
+precision), alone and as an ensemble of ``--ensemble`` such models with ``--tta`` views, as
+``eval.py ckpt_path=<sweep folder> eval.tta=flip`` predicts. All on the same device. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.folder import scan_image_files
 from brain_mri.data.synthetic import generate_phantom_dataset
 from brain_mri.hardware import best_precision
-from brain_mri.models import BrainMRIClassifier
+from brain_mri.models import BrainMRIClassifier, EnsembleClassifier
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -193,6 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--data-root", type=Path, help="image folders (default: a generated phantom set)")
+    parser.add_argument("--ensemble", type=int, default=5, help="models in the timed ensemble (default 5)")
+    parser.add_argument("--tta", default="flip", help="views of the timed ensemble: none or flip")
     args = parser.parse_args(argv)
     precision = best_precision() if args.precision == "auto" else args.precision
     torch.manual_seed(0)
@@ -202,6 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
         bare_rate = bare_loop(args, precision, args.channels_last)
         study_rate = study_style(root, args)
     predicted = prediction(model, args, precision)
+    members = [model] + [BrainMRIClassifier(**model.hparams) for _ in range(args.ensemble - 1)]
+    ensemble = prediction(EnsembleClassifier(members, args.tta), args, precision)
     pipeline_rate = trained.rate
     result = {
         "model": args.model,
@@ -217,7 +222,12 @@ def main(argv: list[str] | None = None) -> dict:
         "pipeline_over_bare": round(pipeline_rate / bare_rate, 3),
         "pipeline_over_study": round(pipeline_rate / study_rate, 3),
         "predict_img_s": round(predicted.rate, 2),
-        "timed_images": {"pipeline": trained.images, "predict": predicted.images},
+        f"ensemble_{args.ensemble}_tta_{args.tta}_predict_img_s": round(ensemble.rate, 2),
+        "timed_images": {
+            "pipeline": trained.images,
+            "predict": predicted.images,
+            "ensemble": ensemble.images,
+        },
     }
     print(json.dumps(result))
     return result
