@@ -120,3 +120,15 @@ def test_models_with_other_inputs_are_not_averaged():
         EnsembleClassifier([BrainMRIClassifier(image_size=32), BrainMRIClassifier(image_size=64)])
     with pytest.raises(BrainMRIError, match=r"different classes or inputs.*class_names"):
         EnsembleClassifier([BrainMRIClassifier(), BrainMRIClassifier(class_names=["normal", "tumour"])])
+
+
+def test_an_ensemble_of_runs_with_other_test_partitions_is_refused(small_sweep, tmp_path):
+    sweep = tmp_path / "sweep"
+    for job in "01":
+        shutil.copytree(small_sweep / job, sweep / job)
+    split = (sweep / "1" / "split.csv").read_text().splitlines()
+    moved = next(i for i, line in enumerate(split) if ",test," in line)
+    split[moved] = split[moved].replace(",test,", ",train,")  # job 1 tested on one image fewer
+    (sweep / "1" / "split.csv").write_text("\n".join(split) + "\n")
+    with pytest.raises(BrainMRIError, match="another test partition"):
+        evaluate(compose_task("eval", tmp_path / "eval", f"ckpt_path={sweep}"))
