@@ -45,7 +45,7 @@ def test_vgg11_is_the_batch_norm_variant():
 
 
 def test_unknown_names_list_the_choices():
-    with pytest.raises(BrainMRIError, match="densenet121, resnet18, vgg11"):
+    with pytest.raises(BrainMRIError, match="densenet121, efficientnet_b0, resnet18, resnet50, vgg11"):
         build_backbone("resnet1000", 2)
     with pytest.raises(BrainMRIError, match="adam, adamw, sgd"):
         BrainMRIClassifier(optimizer="lbfgs")

@@ -70,8 +70,8 @@ def stop_logging_into(folder: Path) -> None:
 
 
 class PredictionsWriter(BasePredictionWriter):
-    """``predictions.csv`` (or ``val_predictions.csv``) from ``Trainer.predict`` over the data module's
-    ``predict_partition``: made on the accelerator at the run's precision, in whichever process predicts
+    """``predictions.csv`` (and ``val_predictions.csv``) from ``Trainer.predict`` over the data module's
+    ``predict_partitions``: made on the accelerator at the run's precision, in whichever process predicts
     (also under ddp_spawn, where predictions are not returned to the main process), written by global
     rank zero. A model that averages several models or views also returns their spread, written too."""
 
@@ -82,13 +82,18 @@ class PredictionsWriter(BasePredictionWriter):
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         if not trainer.is_global_zero:
             return
+        partitions = trainer.datamodule.predict_partitions
+        per_loader = predictions if len(partitions) > 1 else [predictions]  # Lightning nests several
+        for partition, batches in zip(partitions, per_loader, strict=True):
+            self.write(trainer, pl_module, partition, batches)
+
+    def write(self, trainer, pl_module, partition: str, batches: list) -> None:
         spread = None
-        if isinstance(predictions[0], tuple):
-            predictions, spreads = zip(*predictions, strict=True)
+        if isinstance(batches[0], tuple):
+            batches, spreads = zip(*batches, strict=True)
             spread = torch.cat(spreads).float().cpu()
-        probabilities = torch.cat(predictions).float().cpu()
+        probabilities = torch.cat(batches).float().cpu()
         class_names = list(pl_module.hparams.class_names)
-        partition = trainer.datamodule.predict_partition
         files = trainer.datamodule.partition_files(partition)
         rows = prediction_rows(files, probabilities, class_names, spread)
         fields = prediction_fields(class_names, spread is not None)

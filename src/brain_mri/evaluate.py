@@ -116,11 +116,10 @@ def test_and_save(
     Used by training (on the best checkpoint) and by ``eval.py``, so both write the same files the same way.
     """
     metrics: dict[str, Any] = dict(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0])
+    if predict_validation and len(datamodule.partition_indices("val")):  # val_predictions.csv too
+        datamodule.predict_partitions = ("test", "val")
     trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
-    if predict_validation and len(datamodule.partition_indices("val")):  # val_predictions.csv
-        datamodule.predict_partition = "val"
-        trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
-        datamodule.predict_partition = "test"
+    datamodule.predict_partitions = ("test",)
     metrics |= seen_in_training(model, datamodule.partition_hashes("test"))
     metrics |= {**(extra or {}), "positive_class": model.hparams.get("positive_class"), "status": "completed"}
     if trainer.is_global_zero:

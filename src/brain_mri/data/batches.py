@@ -149,7 +149,8 @@ class BrainMRIDataModule(L.LightningDataModule):
         self.index: ImageIndex | None = None
         self.split: Split | None = None
         self.images: torch.Tensor | None = None
-        self.predict_partition = "test"  # what Trainer.predict serves: "val" for out-of-fold predictions
+        # what Trainer.predict serves: the test partition, and the validation one for out-of-fold metrics
+        self.predict_partitions: tuple[str, ...] = ("test",)
 
     @property
     def root(self) -> Path:
@@ -311,9 +312,10 @@ class BrainMRIDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self.partition_loader("test")
 
-    def predict_dataloader(self) -> DataLoader:
-        """The ``predict_partition`` (test), whole in every process: predictions are written by one."""
-        return self.partition_loader(self.predict_partition, sharded=False)
+    def predict_dataloader(self) -> list[DataLoader]:
+        """The ``predict_partitions``, whole in every process (predictions are written by one), in one
+        ``Trainer.predict`` call: under ddp_spawn each call starts the processes anew."""
+        return [self.partition_loader(partition, sharded=False) for partition in self.predict_partitions]
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 batches become the model's float input on the device; training batches are augmented."""

@@ -313,7 +313,7 @@ class BrainMRIClassifier(L.LightningModule):
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
 
-    def predict_step(self, batch, batch_idx: int) -> Any:
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> Any:
         images, _ = batch
         return self(images).float().softmax(dim=1)
 

@@ -69,7 +69,9 @@ class EnsembleClassifier(BrainMRIClassifier):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.probabilities(images).mean(dim=0).clamp_min(1e-12).log()
 
-    def predict_step(self, batch, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_step(
+        self, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         images, _ = batch
         each = self.probabilities(images)
         mean = each.mean(dim=0)
