@@ -88,10 +88,11 @@ class PredictionsWriter(BasePredictionWriter):
             self.write(trainer, pl_module, partition, batches)
 
     def write(self, trainer, pl_module, partition: str, batches: list) -> None:
+        """One partition's file; batches are probabilities, or (probabilities, spread) from an ensemble."""
         spread = None
         if isinstance(batches[0], tuple):
-            batches, spreads = zip(*batches, strict=True)
-            spread = torch.cat(spreads).float().cpu()
+            spread = torch.cat([spreads for _, spreads in batches]).float().cpu()
+            batches = [probabilities for probabilities, _ in batches]
         probabilities = torch.cat(batches).float().cpu()
         class_names = list(pl_module.hparams.class_names)
         files = trainer.datamodule.partition_files(partition)
