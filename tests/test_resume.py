@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,6 +140,15 @@ def test_a_resume_refuses_changes_to_the_runs_settings(uninterrupted):
         train(compose_task("train", uninterrupted, *overrides))
 
 
+def test_a_resume_keeps_the_length_a_schedule_was_made_for(uninterrupted, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    config = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(config.replace("scheduler: constant", "scheduler: onecycle"))
+    with pytest.raises(BrainMRIError, match="onecycle schedule over its 6 epochs"):
+        train(compose_task("train", run, f"resume={run}", "trainer.max_epochs=9"))
+
+
 def test_same_config_and_seed_repeat_exactly(phantom_root, uninterrupted, tmp_path):
     train(compose_task("train", tmp_path, *DETERMINISTIC, f"data.root={phantom_root}"))  # in this process
     assert (tmp_path / "split.csv").read_bytes() == (uninterrupted / "split.csv").read_bytes()
@@ -196,7 +206,6 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, mon
 
 
 def test_eval_refuses_a_split_whose_images_changed(trained_run, phantom_root, tmp_path):
-    import shutil
 
     data = tmp_path / "data"
     shutil.copytree(phantom_root, data)

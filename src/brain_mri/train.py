@@ -82,6 +82,11 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
         )
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
     assert isinstance(cfg, DictConfig)
+    if "trainer.max_epochs" in keys and cfg.model.get("scheduler", "constant") != "constant":
+        raise BrainMRIError(
+            f"{run_dir} follows a {cfg.model.scheduler} schedule over its {cfg.trainer.max_epochs} epochs: "
+            "a resume cannot change trainer.max_epochs. Start a new run to train longer."
+        )
     for key in keys:
         if key != "resume":
             OmegaConf.update(cfg, key, OmegaConf.select(composed, key), merge=False)
