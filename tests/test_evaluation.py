@@ -109,7 +109,8 @@ def test_a_sweep_folder_is_evaluated_as_the_ensemble_of_its_runs(small_sweep, tm
         assert float(row["spread"]) == pytest.approx(abs(first - second) / 2, abs=1e-5)
     flipped, flipped_rows = evaluate_in(tmp_path / "flip", small_sweep, "eval.tta=flip")
     assert flipped["tta"] == "flip" and len(flipped_rows) == len(rows)
-    moved = [abs(float(a["prob_yes"]) - float(b["prob_yes"])) for a, b in zip(rows, flipped_rows, strict=1)]
+    pairs = zip(rows, flipped_rows, strict=True)
+    moved = [abs(float(plain["prob_yes"]) - float(flip["prob_yes"])) for plain, flip in pairs]
     assert max(moved) > 1e-4  # the mirrored views changed the averaged probabilities
 
 
