@@ -8,9 +8,10 @@ import sys
 import pytest
 import torch
 
+from brain_mri.evaluate import evaluate
 from brain_mri.hardware import best_precision
 from brain_mri.run_outputs import read_json
-from helpers import FAST_TRAINING, PROJECT_ROOT, check, run_script
+from helpers import FAST_TRAINING, PROJECT_ROOT, check, compose_task, run_script
 
 DDP = [*FAST_TRAINING, "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1"]
 
@@ -20,9 +21,7 @@ def test_ddp_metrics_equal_a_single_process_evaluation(phantom_root, tmp_path):
     run = tmp_path / "ddp"
     check(run_script("train.py", *DDP, "trainer=ddp", f"data.root={phantom_root}", f"hydra.run.dir={run}"))
     metrics = read_json(run / "metrics.json")
-    check(
-        run_script("eval.py", f"ckpt_path={metrics['best_checkpoint']}", f"hydra.run.dir={tmp_path / 'eval'}")
-    )
+    evaluate(compose_task("eval", tmp_path / "eval", f"ckpt_path={metrics['best_checkpoint']}"))  # 1 process
     single = read_json(tmp_path / "eval" / "metrics.json")
     for name in ("loss", "accuracy", "auroc", "sensitivity", "specificity", "f1", "cohen_kappa"):
         assert metrics[f"test/{name}"] == pytest.approx(single[f"test/{name}"], abs=1e-5), name
