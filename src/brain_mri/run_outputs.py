@@ -149,34 +149,67 @@ def predictions_file(partition: str) -> str:
     return PREDICTIONS_FILE if partition == "test" else VAL_PREDICTIONS_FILE
 
 
-def prediction_fields(class_names: list[str], spread: bool = False) -> tuple[str, ...]:
-    """The columns of ``predictions.csv``: one probability per class, named ``prob_<class>``, and for an
-    ensemble or test-time augmentation the ``spread`` of the averaged probabilities."""
+def prediction_fields(class_names: list[str], spread: bool = False, labelled: bool = True) -> tuple[str, ...]:
+    """The columns of ``predictions.csv``: the true class (``labelled``), one probability per class named
+    ``prob_<class>``, the prediction, and for an ensemble or test-time augmentation the ``spread``."""
     probabilities = tuple(f"{PROBABILITY_PREFIX}{name}" for name in class_names)
-    return ("path", "label", "class", *probabilities, "predicted", "predicted_class") + (
-        ("spread",) if spread else ()
-    )
+    truth = ("label", "class") if labelled else ()
+    return ("path", *truth, *probabilities, "predicted", "predicted_class") + (("spread",) if spread else ())
+
+
+def prediction_row(
+    path: str, probabilities: list[float], class_names: list[str], label: int | None = None, spread=None
+) -> dict:
+    """One image: its path, true class (when known), each class's probability, the predicted class and
+    (``spread`` given) how much the averaged models or views disagree on it."""
+    best = max(range(len(probabilities)), key=probabilities.__getitem__)
+    truth = {} if label is None else {"label": label, "class": class_names[label]}
+    return {
+        "path": path,
+        **truth,
+        **{f"{PROBABILITY_PREFIX}{name}": p for name, p in zip(class_names, probabilities, strict=True)},
+        "predicted": best,
+        "predicted_class": class_names[best],
+        **({} if spread is None else {"spread": spread}),
+    }
 
 
 def prediction_rows(files: list, probabilities, class_names: list[str], spread=None) -> list[dict]:
-    """One row per image: its path and true class, each class's probability, the predicted class and
-    (``spread`` given) how much the averaged models or views disagree on it."""
-    rows = []
+    """The rows of labelled images (``ImageFile``) and their (N, K) probabilities."""
     spreads = spread.tolist() if spread is not None else [None] * len(files)
-    for item, row, disagreement in zip(files, probabilities.tolist(), spreads, strict=True):
-        best = max(range(len(row)), key=row.__getitem__)
-        rows.append(
-            {
-                "path": item.path,
-                "label": item.label,
-                "class": class_names[item.label],
-                **{f"{PROBABILITY_PREFIX}{name}": p for name, p in zip(class_names, row, strict=True)},
-                "predicted": best,
-                "predicted_class": class_names[best],
-                **({} if disagreement is None else {"spread": disagreement}),
-            }
+    return [
+        prediction_row(item.path, row, class_names, item.label, disagreement)
+        for item, row, disagreement in zip(files, probabilities.tolist(), spreads, strict=True)
+    ]
+
+
+class CsvAppender:
+    """A CSV file written row by row (for outputs too large to hold), renamed into place when complete,
+    so a reader never sees half a file."""
+
+    def __init__(self, path: Path, fields: tuple[str, ...]):
+        self.path = path
+        self.partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.fields = fields
+
+    def __enter__(self) -> CsvAppender:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.partial, "w", newline="", **ENCODING)  # closed in __exit__
+        self.writer = csv.DictWriter(
+            self.file, fieldnames=self.fields, lineterminator="\n", extrasaction="ignore"
         )
-    return rows
+        self.writer.writeheader()
+        return self
+
+    def write(self, row: dict) -> None:
+        self.writer.writerow(row)
+
+    def __exit__(self, kind, error, trace) -> None:
+        self.file.close()
+        if kind is None:
+            os.replace(self.partial, self.path)
+        else:
+            self.partial.unlink(missing_ok=True)
 
 
 def read_predictions(path: Path):

@@ -277,6 +277,27 @@ def check_eval_settings(cfg: DictConfig) -> None:
         require_file(checkpoint)
 
 
+def check_predict_settings(cfg: DictConfig) -> None:
+    from brain_mri.models.ensemble import VIEWS
+
+    problems = []
+    if cfg.tta not in VIEWS:
+        problems.append(f"tta must be one of {', '.join(VIEWS)}, got '{cfg.tta}'.")
+    for key in ("batch_size", "chunk_size"):
+        if not is_whole(cfg[key]) or cfg[key] < 1:
+            problems.append(f"{key} must be a whole number of at least 1, got {cfg[key]}.")
+    if not Path(str(cfg.input)).expanduser().exists():
+        problems.append(f"input={cfg.input}: no such file or folder.")
+    try:
+        for checkpoint in best_checkpoints(cfg.ckpt_path):
+            require_file(checkpoint)
+    except BrainMRIError as err:
+        problems.append(str(err))
+    if problems:
+        raise BrainMRIError("\n".join(problems))
+
+
 def check_settings(cfg: DictConfig) -> None:
     """The checks of the task the config is for (``task_name``)."""
-    {"train": check_train_settings, "eval": check_eval_settings}[cfg.task_name](cfg)
+    checks = {"train": check_train_settings, "eval": check_eval_settings, "predict": check_predict_settings}
+    checks[cfg.task_name](cfg)

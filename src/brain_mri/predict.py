@@ -1,0 +1,140 @@
+"""The prediction task: a trained model (or ensemble) asked about new scans, no labels needed.
+
+``python predict.py ckpt_path=<checkpoint | run folder | sweep folder> input=<image | folder>`` writes
+``predictions.csv`` (and ``bad_images.csv``) into its own output folder. :func:`predict_files` is the same
+for notebooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from rich.progress import Progress
+
+from brain_mri.data.folder import unreadable_reason
+from brain_mri.errors import BrainMRIError
+from brain_mri.evaluate import models_to_evaluate
+from brain_mri.hardware import precision_for_checkpoint
+from brain_mri.models import BrainMRIClassifier
+from brain_mri.preprocessing import model_pixels, read_grayscale, to_model_input
+from brain_mri.run_outputs import (
+    PREDICTIONS_FILE,
+    CsvAppender,
+    prediction_fields,
+    prediction_row,
+    write_bad_images,
+)
+
+log = logging.getLogger(__name__)
+
+
+def input_files(source: str | Path) -> list[Path]:
+    """One file, or every file under a folder (recursively, in sorted order; hidden ones left out)."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise BrainMRIError(f"input={source}: no such file or folder.")
+    files = sorted(
+        p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.parts)
+    )
+    if not files:
+        raise BrainMRIError(f"input={source}: the folder holds no files.")
+    return files
+
+
+def read_for_model(path: Path, model: BrainMRIClassifier) -> np.ndarray:
+    """The pixels of one file as the model's input contract asks (size, crop)."""
+    content = path.read_bytes()
+    try:
+        image = read_grayscale(io.BytesIO(content))
+    except Exception as err:  # PIL raises many types for broken files; each becomes a reason
+        raise BrainMRIError(unreadable_reason(content, err)) from err
+    return model_pixels(image, model.hparams.image_size, model.hparams.get("crop", "none"))
+
+
+def autocast(precision: str):
+    """bf16 autocast on the CPU where the model was trained in bf16 and this machine has it."""
+    if precision.startswith("bf16"):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def predict_files(
+    model: BrainMRIClassifier,
+    files: list[Path],
+    batch_size: int = 64,
+    chunk_size: int = 256,
+    precision: str = "32-true",
+    bad: list[tuple[str, str]] | None = None,
+    progress: bool = True,
+) -> Iterator[tuple[Path, np.ndarray, float | None]]:
+    """(file, class probabilities, spread or None) for every readable file, read ``chunk_size`` files at
+    a time (bounded memory). Unreadable files are appended to ``bad`` as (path, reason), not raised."""
+    bad = [] if bad is None else bad
+    model.eval()
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("Predicting", total=len(files))
+        for start in range(0, len(files), chunk_size):
+            chunk, pixels = [], []
+            for path in files[start : start + chunk_size]:
+                try:
+                    pixels.append(read_for_model(path, model))
+                    chunk.append(path)
+                except (BrainMRIError, OSError) as err:
+                    bad.append((str(path), str(err)))
+            if chunk:
+                images = to_model_input(torch.from_numpy(np.stack(pixels)).unsqueeze(1))
+                for first in range(0, len(chunk), batch_size):
+                    batch = images[first : first + batch_size]
+                    with torch.inference_mode(), autocast(precision):
+                        out = model.predict_step((batch, None), 0)
+                    probabilities, spread = out if isinstance(out, tuple) else (out, None)
+                    for i, row in enumerate(probabilities.float().numpy()):
+                        one_spread = None if spread is None else float(spread[i])
+                        yield chunk[first + i], row, one_spread
+            bar.advance(task, len(files[start : start + chunk_size]))
+
+
+def predict(cfg: DictConfig) -> float:
+    """Predict every file of ``cfg.input``; returns the number of images predicted."""
+    from brain_mri.settings import check_predict_settings
+
+    check_predict_settings(cfg)
+    model, checkpoints = models_to_evaluate(str(cfg.ckpt_path), cfg.tta)
+    precision, note = precision_for_checkpoint(model.provenance["precision"], "cpu")
+    if note:
+        log.warning("Predicting in %s: %s.", precision, note)
+    files = input_files(cfg.input)
+    output_dir = Path(cfg.paths.output_dir)
+    class_names = list(model.hparams.class_names)
+    ensemble = len(checkpoints) > 1 or cfg.tta != "none"
+    bad: list[tuple[str, str]] = []
+    count = 0
+    fields = prediction_fields(class_names, spread=ensemble, labelled=False)
+    with CsvAppender(output_dir / PREDICTIONS_FILE, fields) as out:
+        for path, probabilities, spread in predict_files(
+            model, files, cfg.batch_size, cfg.chunk_size, precision, bad, progress=cfg.progress
+        ):
+            out.write(prediction_row(str(path), probabilities.tolist(), class_names, spread=spread))
+            count += 1
+    write_bad_images(output_dir, bad)
+    if bad:
+        listing = "\n".join(f"  {path}: {reason}" for path, reason in bad)
+        log.warning("%d file(s) could not be read and were left out (bad_images.csv):\n%s", len(bad), listing)
+    log.info(
+        "Predicted %d image(s) with %d model(s); wrote %s",
+        count,
+        len(checkpoints),
+        output_dir / PREDICTIONS_FILE,
+    )
+    if not count:
+        raise BrainMRIError(f"None of the {len(files)} file(s) under {cfg.input} could be read as an image.")
+    return float(count)

@@ -1,0 +1,72 @@
+"""predict.py: a checkpoint (or ensemble) asked about new files, no labels needed."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from brain_mri.errors import BrainMRIError
+from brain_mri.models import BrainMRIClassifier
+from brain_mri.predict import input_files, predict, predict_files
+from brain_mri.run_outputs import read_csv, read_json
+from helpers import compose_task
+
+
+@pytest.fixture
+def new_scans(trained_run, phantom_root, tmp_path):
+    """The run's test images, in nested folders under other names, plus a file that is not an image."""
+    folder = tmp_path / "scans"
+    for i, row in enumerate(r for r in read_csv(trained_run / "split.csv") if r["partition"] == "test"):
+        target = folder / f"patient{i % 3}" / f"slice{i}{(phantom_root / row['path']).suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(phantom_root / row["path"], target)
+    (folder / "patient0" / "notes.jpg").write_text("not an image")
+    return folder
+
+
+def test_predictions_of_new_files_equal_the_runs_own(trained_run, phantom_root, new_scans, tmp_path):
+    checkpoint = read_json(trained_run / "metrics.json")["best_checkpoint"]
+    predict(compose_task("predict", tmp_path / "out", f"ckpt_path={checkpoint}", f"input={new_scans}"))
+    rows = read_csv(tmp_path / "out" / "predictions.csv")
+    assert list(rows[0]) == ["path", "prob_no", "prob_yes", "predicted", "predicted_class"]  # no labels
+    test = [r for r in read_csv(trained_run / "split.csv") if r["partition"] == "test"]
+    by_content = {(phantom_root / r["path"]).read_bytes(): r["path"] for r in test}
+    expected = {r["path"]: float(r["prob_yes"]) for r in read_csv(trained_run / "predictions.csv")}
+    assert len(rows) == len(test)
+    for row in rows:
+        original = by_content[Path(row["path"]).read_bytes()]
+        assert float(row["prob_yes"]) == pytest.approx(expected[original], abs=2e-3)
+    bad = read_csv(tmp_path / "out" / "bad_images.csv")
+    assert [b["path"] for b in bad] == [str(new_scans / "patient0" / "notes.jpg")]
+    assert "not an image" in bad[0]["reason"]
+
+
+def test_the_python_function_streams_in_chunks(trained_run, new_scans):
+    model = BrainMRIClassifier.load_from_checkpoint(
+        read_json(trained_run / "metrics.json")["best_checkpoint"]
+    )
+    bad = []
+    files = input_files(new_scans)
+    results = list(predict_files(model, files, batch_size=2, chunk_size=3, bad=bad, progress=False))
+    assert len(results) == len(files) - 1 and len(bad) == 1
+    assert all(abs(probabilities.sum() - 1) < 1e-5 and spread is None for _, probabilities, spread in results)
+
+
+def test_an_ensemble_with_flip_writes_the_spread(small_sweep, new_scans, tmp_path):
+    predict(compose_task("predict", tmp_path, f"ckpt_path={small_sweep}", f"input={new_scans}", "tta=flip"))
+    rows = read_csv(tmp_path / "predictions.csv")
+    assert "spread" in rows[0] and max(float(r["spread"]) for r in rows) > 0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("input=/no/such/folder", "no such file or folder"),
+        ("tta=rotate", "tta must be one of"),
+        ("batch_size=0", "at least 1"),
+    ],
+)
+def test_bad_settings_are_one_message(trained_run, new_scans, tmp_path, override, message):
+    overrides = [f"ckpt_path={trained_run}", f"input={new_scans}", override]
+    with pytest.raises(BrainMRIError, match=message):
+        predict(compose_task("predict", tmp_path, *overrides))
