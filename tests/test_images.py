@@ -70,3 +70,44 @@ def test_every_real_image_loads(real_root):
     assert not decoded.bad and decoded.pixels.shape == (253, 64, 64) and decoded.pixels.dtype == np.uint8
     assert decoded.fingerprints.shape[0] == 253 and np.isfinite(decoded.fingerprints).all()
     assert len(set(decoded.sha256)) < 253  # byte-identical copies share a hash
+
+
+def write_dicom(path: Path, pixels: np.ndarray, center: float | None, width: float | None) -> Path:
+    """A minimal MR slice (12 bits stored in 16), as scanners write it, with an optional window."""
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = pydicom.Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, 12, 11, 0
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    if center is not None:
+        dataset.WindowCenter, dataset.WindowWidth = center, width
+    dataset.PixelData = pixels.astype(np.uint16).tobytes()
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_dicom_slice_is_read_through_its_own_window(tmp_path):
+    values = np.tile(np.linspace(0, 4000, 64), (40, 1))  # 12-bit values, dark left, bright right
+    windowed = np.asarray(read_grayscale(write_dicom(tmp_path / "slice", values, center=1000, width=500)))
+    assert windowed.shape == (40, 64) and windowed.dtype == np.uint8
+    below, inside, above = values[0] < 740, (values[0] > 800) & (values[0] < 1200), values[0] > 1260
+    assert (windowed[:, below] == 0).all() and (windowed[:, above] == 255).all()
+    assert 0 < windowed[0, inside].min() < windowed[0, inside].max() < 255
+    whole = np.asarray(read_grayscale(write_dicom(tmp_path / "plain.dcm", values, None, None)))
+    assert whole[0, 0] == 0 and whole[0, -1] == 255 and np.all(np.diff(whole[0].astype(int)) >= 0)
+
+
+def test_dicom_slices_train_beside_png_ones(tmp_path):
+    make_class_folders(tmp_path)
+    write_dicom(tmp_path / "yes" / "b.dcm", np.full((40, 50), 900), center=1000, width=500)
+    index = build_index(tmp_path, 32)
+    assert [f.path for f in index.files] == ["no/a.png", "yes/a.png", "yes/b.dcm"] and not index.bad
+    assert index.pixels[2].mean() == pytest.approx(255 * (900 - 750) / 500, abs=2)

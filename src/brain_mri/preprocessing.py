@@ -18,13 +18,59 @@ from brain_mri.errors import BrainMRIError
 PREPROCESSING_VERSION = 1
 
 
+def is_dicom(header: bytes) -> bool:
+    """DICOM files (Part 10) carry ``DICM`` after a 128-byte preamble, whatever their name."""
+    return header[128:132] == b"DICM"
+
+
+def pydicom_module():
+    try:
+        import pydicom
+    except ImportError as err:
+        raise BrainMRIError("a DICOM file: reading DICOM needs pydicom: pip install -e '.[dicom]'") from err
+    return pydicom
+
+
+def read_dicom(source: Path | BinaryIO) -> Image.Image:
+    """A DICOM slice as 8-bit grayscale: stored values through the modality LUT (rescale slope and
+    intercept) and the file's own window (Window Center / Width, or its VOI LUT); without a window, the
+    slice's full range. MONOCHROME1 (inverted) slices are turned the usual way round; of several frames,
+    the first."""
+    pydicom = pydicom_module()
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    dataset = pydicom.dcmread(source)
+    pixels = dataset.pixel_array
+    if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[0]
+    values = apply_modality_lut(pixels, dataset).astype(np.float64)
+    if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
+        values = apply_voi_lut(values, dataset).astype(np.float64)
+        low, high = apply_voi_lut(np.array([-1e12, 1e12]), dataset)  # the window's output range
+    else:
+        low, high = values.min(), values.max()
+    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
+        scaled = 255.0 - scaled
+    return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
+
+
 def read_grayscale(source: Path | BinaryIO) -> Image.Image:
-    """Open any image PIL can read and return it upright as 8-bit grayscale.
+    """Open any image PIL can read, or a DICOM slice, and return it upright as 8-bit grayscale.
 
     PIL decides the format from the content, not the extension (the Kaggle set has PNGs named ``.jpg``).
     EXIF rotation is applied, transparent pixels become black (the background of a scan), and
-    high-bit-depth images are rescaled to 0-255 instead of being clipped.
+    high-bit-depth images are rescaled to 0-255 instead of being clipped. DICOM: :func:`read_dicom`.
     """
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as file:
+            header = file.read(132)
+    else:
+        start = source.tell()
+        header = source.read(132)
+        source.seek(start)
+    if is_dicom(header):
+        return read_dicom(source)
     with Image.open(source) as opened:
         image: Image.Image = ImageOps.exif_transpose(opened)
         if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):

@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from brain_mri.errors import BrainMRIError
+from brain_mri.preprocessing import is_dicom, pydicom_module
 
 SYSTEM_FILE_NAMES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db"})
 
@@ -111,15 +112,18 @@ def scan_image_files(
 
 
 def image_header(content: bytes) -> tuple[int, int, int]:
-    """(width, height, frames) from the header alone (PIL reads pixels only when asked)."""
+    """(width, height, frames) from the header alone (PIL and pydicom read pixels only when asked)."""
+    if is_dicom(content):
+        dataset = pydicom_module().dcmread(io.BytesIO(content), stop_before_pixels=True)
+        return int(dataset.Columns), int(dataset.Rows), int(getattr(dataset, "NumberOfFrames", 1) or 1)
     with Image.open(io.BytesIO(content)) as image:
         return image.width, image.height, getattr(image, "n_frames", 1)
 
 
 def unreadable_reason(content: bytes, err: Exception) -> str:
     """Why a file cannot be read, in words: its type where it is known, never PIL's object address."""
-    if content[128:132] == b"DICM":
-        return "a DICOM file: DICOM slices cannot be read yet; export them as PNG"
+    if is_dicom(content):
+        return str(err) if isinstance(err, BrainMRIError) else f"a DICOM file that cannot be read ({err})"
     if isinstance(err, UnidentifiedImageError):
         return f"not an image format PIL can read ({len(content)} bytes)" if content else "an empty file"
     return str(err) or type(err).__name__
