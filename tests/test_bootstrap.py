@@ -16,7 +16,7 @@ from torchmetrics.functional.classification import (
     multiclass_specificity,
 )
 
-from brain_mri.bootstrap import binary_metrics, bootstrap_intervals
+from brain_mri.bootstrap import binary_metrics, bootstrap_intervals, paired_difference
 
 
 def simulated_predictions(n: int, seed: int = 0):
@@ -92,3 +92,17 @@ def test_multiclass_metrics_agree_with_torchmetrics():
     }
     for name, value in expected.items():
         assert ours[name]["estimate"] == pytest.approx(value.item(), abs=1e-6), name
+
+
+def test_a_paired_difference_favours_the_better_of_two_models_on_the_same_images():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 30)
+    perfect = np.stack([1 - labels, labels], axis=1).astype(float)
+    guess = rng.random(60)
+    coin = np.stack([1 - guess, guess], axis=1)
+    better = paired_difference(labels, perfect, coin, positive=1, resamples=500)
+    coin_auroc = np.mean([g > h for g in guess[labels == 1] for h in guess[labels == 0]])
+    assert better["estimate"] == pytest.approx(1 - coin_auroc)
+    assert better["low"] > 0 and better["share_not_better"] == 0.0 and better["images"] == 60
+    worse = paired_difference(labels, coin, perfect, positive=1, resamples=500)
+    assert worse["estimate"] == pytest.approx(-better["estimate"]) and worse["share_not_better"] == 1.0
