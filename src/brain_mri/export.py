@@ -1,0 +1,94 @@
+"""Export a checkpoint for serving without this package:
+``python -m brain_mri.export ckpt_path=<ckpt> format=onnx|torchscript [output=<file>]``.
+
+The exported network takes what ``BrainMRIClassifier.forward`` takes, a float (N, 3, size, size) batch in
+[0, 1] with any N, and returns the same logits (normalisation included). The input contract (class names,
+image size, crop) travels with the file: ONNX metadata properties, or ``contract.json`` in TorchScript.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from brain_mri.checkpoints import load_checkpoint, restore_classifier
+from brain_mri.errors import BrainMRIError
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+def input_contract(model) -> dict:
+    hp = model.hparams
+    return {
+        "class_names": list(hp.class_names),
+        "image_size": hp.image_size,
+        "crop": hp.get("crop", "none"),
+        "input": "float32 (N, 3, image_size, image_size) in [0, 1], the grayscale repeated 3 times",
+        "output": "logits (N, classes); softmax gives the class probabilities",
+    }
+
+
+def export(ckpt_path: str | Path, format: str = "onnx", output: str | Path | None = None) -> Path:
+    """Write the exported model; returns its path (default: beside the checkpoint)."""
+    if format not in FORMATS:
+        raise BrainMRIError(f"format must be one of {', '.join(FORMATS)}, got '{format}'.")
+    model = restore_classifier(load_checkpoint(ckpt_path)).eval()
+    contract = input_contract(model)
+    if not contract["image_size"]:
+        raise BrainMRIError(f"{ckpt_path} does not record its image size: was it written by train.py?")
+    target = Path(output) if output else Path(ckpt_path).with_suffix(FORMATS[format])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.rand(2, 3, contract["image_size"], contract["image_size"])
+    if format == "torchscript":
+        traced = model.to_torchscript(method="trace", example_inputs=example)  # Lightning's, jit-safe
+        torch.jit.save(traced, str(target), _extra_files={"contract.json": json.dumps(contract)})
+        return target
+    try:
+        import onnx
+    except ImportError as err:
+        raise BrainMRIError("ONNX export needs the export extra: pip install -e '.[export]'") from err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter: no onnxscript
+        torch.onnx.export(
+            model,
+            (example,),
+            str(target),
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    exported = onnx.load(str(target))
+    for key, value in contract.items():
+        exported.metadata_props.add(key=key, value=json.dumps(value))
+    onnx.save(exported, str(target))
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings: dict[str, str] = {"format": "onnx"}
+    for item in sys.argv[1:] if argv is None else argv:
+        key, _, value = item.partition("=")
+        if key not in ("ckpt_path", "format", "output") or not value:
+            print(
+                f"Error: expected ckpt_path=<file> [format=onnx|torchscript] [output=<file>], got {item!r}.",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        settings[key] = value
+    try:
+        if "ckpt_path" not in settings:
+            raise BrainMRIError("ckpt_path=<checkpoint> is required.")
+        print(f"Wrote {export(settings['ckpt_path'], settings['format'], settings.get('output'))}")
+    except BrainMRIError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
