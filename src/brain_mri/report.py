@@ -414,6 +414,12 @@ def print_summary(report: dict, limit: int = 10) -> None:
     if not console.is_terminal:
         console.width = 160
     console.print(table)
+    for entry in [e for e in report["cross_validation"] if e["oof"]][:limit]:
+        auroc = entry["oof"]["metrics"]["auroc"]
+        console.print(
+            f"{entry['model']}, {entry['oof']['folds']}-fold: out-of-fold AUROC {auroc['estimate']:.3f} "
+            f"(95 % CI {auroc['low']:.3f}-{auroc['high']:.3f}, {entry['oof']['images']} images)"
+        )
     if report["best"]:
         auroc = report["best"]["metrics"]["auroc"]
         console.print(
