@@ -18,6 +18,7 @@ from brain_mri.checkpoints import AtomicCheckpointIO, load_checkpoint
 from brain_mri.data.split import data_fingerprint
 from brain_mri.errors import BrainMRIError
 from brain_mri.run_outputs import LOCK_FILE, lock_run_folder, read_csv, read_json, unlock_run_folder
+from brain_mri.settings import check_train_settings
 from brain_mri.train import train
 from helpers import FAST_TRAINING, PROJECT_ROOT, check, compose_task, run_script
 
@@ -140,13 +141,17 @@ def test_a_resume_refuses_changes_to_the_runs_settings(uninterrupted):
         train(compose_task("train", uninterrupted, *overrides))
 
 
-def test_a_resume_keeps_the_length_a_schedule_was_made_for(uninterrupted, tmp_path):
+def test_a_schedule_is_not_stretched_by_a_resume_or_a_new_run(phantom_root, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(uninterrupted, run)
-    config = (run / "config.yaml").read_text()
-    (run / "config.yaml").write_text(config.replace("scheduler: constant", "scheduler: onecycle"))
-    with pytest.raises(BrainMRIError, match="onecycle schedule over its 6 epochs"):
-        train(compose_task("train", run, f"resume={run}", "trainer.max_epochs=9"))
+    train(compose_task("train", run, *FAST_TRAINING, f"data.root={phantom_root}", "scheduler=onecycle"))
+    with pytest.raises(BrainMRIError, match=r"onecycle schedule made for trainer\.max_epochs=2"):
+        train(compose_task("train", run, f"resume={run}", "trainer.max_epochs=3"))
+    assert read_json(run / "metrics.json")["status"] == "completed"  # the finished run is left as it was
+    again = [*FAST_TRAINING, f"data.root={phantom_root}", "scheduler=onecycle", "trainer.max_epochs=3"]
+    with pytest.raises(BrainMRIError, match=r"cannot continue with trainer\.max_epochs=3"):
+        check_train_settings(
+            compose_task("train", tmp_path / "new", *again, f"ckpt_path={run}/checkpoints/last.ckpt")
+        )
 
 
 def test_same_config_and_seed_repeat_exactly(phantom_root, uninterrupted, tmp_path):

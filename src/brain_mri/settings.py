@@ -15,7 +15,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from brain_mri.checkpoints import load_checkpoint, require_file
 from brain_mri.data.folder import scan_image_files
 from brain_mri.errors import BrainMRIError, user_error
-from brain_mri.run_outputs import best_checkpoints, check_run_folder
+from brain_mri.run_outputs import CONFIG_FILE, best_checkpoints, check_run_folder, run_folder_of
 
 
 @dataclass
@@ -208,6 +208,23 @@ def check_epochs_left(epochs_done: int, max_epochs: int) -> None:
         )
 
 
+def check_schedule_length(checkpoint: dict, path: str, max_epochs: int) -> None:
+    """A one-cycle or cosine schedule is made for its run's length, and Lightning restores it from the
+    checkpoint: continuing with another ``trainer.max_epochs`` would step past its end (one-cycle) or
+    jump back up (cosine)."""
+    scheduler = checkpoint.get("hyper_parameters", {}).get("scheduler", "constant")
+    if scheduler == "constant" or not checkpoint.get("lr_schedulers"):
+        return
+    config = run_folder_of(path) / CONFIG_FILE
+    planned = OmegaConf.select(OmegaConf.load(config), "trainer.max_epochs") if config.is_file() else None
+    if planned != max_epochs:
+        raise BrainMRIError(
+            f"{path} follows a {scheduler} schedule made for trainer.max_epochs={planned} (its run's "
+            f"config), so it cannot continue with trainer.max_epochs={max_epochs}. Start a new run, or "
+            "fine-tune its weights with model.weights_path=<a state dict of them>."
+        )
+
+
 def is_whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -232,7 +249,9 @@ def check_train_settings(cfg: DictConfig) -> None:
         if cfg.get("resume"):
             check_run_folder(Path(cfg.resume))
         elif cfg.get("ckpt_path") and is_whole(max_epochs):  # a bad file or nothing left to train: now
-            check_epochs_left(load_checkpoint(cfg.ckpt_path)["epoch"] + 1, max_epochs)
+            checkpoint = load_checkpoint(cfg.ckpt_path)
+            check_epochs_left(checkpoint["epoch"] + 1, max_epochs)
+            check_schedule_length(checkpoint, str(cfg.ckpt_path), max_epochs)
     except BrainMRIError as err:
         problems.append(str(err))
     try:

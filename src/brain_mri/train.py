@@ -32,7 +32,7 @@ from brain_mri.run_outputs import (
     write_run_info,
     write_split,
 )
-from brain_mri.settings import check_epochs_left, check_train_settings
+from brain_mri.settings import check_epochs_left, check_schedule_length, check_train_settings
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +82,12 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
         )
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
     assert isinstance(cfg, DictConfig)
-    if "trainer.max_epochs" in keys and cfg.model.get("scheduler", "constant") != "constant":
-        raise BrainMRIError(
-            f"{run_dir} follows a {cfg.model.scheduler} schedule over its {cfg.trainer.max_epochs} epochs: "
-            "a resume cannot change trainer.max_epochs. Start a new run to train longer."
-        )
+
     for key in keys:
         if key != "resume":
             OmegaConf.update(cfg, key, OmegaConf.select(composed, key), merge=False)
     cfg.ckpt_path, cfg.data.split_file = str(last), str(run_dir / SPLIT_FILE)
+    check_schedule_length(load_checkpoint(last), str(last), cfg.trainer.max_epochs)
     record = {
         "command": " ".join(sys.argv),
         "overrides": overrides,
