@@ -9,6 +9,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import WeightAveraging
 from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.callbacks import task_callbacks
@@ -115,6 +116,9 @@ def test_and_save(
 
     Used by training (on the best checkpoint) and by ``eval.py``, so both write the same files the same way.
     """
+    # A weight-averaging callback would load the checkpoint's raw weights over the averaged ones it saved
+    # as the state dict (Lightning's WeightAveraging.on_load_checkpoint): test what was checkpointed.
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
     metrics: dict[str, Any] = dict(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0])
     if predict_validation and len(datamodule.partition_indices("val")):  # val_predictions.csv too
         datamodule.predict_partitions = ("test", "val")
