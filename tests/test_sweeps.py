@@ -117,3 +117,17 @@ def test_cross_validation_folds_share_the_test_partition(phantom_root, tmp_path)
     assert "out-of-fold" in (tmp_path / "report" / "runs.md").read_text() and best is not None
     same = compare(tmp_path, tmp_path, resamples=100)  # a sweep against itself: paired, no difference
     assert same["estimate"] == same["low"] == same["high"] == 0.0 and same["images"] == out_of_fold["images"]
+
+
+def test_a_sweep_in_which_every_job_failed_says_so_and_exits_1(phantom_root, tmp_path):
+    result = run_script(
+        "train.py",
+        "-m",
+        *FAST_TRAINING,
+        f"data.root={phantom_root}",
+        "model.label_smoothing=1,1.5",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 1 and "2 of 2 jobs failed" in result.stderr
+    said = result.stdout + result.stderr
+    assert "Traceback" not in said and said.count("Error: model.label_smoothing must lie in [0, 1)") == 2

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.errors import BrainMRIError, user_error
 from brain_mri.hardware import best_precision
-from brain_mri.run_outputs import METRICS_FILE, failure_record, write_json
+from brain_mri.run_outputs import METRICS_FILE, failure_record, read_json, write_json
 from brain_mri.settings import check_settings, register_schemas
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,10 @@ def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
     except Exception as caught:
         err = user_error(caught) or caught
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            log.exception("Job failed; the sweep goes on")
+            if isinstance(err, BrainMRIError):  # a setting or input problem: its message is enough
+                log.error("Job failed; the sweep goes on. Error: %s", err)
+            else:
+                log.exception("Job failed; the sweep goes on")
             if getattr(rank_zero_only, "rank", 0) == 0:
                 write_json(Path(cfg.paths.output_dir) / METRICS_FILE, failure_record(err))
             return math.nan
@@ -128,3 +131,16 @@ class OutputFolderCheck(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         HydraConfig.instance().set_config(config)
         ensure_writable(config.hydra.sweep.dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        """Say how many jobs failed; a sweep in which every job failed exits with status 1."""
+        records = [read_json(p) for p in Path(config.hydra.sweep.dir).glob(f"*/{METRICS_FILE}")]
+        failed = [r for r in records if r.get("status") == "failed"]
+        if failed:
+            print(
+                f"{len(failed)} of {len(records)} jobs failed (see their metrics.json; "
+                f"python -m brain_mri.report {config.hydra.sweep.dir} lists them).",
+                file=sys.stderr,
+            )
+        if records and len(failed) == len(records):
+            sys.exit(1)
