@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from datetime import datetime
 
 import pytest
@@ -11,6 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from torchmetrics.functional.classification import binary_auroc
 
+from brain_mri.errors import BrainMRIError
 from brain_mri.report import build_report, compare
 from brain_mri.run_outputs import read_csv, read_json
 from helpers import FAST_TRAINING, PROJECT_ROOT, check, run_script
@@ -115,8 +117,13 @@ def test_cross_validation_folds_share_the_test_partition(phantom_root, tmp_path)
     labels = torch.tensor([row["class"] == "yes" for row in predicted]).long()
     assert out_of_fold["auroc/estimate"] == pytest.approx(binary_auroc(scores, labels).item(), abs=1e-6)
     assert "out-of-fold" in (tmp_path / "report" / "runs.md").read_text() and best is not None
-    same = compare(tmp_path, tmp_path, resamples=100)  # a sweep against itself: paired, no difference
+    copy = tmp_path.parent / f"{tmp_path.name}_copy"  # the same predictions: paired, no difference
+    shutil.copytree(tmp_path, copy)
+    same = compare(tmp_path, copy, resamples=100)
     assert same["estimate"] == same["low"] == same["high"] == 0.0 and same["images"] == out_of_fold["images"]
+    assert same["notes"] == [] and same["first_configuration"].startswith("model=resnet18")
+    with pytest.raises(BrainMRIError, match="another sweep folder"):
+        compare(tmp_path, tmp_path)
 
 
 def test_a_sweep_in_which_every_job_failed_says_so_and_exits_1(phantom_root, tmp_path):

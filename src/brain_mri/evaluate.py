@@ -118,7 +118,8 @@ def test_and_save(
     """
     # A weight-averaging callback would load the checkpoint's raw weights over the averaged ones it saved
     # as the state dict (Lightning's WeightAveraging.on_load_checkpoint): test what was checkpointed.
-    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
+    kept = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]  # type: ignore[attr-defined]
+    trainer.callbacks = kept  # type: ignore[attr-defined]
     metrics: dict[str, Any] = dict(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0])
     if predict_validation and len(datamodule.partition_indices("val")):  # val_predictions.csv too
         datamodule.predict_partitions = ("test", "val")

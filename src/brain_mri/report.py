@@ -309,19 +309,31 @@ def render_repeated(repeated: list[dict]) -> str:
     return "\n".join([title, markdown_table(repeated, columns)]) + "\n"
 
 
+def best_cross_validation(folder: Path, seed: int) -> dict:
+    """The finished cross-validation with the lowest mean validation loss in a sweep folder."""
+    if not folder.is_dir():
+        raise BrainMRIError(f"No such folder: {folder}.")
+    rows = [read_run(run, folder.resolve()) for run in find_runs(folder.resolve())]
+    finished = [
+        e for e in cross_validation_summary(rows, swept_keys(rows), resamples=1, seed=seed) if e["oof"]
+    ]
+    if not finished:
+        raise BrainMRIError(f"{folder} holds no finished cross-validation (all folds, val_predictions.csv).")
+    entry = finished[0]
+    entry["name"] = ", ".join(
+        f"{k}={entry[k]}" for k in ("model", "batch_size", "lr", "weight_decay", *entry["swept"])
+    )
+    entry["alternatives"] = len(finished) - 1
+    return entry
+
+
 def compare(first: Path, second: Path, resamples: int = 2000, seed: int = 0) -> dict:
     """Paired bootstrap of the out-of-fold AUROC difference between the best cross-validated
     configuration of two sweep folders, on the images both predicted."""
-    entries = []
-    for folder in (first, second):
-        rows = [read_run(run, folder.resolve()) for run in find_runs(folder.resolve())]
-        cv = [e for e in cross_validation_summary(rows, swept_keys(rows), resamples=1, seed=seed) if e["oof"]]
-        if not cv:
-            raise BrainMRIError(
-                f"{folder} holds no finished cross-validation (all folds, val_predictions.csv)."
-            )
-        entries.append(cv[0]["oof"])
-    a, b = entries
+    if first.resolve() == second.resolve():
+        raise BrainMRIError("--compare needs another sweep folder than the one reported on.")
+    entries = [best_cross_validation(folder, seed) for folder in (first, second)]
+    a, b = (entry["oof"] for entry in entries)
     if a["classes"] != b["classes"]:
         raise BrainMRIError(f"The two sweeps have other classes: {a['classes']} and {b['classes']}.")
     index_b = {path: i for i, path in enumerate(b["paths"])}
@@ -339,10 +351,24 @@ def compare(first: Path, second: Path, resamples: int = 2000, seed: int = 0) -> 
         resamples=resamples,
         seed=seed,
     )
+    notes = [
+        f"{folder} holds {entry['alternatives'] + 1} finished cross-validations; compared: the one with the "
+        f"lowest mean validation loss ({entry['name']})"
+        for folder, entry in zip((first, second), entries, strict=True)
+        if entry["alternatives"]
+    ]
+    if len(shared) < max(a["images"], b["images"]):
+        notes.append(
+            f"compared on the {len(shared)} images both predicted out-of-fold ({a['images']} and "
+            f"{b['images']}): the sweeps were split differently (data.split_seed, fractions or data)"
+        )
     return {
         "first": str(first),
+        "first_configuration": entries[0]["name"],
         "second": str(second),
+        "second_configuration": entries[1]["name"],
         "metric": "out-of-fold AUROC, first minus second",
+        "notes": notes,
     } | result
 
 
@@ -443,8 +469,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         print_summary(build_report(args.folder, args.resamples, args.seed))
         if args.compare:
+            (args.folder / "report" / "comparison.json").unlink(missing_ok=True)  # never a stale one
             result = compare(args.folder, args.compare, args.resamples, args.seed)
             write_json(args.folder / "report" / "comparison.json", result)
+            for note in result["notes"]:
+                print(f"Note: {note}.")
             print(
                 f"out-of-fold AUROC difference {result['estimate']:+.3f} "
                 f"(95 % CI {result['low']:+.3f} to {result['high']:+.3f}, {result['images']} paired images; "
