@@ -321,6 +321,12 @@ def test_a_setting_of_the_wrong_type_is_refused_with_its_key(tmp_path, key):
         ("data.on_bad_image=ignore", "data.on_bad_image must be 'error' or 'skip'"),
         ("data.duplicate_threshold=2", "data.duplicate_threshold must lie in (0, 1]"),
         ("model.arch=resnet1000", "convnext_tiny, densenet121, efficientnet_b0, resnet18, resnet50, vgg11"),
+        ("model.weights_path=", "model.weights_path is empty"),
+        ("model.weights_path=/no/such/resnet18.pt", "model.weights_path: no file at /no/such/resnet18.pt"),
+        ("model.freeze_backbone_epochs=2", "the backbone would never train"),
+        ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val must be greater than 0"),
+        ("model.scheduler=onecycle", "The one-cycle schedule needs 0 < model.warmup_fraction < 1"),
+        ("model.label_smoothing=1", "model.label_smoothing must lie in [0, 1)"),
     ],
 )
 def test_each_setting_is_one_message_before_the_run_folder(phantom_root, tmp_path, override, message):

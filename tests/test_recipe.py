@@ -201,3 +201,11 @@ def test_weight_averaging_is_a_callback_option(phantom_root, tmp_path):
     evaluated = read_json(tmp_path / "eval" / "metrics.json")
     assert evaluated["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-6)
     assert read_csv(tmp_path / "eval" / "predictions.csv") == read_csv(tmp_path / "predictions.csv")
+
+
+def test_prepare_images_refuses_a_crop_it_does_not_know(phantom_root):
+    from brain_mri.errors import BrainMRIError
+    from brain_mri.preprocessing import prepare_images
+
+    with pytest.raises(BrainMRIError, match="crop must be one of none, brain"):
+        prepare_images([next((phantom_root / "yes").iterdir())], 32, "Brain")

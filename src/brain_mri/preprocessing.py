@@ -132,6 +132,8 @@ def crop_to_brain(image: Image.Image, margin: float = 0.02) -> Image.Image:
 
 def model_pixels(image: Image.Image, size: int, crop: str = "none") -> np.ndarray:
     """A decoded grayscale image -> the uint8 (size, size) pixels a model takes: cropped, then resized."""
+    if crop not in CROPS:
+        raise BrainMRIError(f"crop must be one of {', '.join(CROPS)}, got '{crop}'.")
     return resize_square(crop_to_brain(image) if crop == "brain" else image, size)
 
 

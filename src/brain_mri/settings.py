@@ -241,6 +241,17 @@ def check_train_settings(cfg: DictConfig) -> None:
     max_epochs = trainer.get("max_epochs")
     if not is_whole(max_epochs) or max_epochs < 1:
         problems.append(f"trainer.max_epochs must be a whole number of at least 1, got {max_epochs}.")
+    freeze = model.get("freeze_backbone_epochs", 0)
+    if is_whole(freeze) and is_whole(max_epochs) and freeze >= max_epochs:
+        problems.append(
+            f"model.freeze_backbone_epochs={freeze} with trainer.max_epochs={max_epochs}: the backbone would "
+            "never train."
+        )
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and not clip > 0:
+        problems.append(
+            f"trainer.gradient_clip_val must be greater than 0 (or null: no clipping), got {clip}."
+        )
     for key in ("seed", "data.split_seed"):
         value = OmegaConf.select(cfg, key)
         if not is_whole(value) or value < 0:

@@ -129,6 +129,8 @@ def train(cfg: DictConfig) -> float:
         image_size=datamodule.hparams.image_size,
         crop=datamodule.hparams.crop,
     )
+    if model.hparams.freeze_backbone_epochs and not (model.hparams.weights or model.hparams.weights_path):
+        log.warning("model.freeze_backbone_epochs without pretrained weights freezes a random backbone.")
     model.provenance |= {
         "train_sha256": datamodule.partition_hashes("train"),
         "val_sha256": datamodule.partition_hashes("val"),

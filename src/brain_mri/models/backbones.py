@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ BACKBONES: dict[str, Backbone] = {
     "convnext_tiny": Backbone(models.convnext_tiny, "classifier.2"),
 }
 PRETRAINED = ("imagenet",)
+log = logging.getLogger(__name__)
 
 
 def unknown_architecture(arch: str) -> str:
@@ -71,8 +73,11 @@ def load_state_dict_file(net: nn.Module, arch: str, path: str) -> nn.Module:
         raise BrainMRIError(f"model.weights_path: no file at {file}.")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise BrainMRIError(f"model.weights_path: {file} is not a PyTorch state dict ({err}).") from err
+    except Exception as err:  # torch's message for pickled code is pages long: its first line is enough
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BrainMRIError(
+            f"model.weights_path: {file} is not a file of tensors that loads safely ({first_line[:160]})."
+        ) from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BrainMRIError(f"model.weights_path: {file} holds no state dict (a dict of tensors).")
     head = BACKBONES[arch].head + "."
@@ -88,6 +93,7 @@ def load_state_dict_file(net: nn.Module, arch: str, path: str) -> nn.Module:
             f"{(missing + unexpected + wrong)[0]})."
         )
     net.load_state_dict(state, strict=False)
+    log.info("Loaded %s weights from %s (new %s head)", arch, file, BACKBONES[arch].head)
     return net
 
 
@@ -101,6 +107,8 @@ def build_backbone(
     if num_classes < 2:
         raise BrainMRIError(f"num_classes must be at least 2, got {num_classes}.")
     if weights == "imagenet":
-        return replace_head(imagenet_network(arch), arch, num_classes)
+        net = replace_head(imagenet_network(arch), arch, num_classes)
+        log.info("Loaded torchvision's ImageNet weights of %s (new %s head)", arch, BACKBONES[arch].head)
+        return net
     net = BACKBONES[arch].build(weights=None, num_classes=num_classes)
     return load_state_dict_file(net, arch, weights_path) if weights_path else net

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ from brain_mri.checkpoints import verify_checksums
 from brain_mri.errors import BrainMRIError
 from brain_mri.models.backbones import BACKBONES, PRETRAINED, build_backbone, unknown_architecture
 from brain_mri.preprocessing import CROPS
+
+log = logging.getLogger(__name__)
 
 OPTIMIZERS = {
     "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
@@ -58,51 +61,6 @@ def classification_metrics(num_classes: int, names: tuple[str, ...], prefix: str
 SCHEDULERS = ("constant", "onecycle", "cosine")
 # Per-channel mean and standard deviation of the input in [0, 1]; "none" is the study's raw [0, 1] input.
 NORMALIZATIONS = {"none": None, "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
-
-
-def model_setting_problems(
-    arch: str,
-    lr: float,
-    weight_decay: float,
-    optimizer: str,
-    scheduler: str = "constant",
-    warmup_fraction: float = 0.0,
-    label_smoothing: float = 0.0,
-    weights: str | None = None,
-    weights_path: str | None = None,
-    normalization: str | None = None,
-    freeze_backbone_epochs: int = 0,
-    **_other_settings: Any,
-) -> list[str]:
-    """What is wrong with these settings, one sentence each (used at start and by the constructor)."""
-    problems = []
-    if arch not in BACKBONES:
-        problems.append(unknown_architecture(arch))
-    if optimizer not in OPTIMIZERS:
-        problems.append(f"Unknown optimizer '{optimizer}'. Choose one of: {', '.join(OPTIMIZERS)}.")
-    if scheduler not in SCHEDULERS:
-        problems.append(f"Unknown scheduler '{scheduler}'. Choose one of: {', '.join(SCHEDULERS)}.")
-    elif scheduler == "onecycle" and not 0 < warmup_fraction < 1:
-        problems.append(f"The one-cycle schedule needs 0 < model.warmup_fraction < 1, got {warmup_fraction}.")
-    elif not 0 <= warmup_fraction < 1:
-        problems.append(f"model.warmup_fraction must lie in [0, 1), got {warmup_fraction}.")
-    if not lr > 0:
-        problems.append(f"model.lr must be greater than 0, got {lr}.")
-    if weight_decay < 0:
-        problems.append(f"model.weight_decay must be 0 or more, got {weight_decay}.")
-    if not 0 <= label_smoothing < 1:
-        problems.append(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}.")
-    if weights is not None and weights not in PRETRAINED:
-        problems.append(f"model.weights must be null or one of {', '.join(PRETRAINED)}, got '{weights}'.")
-    if weights and weights_path:
-        problems.append("Set model.weights or model.weights_path, not both.")
-    if normalization is not None and normalization not in NORMALIZATIONS:
-        problems.append(
-            f"model.normalization must be null or one of {', '.join(NORMALIZATIONS)}, got '{normalization}'."
-        )
-    if freeze_backbone_epochs < 0:
-        problems.append(f"model.freeze_backbone_epochs must be 0 or more, got {freeze_backbone_epochs}.")
-    return problems
 
 
 _restoring: ContextVar[bool] = ContextVar("restoring", default=False)
@@ -143,6 +101,55 @@ def resolve_class_names(class_names: Sequence[str] | None, num_classes: int | No
     if len(set(names)) != len(names) or len(names) < 2:
         raise BrainMRIError(f"A classifier needs at least two distinct class names, got {names}.")
     return names
+
+
+def model_setting_problems(
+    arch: str,
+    lr: float,
+    weight_decay: float,
+    optimizer: str,
+    scheduler: str = "constant",
+    warmup_fraction: float = 0.0,
+    label_smoothing: float = 0.0,
+    weights: str | None = None,
+    weights_path: str | None = None,
+    normalization: str | None = None,
+    freeze_backbone_epochs: int = 0,
+    **_other_settings: Any,
+) -> list[str]:
+    """What is wrong with these settings, one sentence each (used at start and by the constructor)."""
+    problems = []
+    if arch not in BACKBONES:
+        problems.append(unknown_architecture(arch))
+    if optimizer not in OPTIMIZERS:
+        problems.append(f"Unknown optimizer '{optimizer}'. Choose one of: {', '.join(OPTIMIZERS)}.")
+    if scheduler not in SCHEDULERS:
+        problems.append(f"Unknown scheduler '{scheduler}'. Choose one of: {', '.join(SCHEDULERS)}.")
+    elif scheduler == "onecycle" and not 0 < warmup_fraction < 1:
+        problems.append(f"The one-cycle schedule needs 0 < model.warmup_fraction < 1, got {warmup_fraction}.")
+    elif not 0 <= warmup_fraction < 1:
+        problems.append(f"model.warmup_fraction must lie in [0, 1), got {warmup_fraction}.")
+    if not lr > 0:
+        problems.append(f"model.lr must be greater than 0, got {lr}.")
+    if weight_decay < 0:
+        problems.append(f"model.weight_decay must be 0 or more, got {weight_decay}.")
+    if not 0 <= label_smoothing < 1:
+        problems.append(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}.")
+    if weights is not None and weights not in PRETRAINED:
+        problems.append(f"model.weights must be null or one of {', '.join(PRETRAINED)}, got '{weights}'.")
+    if weights and weights_path:
+        problems.append("Set model.weights or model.weights_path, not both.")
+    if weights_path is not None and not str(weights_path).strip():
+        problems.append("model.weights_path is empty: give a state dict file, or null to train from scratch.")
+    elif weights_path and not _restoring.get() and not Path(weights_path).expanduser().is_file():
+        problems.append(f"model.weights_path: no file at {weights_path}.")
+    if normalization is not None and normalization not in NORMALIZATIONS:
+        problems.append(
+            f"model.normalization must be null or one of {', '.join(NORMALIZATIONS)}, got '{normalization}'."
+        )
+    if freeze_backbone_epochs < 0:
+        problems.append(f"model.freeze_backbone_epochs must be 0 or more, got {freeze_backbone_epochs}.")
+    return problems
 
 
 class BrainMRIClassifier(L.LightningModule):
@@ -356,6 +363,10 @@ class BrainMRIClassifier(L.LightningModule):
         backbone gets no gradients and keeps its batch-norm statistics). The parameters stay in the
         optimizer throughout, so the learning-rate schedule and parameter groups are never rebuilt."""
         frozen = self.current_epoch < self.hparams.get("freeze_backbone_epochs", 0)
+        if frozen and self.current_epoch == 0:
+            log.info(
+                "Backbone frozen for %d epoch(s): only the head learns", self.hparams.freeze_backbone_epochs
+            )
         for parameter in self.backbone_parameters:
             parameter.requires_grad_(not frozen)
         if frozen:
