@@ -138,6 +138,7 @@ def models_to_evaluate(ckpt_path: str, tta: str) -> tuple[BrainMRIClassifier, li
     checkpoints = best_checkpoints(ckpt_path)
     members = [restore_classifier(load_checkpoint(path)) for path in checkpoints]
     if len(members) == 1 and tta == "none":
+        log.info("Model: %s", checkpoints[0])
         return members[0], checkpoints
     names = [str(path) for path in checkpoints]
     log.info("Averaging %d model(s) x %s views: %s", len(members), tta, ", ".join(names))
