@@ -55,10 +55,3 @@ def small_sweep(tmp_path_factory, phantom_root) -> Path:
     )
     return sweep
 
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(items) -> None:
-    """Under pytest -n, the tests that read the sweep run in one worker, which makes the sweep once."""
-    for item in items:
-        if "small_sweep" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("small_sweep"))
