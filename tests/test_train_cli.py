@@ -55,6 +55,18 @@ def test_run_folder_is_complete_and_consistent(trained_run):
     assert session.session_start_info.hparams["model/arch"].string_value == "resnet18"
 
 
+def test_tensorboard_shows_the_images_the_model_saw_and_its_test_mistakes(trained_run):
+    events = EventAccumulator(str(trained_run / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    images = set(events.Tags()["images"])
+    assert {"train/first_batch", "val/examples", "test/confusion_matrix"} <= images
+    assert [e.step for e in events.Images("val/examples")] == [0, 1]  # every 5th epoch and the last
+    predictions = read_csv(trained_run / "predictions.csv")
+    mistakes = sum(p["predicted_class"] != p["class"] for p in predictions)
+    assert ("test/misclassified" in images) == (mistakes > 0)
+    assert set(events.PluginTagToContent("pr_curves")) == {"test/pr_curve/no", "test/pr_curve/yes"}
+
+
 def test_binary_metrics_take_yes_as_the_positive_class(trained_run):
     """Counted by hand from predictions.csv, with label 1 (yes, tumour) positive."""
     rows = read_csv(trained_run / "predictions.csv")

@@ -11,7 +11,9 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
+from lightning.pytorch.loggers import TensorBoardLogger
 
+from brain_mri import plots
 from brain_mri.run_outputs import (
     METRICS_FILE,
     failure_record,
@@ -114,3 +116,88 @@ def task_callbacks(
 ) -> list[L.Callback]:
     """The configured callbacks plus the ones that write the task's files (``lock``: training's)."""
     return [*configured, RunFolderWriter(output_dir, write, lock), PredictionsWriter(output_dir)]
+
+
+class TensorBoardImages(L.Callback):
+    """Images in TensorBoard: the first training batch as it enters the model (augmented), a fixed set of
+    validation images with their probabilities every ``every_n_epochs`` epochs, and after testing the
+    confusion matrix, the precision-recall curve and the misclassified test images. Does nothing
+    without a TensorBoard logger."""
+
+    def __init__(self, count: int = 16, every_n_epochs: int = 5):
+        self.count, self.every_n_epochs = count, every_n_epochs
+        self.val_images: torch.Tensor | None = None
+        self.tested: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    @staticmethod
+    def writer(trainer):
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger.experiment
+        return None
+
+    @staticmethod
+    def caption(names: list[str], probabilities: torch.Tensor, label: int | None = None) -> str:
+        """The predicted class and its probability, and the true class when known."""
+        best = int(probabilities.argmax())
+        truth = "" if label is None else f" (true: {names[label]})"
+        return f"{names[best]} {probabilities[best]:.2f}{truth}"
+
+    @staticmethod
+    def probabilities(trainer, pl_module, images: torch.Tensor) -> torch.Tensor:
+        """As the test step computes them: at the run's precision."""
+        with torch.no_grad(), trainer.precision_plugin.forward_context():
+            return pl_module(images).float().softmax(dim=1).cpu()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        writer = self.writer(trainer)
+        if writer is not None and trainer.global_step == 0 and trainer.is_global_zero:
+            writer.add_images("train/first_batch", batch[0][: self.count].float().cpu(), 0)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if batch_idx == 0 and self.val_images is None:
+            self.val_images, self.val_labels = batch[0][: self.count].clone(), batch[1][: self.count].clone()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        writer = self.writer(trainer)
+        epoch = trainer.current_epoch
+        if writer is None or trainer.sanity_checking or self.val_images is None or not trainer.is_global_zero:
+            return
+        if epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs - 1:
+            names = list(pl_module.hparams.class_names)
+            probabilities = self.probabilities(trainer, pl_module, self.val_images)
+            captions = [
+                self.caption(names, p, int(y)) for p, y in zip(probabilities, self.val_labels, strict=True)
+            ]
+            grid = plots.image_grid(self.val_images[:, 0].float().cpu().numpy(), captions)
+            writer.add_figure("val/examples", grid, epoch)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.writer(trainer) is not None:
+            images, labels = batch
+            probabilities = self.probabilities(trainer, pl_module, images)
+            self.tested.append((images[:, 0].float().cpu(), labels.cpu(), probabilities))
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        writer = self.writer(trainer)
+        if writer is None or not self.tested or not trainer.is_global_zero:
+            return
+        images = torch.cat([t[0] for t in self.tested])
+        labels = torch.cat([t[1] for t in self.tested])
+        probabilities = torch.cat([t[2] for t in self.tested])
+        self.tested = []
+        names = list(pl_module.hparams.class_names)
+        predicted = probabilities.argmax(dim=1)
+        step = trainer.current_epoch
+        title = f"test ({len(labels)} images)"
+        writer.add_figure(
+            "test/confusion_matrix",
+            plots.confusion_figure(labels.numpy(), predicted.numpy(), names, title),
+            step,
+        )
+        for k, name in enumerate(names):  # one-vs-rest; with two classes, one curve per class
+            writer.add_pr_curve(f"test/pr_curve/{name}", labels == k, probabilities[:, k], step)
+        wrong = (predicted != labels).nonzero().flatten()[: self.count]
+        if len(wrong):
+            captions = [self.caption(names, probabilities[i], int(labels[i])) for i in wrong]
+            writer.add_figure("test/misclassified", plots.image_grid(images[wrong].numpy(), captions), step)

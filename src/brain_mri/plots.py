@@ -90,7 +90,7 @@ def roc(
     return _save(figure, path)
 
 
-def confusion(labels: np.ndarray, predicted: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
+def confusion_figure(labels: np.ndarray, predicted: np.ndarray, classes: list[str], title: str) -> Figure:
     counts = np.zeros((len(classes), len(classes)), dtype=int)
     np.add.at(counts, (labels, predicted), 1)
     figure = Figure(figsize=(4, 3.6))
@@ -103,4 +103,23 @@ def confusion(labels: np.ndarray, predicted: np.ndarray, classes: list[str], tit
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     axis.set_title(title)
-    return _save(figure, path)
+    figure.tight_layout()
+    return figure
+
+
+def confusion(labels: np.ndarray, predicted: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
+    return _save(confusion_figure(labels, predicted, classes, title), path)
+
+
+def image_grid(images: np.ndarray, captions: list[str], columns: int = 4) -> Figure:
+    """Grayscale images (N, H, W) in [0, 1] with a caption each (e.g. the prediction and the truth)."""
+    rows = max(1, -(-len(images) // columns))
+    figure = Figure(figsize=(2.2 * columns, 2.4 * rows))
+    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    for axis in axes:
+        axis.axis("off")
+    for axis, image, caption in zip(axes, images, captions, strict=False):
+        axis.imshow(image, cmap="gray", vmin=0, vmax=1)
+        axis.set_title(caption, fontsize=8)
+    figure.tight_layout()
+    return figure
