@@ -54,4 +54,3 @@ def small_sweep(tmp_path_factory, phantom_root) -> Path:
         )
     )
     return sweep
-

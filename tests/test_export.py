@@ -50,3 +50,13 @@ def test_export_refuses_what_it_cannot_do(checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main([f"ckpt_path={tmp_path / 'missing.ckpt'}"])
     assert stopped.value.code == 1 and "Error: " in capsys.readouterr().err
+
+
+def test_export_takes_a_run_folder_and_writes_where_asked_or_says_why_not(trained_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    written = export(trained_run, "torchscript")  # the run's best checkpoint, named after it, here
+    assert written.resolve().parent == tmp_path.resolve() and written.suffix == ".pt"
+    assert not list((trained_run / "checkpoints").glob("*.pt"))
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(BrainMRIError, match="Cannot write"):
+        export(trained_run, "torchscript", tmp_path / "a-file" / "model.pt")

@@ -70,3 +70,39 @@ def test_bad_settings_are_one_message(trained_run, new_scans, tmp_path, override
     overrides = [f"ckpt_path={trained_run}", f"input={new_scans}", override]
     with pytest.raises(BrainMRIError, match=message):
         predict(compose_task("predict", tmp_path, *overrides))
+
+
+def test_folders_are_read_through_links_and_hidden_parents(trained_run, new_scans, tmp_path):
+    inside_hidden = tmp_path / ".hidden" / "input"
+    inside_hidden.mkdir(parents=True)
+    (inside_hidden / "linked").symlink_to(new_scans, target_is_directory=True)  # a linked folder
+    (inside_hidden / "loop").symlink_to(inside_hidden, target_is_directory=True)  # read once, not forever
+    (inside_hidden / ".cache").mkdir()
+    (inside_hidden / ".cache" / "x.png").write_bytes(b"")
+    found = input_files(inside_hidden, exclude=None)
+    assert len(found) == len(input_files(new_scans)) and all("/linked/" in str(p) for p in found)
+
+
+def test_the_tasks_own_output_folder_is_not_read_back(trained_run, new_scans, tmp_path):
+    output = new_scans / "predictions"
+    checkpoint = read_json(trained_run / "metrics.json")["best_checkpoint"]
+    for _ in range(2):  # a second run would find the first one's files
+        predict(compose_task("predict", output, f"ckpt_path={checkpoint}", f"input={new_scans}"))
+    assert [b["path"] for b in read_csv(output / "bad_images.csv")] == [
+        str(new_scans / "patient0" / "notes.jpg")
+    ]
+
+
+def test_a_folder_of_unreadable_files_leaves_no_predictions(trained_run, tmp_path):
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.png").write_text("text")
+    with pytest.raises(BrainMRIError, match="None of the 1 file"):
+        predict(compose_task("predict", tmp_path / "out", f"ckpt_path={trained_run}", f"input={junk}"))
+    assert not (tmp_path / "out" / "predictions.csv").exists()
+    assert read_csv(tmp_path / "out" / "bad_images.csv")[0]["path"] == str(junk / "a.png")
+
+
+def test_missing_arguments_are_one_message(trained_run, tmp_path):
+    with pytest.raises(BrainMRIError, match=r"predict\.py needs input="):
+        predict(compose_task("predict", tmp_path, f"ckpt_path={trained_run}"))

@@ -17,6 +17,7 @@ import torch
 
 from brain_mri.checkpoints import load_checkpoint, restore_classifier
 from brain_mri.errors import BrainMRIError
+from brain_mri.run_outputs import best_checkpoints
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
@@ -33,18 +34,35 @@ def input_contract(model) -> dict:
 
 
 def export(ckpt_path: str | Path, format: str = "onnx", output: str | Path | None = None) -> Path:
-    """Write the exported model; returns its path (default: beside the checkpoint)."""
+    """Write the exported model; returns its path (default: ``<checkpoint name>.onnx`` / ``.pt`` in the
+    current folder, never inside a run folder). ``ckpt_path`` may be a run folder: its best checkpoint."""
     if format not in FORMATS:
         raise BrainMRIError(f"format must be one of {', '.join(FORMATS)}, got '{format}'.")
+    checkpoints = best_checkpoints(ckpt_path)
+    if len(checkpoints) > 1:
+        raise BrainMRIError(
+            f"{ckpt_path} holds {len(checkpoints)} runs: export one checkpoint or run folder."
+        )
+    ckpt_path = checkpoints[0]
     model = restore_classifier(load_checkpoint(ckpt_path)).eval()
     contract = input_contract(model)
     if not contract["image_size"]:
         raise BrainMRIError(f"{ckpt_path} does not record its image size: was it written by train.py?")
-    target = Path(output) if output else Path(ckpt_path).with_suffix(FORMATS[format])
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = Path(output) if output else Path(Path(ckpt_path).stem + FORMATS[format])
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return write(model, contract, format, target)
+    except (OSError, RuntimeError) as err:  # a folder, a missing or read-only place: said, not traced
+        raise BrainMRIError(f"Cannot write {target}: {err}") from err
+
+
+def write(model, contract: dict, format: str, target: Path) -> Path:
+    """The traced network, taking a batch of any size, with the contract inside the file."""
     example = torch.rand(2, 3, contract["image_size"], contract["image_size"])
     if format == "torchscript":
-        traced = model.to_torchscript(method="trace", example_inputs=example)  # Lightning's, jit-safe
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit's own notice
+            traced = model.to_torchscript(method="trace", example_inputs=example)  # Lightning's, jit-safe
         torch.jit.save(traced, str(target), _extra_files={"contract.json": json.dumps(contract)})
         return target
     try:

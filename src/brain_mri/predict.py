@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,19 +36,27 @@ from brain_mri.run_outputs import (
 log = logging.getLogger(__name__)
 
 
-def input_files(source: str | Path) -> list[Path]:
-    """One file, or every file under a folder (recursively, in sorted order; hidden ones left out)."""
+def input_files(source: str | Path, exclude: Path | None = None) -> list[Path]:
+    """One file, or every file under a folder: recursively, following linked folders (each real folder
+    once), in sorted order; hidden names and the ``exclude`` folder (the task's own output) left out."""
     path = Path(source).expanduser()
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise BrainMRIError(f"input={source}: no such file or folder.")
-    files = sorted(
-        p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.parts)
-    )
+    skipped = exclude.resolve() if exclude else None
+    files, seen = [], set()
+    for folder, subfolders, names in os.walk(path, followlinks=True):
+        real = Path(folder).resolve()
+        if real in seen or real == skipped:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        files += [Path(folder) / n for n in names if not n.startswith(".") and (Path(folder) / n).is_file()]
     if not files:
         raise BrainMRIError(f"input={source}: the folder holds no files.")
-    return files
+    return sorted(files)
 
 
 def read_for_model(path: Path, model: BrainMRIClassifier) -> np.ndarray:
@@ -112,8 +121,8 @@ def predict(cfg: DictConfig) -> float:
     precision, note = precision_for_checkpoint(model.provenance["precision"], "cpu")
     if note:
         log.warning("Predicting in %s: %s.", precision, note)
-    files = input_files(cfg.input)
     output_dir = Path(cfg.paths.output_dir)
+    files = input_files(cfg.input, exclude=output_dir)
     class_names = list(model.hparams.class_names)
     ensemble = len(checkpoints) > 1 or cfg.tta != "none"
     bad: list[tuple[str, str]] = []
@@ -125,16 +134,20 @@ def predict(cfg: DictConfig) -> float:
         ):
             out.write(prediction_row(str(path), probabilities.tolist(), class_names, spread=spread))
             count += 1
-    write_bad_images(output_dir, bad)
-    if bad:
-        listing = "\n".join(f"  {path}: {reason}" for path, reason in bad)
-        log.warning("%d file(s) could not be read and were left out (bad_images.csv):\n%s", len(bad), listing)
+        write_bad_images(output_dir, bad)
+        if bad:
+            listing = "\n".join(f"  {path}: {reason}" for path, reason in bad)
+            log.warning(
+                "%d file(s) could not be read and were left out (bad_images.csv):\n%s", len(bad), listing
+            )
+        if not count:  # raised inside: no header-only predictions.csv is left
+            raise BrainMRIError(
+                f"None of the {len(files)} file(s) under {cfg.input} could be read as an image."
+            )
     log.info(
         "Predicted %d image(s) with %d model(s); wrote %s",
         count,
         len(checkpoints),
         output_dir / PREDICTIONS_FILE,
     )
-    if not count:
-        raise BrainMRIError(f"None of the {len(files)} file(s) under {cfg.input} could be read as an image.")
     return float(count)

@@ -310,6 +310,11 @@ def check_eval_settings(cfg: DictConfig) -> None:
 def check_predict_settings(cfg: DictConfig) -> None:
     from brain_mri.models.ensemble import VIEWS
 
+    missing = [f"{key}=<...>" for key in ("ckpt_path", "input") if OmegaConf.is_missing(cfg, key)]
+    if missing:
+        raise BrainMRIError(
+            f"predict.py needs {' and '.join(missing)} (see the README: Predicting new scans)."
+        )
     problems = []
     if cfg.tta not in VIEWS:
         problems.append(f"tta must be one of {', '.join(VIEWS)}, got '{cfg.tta}'.")
