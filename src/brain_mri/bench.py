@@ -12,7 +12,6 @@ precision), alone and as an ensemble of ``--ensemble`` such models with ``--tta`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import tempfile
 import time
@@ -28,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.folder import scan_image_files
 from brain_mri.data.synthetic import generate_phantom_dataset
-from brain_mri.hardware import best_precision
+from brain_mri.hardware import autocast, best_precision
 from brain_mri.models import BrainMRIClassifier, EnsembleClassifier
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -72,15 +71,6 @@ class StepTimer(L.Callback):
         return self.images / (self.finished - self.started)
 
 
-def autocast(precision: str, device: str = DEVICE):
-    """The autocast of a Lightning mixed precision, for the loops that run without a Trainer."""
-    if precision.startswith("bf16"):
-        return torch.autocast(device, dtype=torch.bfloat16)
-    if precision.startswith("16"):
-        return torch.autocast(device, dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 def timed_trainer(precision: Any, timer: StepTimer, **settings) -> L.Trainer:
     return L.Trainer(
         logger=False,
@@ -119,7 +109,7 @@ def bare_loop(args, precision: str, channels_last: bool) -> float:
     for step in range(args.warmup + args.steps):
         if step == args.warmup:
             started = time.perf_counter()
-        with autocast(precision):
+        with autocast(precision, DEVICE):
             loss = torch.nn.functional.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

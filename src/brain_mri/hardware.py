@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 
@@ -41,3 +43,12 @@ def precision_for_checkpoint(trained: str | None, accelerator: str = "auto") -> 
         return trained, None
     chosen = best_precision(accelerator)
     return chosen, f"it was trained with {trained}, which this machine lacks; results may differ slightly"
+
+
+def autocast(precision: str, device: str = "cpu"):
+    """The autocast of a Lightning mixed precision, for the loops that run without a Trainer."""
+    if precision.startswith("bf16"):
+        return torch.autocast(device, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device, dtype=torch.float16)
+    return contextlib.nullcontext()

@@ -7,7 +7,6 @@ for notebooks.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
@@ -22,7 +21,7 @@ from rich.progress import Progress
 from brain_mri.data.folder import unreadable_reason
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import models_to_evaluate
-from brain_mri.hardware import precision_for_checkpoint
+from brain_mri.hardware import autocast, precision_for_checkpoint
 from brain_mri.models import BrainMRIClassifier
 from brain_mri.preprocessing import model_pixels, read_grayscale, to_model_input
 from brain_mri.run_outputs import (
@@ -67,13 +66,6 @@ def read_for_model(path: Path, model: BrainMRIClassifier) -> np.ndarray:
     except Exception as err:  # PIL raises many types for broken files; each becomes a reason
         raise BrainMRIError(unreadable_reason(content, err)) from err
     return model_pixels(image, model.hparams.image_size, model.hparams.get("crop", "none"))
-
-
-def autocast(precision: str):
-    """bf16 autocast on the CPU where the model was trained in bf16 and this machine has it."""
-    if precision.startswith("bf16"):
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def predict_files(

@@ -62,6 +62,9 @@ def best_checkpoints(path: str | Path) -> list[Path]:
             found.append(beside if beside.is_file() else Path(best))
     if not found:
         raise BrainMRIError(f"No completed training run (metrics.json with a best checkpoint) under {path}.")
+    missing = [str(p) for p in found if not p.is_file()]
+    if missing:
+        raise BrainMRIError(f"No checkpoint file at {', '.join(missing)}.")
     return found
 
 

@@ -12,7 +12,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from brain_mri.checkpoints import load_checkpoint, require_file
+from brain_mri.checkpoints import load_checkpoint
 from brain_mri.data.folder import scan_image_files
 from brain_mri.errors import BrainMRIError, user_error
 from brain_mri.run_outputs import CONFIG_FILE, best_checkpoints, check_run_folder, run_folder_of
@@ -303,8 +303,7 @@ def check_eval_settings(cfg: DictConfig) -> None:
         raise BrainMRIError(f"eval.on must be 'test' or 'all', got '{cfg.eval.on}'.")
     if cfg.eval.tta not in VIEWS:
         raise BrainMRIError(f"eval.tta must be one of {', '.join(VIEWS)}, got '{cfg.eval.tta}'.")
-    for checkpoint in best_checkpoints(cfg.ckpt_path):
-        require_file(checkpoint)
+    best_checkpoints(cfg.ckpt_path)  # each file there, or one message
 
 
 def check_predict_settings(cfg: DictConfig) -> None:
@@ -324,8 +323,7 @@ def check_predict_settings(cfg: DictConfig) -> None:
     if not Path(str(cfg.input)).expanduser().exists():
         problems.append(f"input={cfg.input}: no such file or folder.")
     try:
-        for checkpoint in best_checkpoints(cfg.ckpt_path):
-            require_file(checkpoint)
+        best_checkpoints(cfg.ckpt_path)
     except BrainMRIError as err:
         problems.append(str(err))
     if problems:
