@@ -14,7 +14,7 @@ import pytest
 
 from brain_mri.data.synthetic import generate_phantom_dataset
 from brain_mri.train import train
-from helpers import FAST_TRAINING, REAL_DATA, check, compose_task, run_script
+from helpers import FAST_TRAINING, REAL_DATA, built_once, check, compose_task, run_script
 
 
 @pytest.fixture(scope="session")
@@ -40,17 +40,17 @@ def trained_run(tmp_path_factory, phantom_root) -> Path:
 
 @pytest.fixture(scope="session")
 def small_sweep(tmp_path_factory, phantom_root) -> Path:
-    """A 2x2 sweep in which the two jobs with batch size 0 fail: the sweep must still finish."""
-    sweep = tmp_path_factory.mktemp("sweep")
-    check(
-        run_script(
-            "train.py",
+    """A 2x2 sweep in which the two jobs with batch size 0 fail: the sweep must still finish.
+    Built once for all xdist workers (the tests only read it)."""
+
+    def run_sweep(sweep: Path) -> None:
+        overrides = [
             "-m",
             *FAST_TRAINING,
             f"data.root={phantom_root}",
             "model.lr=1e-3,1e-4",
             "data.batch_size=8,0",
-            f"hydra.sweep.dir={sweep}",
-        )
-    )
-    return sweep
+        ]
+        check(run_script("train.py", *overrides, f"hydra.sweep.dir={sweep}"))
+
+    return built_once(tmp_path_factory, "sweep", run_sweep)

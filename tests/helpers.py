@@ -6,8 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
@@ -41,6 +43,21 @@ def compose_task(config_name: str, output_dir: Path, *overrides: str) -> DictCon
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder that ``build`` fills once per test session, shared by every xdist worker (each worker's
+    session fixtures are its own; the workers' temporary folders share a parent)."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    folder, done = shared / name, shared / f"{name}.done"
+    with FileLock(shared / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed in another worker
+            build(folder)
+            done.touch()
+    return folder
 
 
 def run_script(script: str, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:

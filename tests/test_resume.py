@@ -17,6 +17,7 @@ from brain_mri.callbacks import EarlyStopping
 from brain_mri.checkpoints import AtomicCheckpointIO, load_checkpoint
 from brain_mri.data.split import data_fingerprint
 from brain_mri.errors import BrainMRIError
+from brain_mri.evaluate import evaluate
 from brain_mri.run_outputs import LOCK_FILE, lock_run_folder, read_csv, read_json, unlock_run_folder
 from brain_mri.settings import check_train_settings
 from brain_mri.train import train
@@ -61,7 +62,7 @@ def epochs_trained_by_other_processes(run, pid: int) -> set[int]:
 @pytest.fixture(scope="module")
 def uninterrupted(phantom_root, tmp_path_factory):
     run = tmp_path_factory.mktemp("whole")
-    check(run_script("train.py", *DETERMINISTIC, f"data.root={phantom_root}", f"hydra.run.dir={run}"))
+    train(compose_task("train", run, *DETERMINISTIC, f"data.root={phantom_root}"))
     return run
 
 
@@ -90,8 +91,9 @@ def test_a_run_killed_after_its_best_epoch_resumes_at_the_next_epoch(phantom_roo
     config = (run / ".hydra" / "config.yaml").read_text()
     assert (run / LOCK_FILE).is_file()  # left by the killed process, whose pid is gone: no obstacle
 
-    check(run_script("train.py", f"resume={run}"))
+    check(run_script("train.py", f"resume={run}"))  # a new process, as after a crash
     assert not (run / LOCK_FILE).exists()
+    assert "train.py" in read_json(run / "run_info.json")["command"]
     assert epochs_trained_by_other_processes(run, process.pid) == set(range(latest + 1, 6))
     resumed, whole = read_json(run / "metrics.json"), read_json(uninterrupted / "metrics.json")
     for name in RESULTS:
@@ -100,7 +102,7 @@ def test_a_run_killed_after_its_best_epoch_resumes_at_the_next_epoch(phantom_roo
     assert (run / "predictions.csv").read_text() == (uninterrupted / "predictions.csv").read_text()
 
     # A resume may train for longer; it keeps the run's recorded config and appends to run_info.json.
-    check(run_script("train.py", f"resume={run}", "trainer.max_epochs=7"))
+    train(compose_task("train", run, f"resume={run}", "trainer.max_epochs=7"))
     assert read_json(run / "metrics.json")["epochs_trained"] == 7 and len(val_losses(run)) == 7
     assert (run / ".hydra" / "config.yaml").read_text() == config
     assert "max_epochs: 6" in (run / "config.yaml").read_text()
@@ -108,12 +110,8 @@ def test_a_run_killed_after_its_best_epoch_resumes_at_the_next_epoch(phantom_roo
     assert [r["overrides"] for r in resumes] == [[f"resume={run}"], [f"resume={run}", "trainer.max_epochs=7"]]
     assert [r["first_epoch"] for r in resumes] == [latest + 1, 6]
 
-    finished = run_script("train.py", f"resume={run}")  # nothing left to train: said, and not recorded
-    assert (
-        finished.returncode == 1
-        and "nothing is left" in finished.stderr
-        and "trainer.max_epochs=17" in finished.stderr
-    )
+    with pytest.raises(BrainMRIError, match=r"nothing is left.*trainer\.max_epochs=17"):  # and not recorded
+        train(compose_task("train", run, f"resume={run}"))
     assert len(read_json(run / "run_info.json")["resumes"]) == 2
 
 
@@ -166,7 +164,7 @@ def test_run_folder_records_what_is_needed_to_repeat_it(uninterrupted, phantom_r
     assert info["packages"]["torch"] == metadata.version("torch")
     assert info["packages"]["lightning"] == metadata.version("lightning")
     assert re.fullmatch("[0-9a-f]{40}", info["git_commit"]) and isinstance(info["git_dirty"], bool)
-    assert "train.py" in info["command"] and info["data_root"] == str(phantom_root)
+    assert info["data_root"] == str(phantom_root)
     assert info["data_images"] == 44
     config = (uninterrupted / "config.yaml").read_text()
     assert "${" not in config and "deterministic: true" in config
@@ -188,8 +186,8 @@ def test_the_data_fingerprint_changes_with_any_file_and_only_then(uninterrupted)
 
 def test_resume_needs_a_finished_epoch(tmp_path):
     (tmp_path / "config.yaml").write_text("seed: 1\n")
-    result = run_script("train.py", f"resume={tmp_path}")
-    assert result.returncode == 1 and "no checkpoints/last.ckpt" in result.stderr
+    with pytest.raises(BrainMRIError, match=r"no checkpoints/last\.ckpt"):
+        train(compose_task("train", tmp_path, f"resume={tmp_path}"))
 
 
 def test_an_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
@@ -218,8 +216,6 @@ def test_eval_refuses_a_split_whose_images_changed(trained_run, phantom_root, tm
     (data / test_files[0]).write_bytes((data / test_files[1]).read_bytes())  # edited
     (data / test_files[1]).unlink()  # removed
     checkpoint = trained_run / "checkpoints" / "last.ckpt"
-    result = run_script(
-        "eval.py", f"ckpt_path={checkpoint}", f"data.root={data}", f"hydra.run.dir={tmp_path / 'e'}"
-    )
-    assert result.returncode == 1 and "no longer match" in result.stderr
-    assert "1 missing, 1 changed" in result.stderr and test_files[0] in result.stderr
+    with pytest.raises(BrainMRIError, match="no longer match") as refused:
+        evaluate(compose_task("eval", tmp_path / "e", f"ckpt_path={checkpoint}", f"data.root={data}"))
+    assert "1 missing, 1 changed" in str(refused.value) and test_files[0] in str(refused.value)
