@@ -49,7 +49,8 @@ def test_the_python_function_streams_in_chunks(trained_run, new_scans):
     files = input_files(new_scans)
     results = list(predict_files(model, files, batch_size=2, chunk_size=3, bad=bad, progress=False))
     assert len(results) == len(files) - 1 and len(bad) == 1
-    assert all(abs(probabilities.sum() - 1) < 1e-5 and spread is None for _, probabilities, spread in results)
+    assert all(abs(r.probabilities.sum() - 1) < 1e-5 and r.spread is None for r in results)
+    assert all(r.heat_map is None and r.pixels.shape == (32, 32) for r in results)  # explain=False
 
 
 def test_an_ensemble_with_flip_writes_the_spread(small_sweep, new_scans, tmp_path):
@@ -64,6 +65,7 @@ def test_an_ensemble_with_flip_writes_the_spread(small_sweep, new_scans, tmp_pat
         ("input=/no/such/folder", "no such file or folder"),
         ("tta=rotate", "tta must be one of"),
         ("batch_size=0", "at least 1"),
+        ("explain=maybe", "explain must be true or false"),
     ],
 )
 def test_bad_settings_are_one_message(trained_run, new_scans, tmp_path, override, message):

@@ -1,8 +1,8 @@
 """The prediction task: a trained model (or ensemble) asked about new scans, no labels needed.
 
 ``python predict.py ckpt_path=<checkpoint | run folder | sweep folder> input=<image | folder>`` writes
-``predictions.csv`` (and ``bad_images.csv``) into its own output folder. :func:`predict_files` is the same
-for notebooks.
+``predictions.csv`` (and ``bad_images.csv``) into its own output folder; ``explain=true`` adds a Grad-CAM
+overlay per image (``explanations/``). :func:`predict_files` is the same for notebooks.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from rich.progress import Progress
 from brain_mri.data.folder import unreadable_reason
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import models_to_evaluate
+from brain_mri.explain import explanation_path, grad_cam, overlay
 from brain_mri.hardware import autocast, precision_for_checkpoint
 from brain_mri.models import BrainMRIClassifier
 from brain_mri.preprocessing import model_pixels, read_grayscale, to_model_input
@@ -68,6 +70,14 @@ def read_for_model(path: Path, model: BrainMRIClassifier) -> np.ndarray:
     return model_pixels(image, model.hparams.image_size, model.hparams.get("crop", "none"))
 
 
+class Prediction(NamedTuple):
+    path: Path
+    probabilities: np.ndarray  # one per class, in the order of model.hparams.class_names
+    spread: float | None  # ensembles and test-time views: how much they disagree on the predicted class
+    pixels: np.ndarray  # (H, W) in [0, 1]: the image as the model saw it
+    heat_map: np.ndarray | None  # (H, W) in [0, 1]: Grad-CAM of the predicted class, when asked
+
+
 def predict_files(
     model: BrainMRIClassifier,
     files: list[Path],
@@ -76,9 +86,11 @@ def predict_files(
     precision: str = "32-true",
     bad: list[tuple[str, str]] | None = None,
     progress: bool = True,
-) -> Iterator[tuple[Path, np.ndarray, float | None]]:
-    """(file, class probabilities, spread or None) for every readable file, read ``chunk_size`` files at
-    a time (bounded memory). Unreadable files are appended to ``bad`` as (path, reason), not raised."""
+    explain: bool = False,
+) -> Iterator[Prediction]:
+    """A :class:`Prediction` for every readable file, read ``chunk_size`` files at a time (bounded
+    memory); ``explain`` adds the Grad-CAM map of the predicted class. Unreadable files are appended to
+    ``bad`` as (path, reason), not raised."""
     bad = [] if bad is None else bad
     model.eval()
     with Progress(disable=not progress, transient=True) as bar:
@@ -98,9 +110,18 @@ def predict_files(
                     with torch.inference_mode(), autocast(precision):
                         out = model.predict_step((batch, None), 0)
                     probabilities, spread = out if isinstance(out, tuple) else (out, None)
+                    maps = None
+                    if explain:
+                        with autocast(precision):
+                            maps = grad_cam(model, batch, probabilities.argmax(dim=1)).numpy()
                     for i, row in enumerate(probabilities.float().numpy()):
-                        one_spread = None if spread is None else float(spread[i])
-                        yield chunk[first + i], row, one_spread
+                        yield Prediction(
+                            chunk[first + i],
+                            row,
+                            None if spread is None else float(spread[i]),
+                            batch[i, 0].float().numpy(),
+                            None if maps is None else maps[i],
+                        )
             bar.advance(task, len(files[start : start + chunk_size]))
 
 
@@ -119,12 +140,22 @@ def predict(cfg: DictConfig) -> float:
     ensemble = len(checkpoints) > 1 or cfg.tta != "none"
     bad: list[tuple[str, str]] = []
     count = 0
-    fields = prediction_fields(class_names, spread=ensemble, labelled=False)
+    fields = prediction_fields(class_names, spread=ensemble, labelled=False, explained=cfg.explain)
+    input_root = Path(cfg.input).expanduser()
     with CsvAppender(output_dir / PREDICTIONS_FILE, fields) as out:
-        for path, probabilities, spread in predict_files(
-            model, files, cfg.batch_size, cfg.chunk_size, precision, bad, progress=cfg.progress
+        for found in predict_files(
+            model, files, cfg.batch_size, cfg.chunk_size, precision, bad, cfg.progress, cfg.explain
         ):
-            out.write(prediction_row(str(path), probabilities.tolist(), class_names, spread=spread))
+            row = prediction_row(
+                str(found.path), found.probabilities.tolist(), class_names, spread=found.spread
+            )
+            if found.heat_map is not None:
+                picture = explanation_path(output_dir, found.path, input_root)
+                picture.parent.mkdir(parents=True, exist_ok=True)
+                caption = f"{row['predicted_class']} {found.probabilities.max():.2f}"
+                overlay(found.pixels, found.heat_map, caption).save(picture)
+                row["explanation"] = picture.relative_to(output_dir).as_posix()
+            out.write(row)
             count += 1
         write_bad_images(output_dir, bad)
         if bad:

@@ -152,12 +152,16 @@ def predictions_file(partition: str) -> str:
     return PREDICTIONS_FILE if partition == "test" else VAL_PREDICTIONS_FILE
 
 
-def prediction_fields(class_names: list[str], spread: bool = False, labelled: bool = True) -> tuple[str, ...]:
+def prediction_fields(
+    class_names: list[str], spread: bool = False, labelled: bool = True, explained: bool = False
+) -> tuple[str, ...]:
     """The columns of ``predictions.csv``: the true class (``labelled``), one probability per class named
-    ``prob_<class>``, the prediction, and for an ensemble or test-time augmentation the ``spread``."""
+    ``prob_<class>``, the prediction, for an ensemble or test-time augmentation the ``spread``, and with
+    Grad-CAM the overlay's path in the output folder (``explanation``)."""
     probabilities = tuple(f"{PROBABILITY_PREFIX}{name}" for name in class_names)
     truth = ("label", "class") if labelled else ()
-    return ("path", *truth, *probabilities, "predicted", "predicted_class") + (("spread",) if spread else ())
+    optional = (("spread",) if spread else ()) + (("explanation",) if explained else ())
+    return ("path", *truth, *probabilities, "predicted", "predicted_class", *optional)
 
 
 def prediction_row(

@@ -64,6 +64,7 @@ class ModelSettings:
     label_smoothing: float = 0.0
     decay_norms_and_biases: bool = True
     channels_last: bool = True
+    cam_layer: str | None = None
 
 
 @dataclass
@@ -317,6 +318,8 @@ def check_predict_settings(cfg: DictConfig) -> None:
     problems = []
     if cfg.tta not in VIEWS:
         problems.append(f"tta must be one of {', '.join(VIEWS)}, got '{cfg.tta}'.")
+    if not isinstance(cfg.explain, bool):
+        problems.append(f"explain must be true or false, got '{cfg.explain}'.")
     for key in ("batch_size", "chunk_size"):
         if not is_whole(cfg[key]) or cfg[key] < 1:
             problems.append(f"{key} must be a whole number of at least 1, got {cfg[key]}.")

@@ -191,6 +191,7 @@ class BrainMRIClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         decay_norms_and_biases: bool = True,
         channels_last: bool = True,
+        cam_layer: str | None = None,
     ):
         super().__init__()
         problems = model_setting_problems(
@@ -222,6 +223,13 @@ class BrainMRIClassifier(L.LightningModule):
         self.net = build_backbone(
             arch, num_classes, None if restoring else weights, None if restoring else weights_path
         )
+        if cam_layer:
+            try:
+                self.net.get_submodule(cam_layer)
+            except AttributeError as err:
+                raise BrainMRIError(
+                    f"model.cam_layer={cam_layer}: {arch} has no such module ({err})."
+                ) from err
         if channels_last:  # NHWC convolutions are faster on current CPUs and tensor-core GPUs
             self.net = self.net.to(memory_format=torch.channels_last)
         statistics = NORMALIZATIONS[normalization] or ((0.0,) * 3, (1.0,) * 3)

@@ -1,0 +1,77 @@
+"""Grad-CAM: where in a slice the evidence for a class lies, and the overlay images that show it.
+
+The heat maps come from captum's ``LayerGradCam`` on the layer each model config names (``cam_layer``:
+the last convolutional stage, whose feature map is 7x7 for ResNet-18 at 224 px); an ensemble averages
+its members' maps over its views. :func:`overlay` draws one slice with its map and probability.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from captum.attr import LayerGradCam
+from matplotlib import colormaps
+from PIL import Image, ImageDraw, ImageFont
+
+from brain_mri.errors import BrainMRIError
+from brain_mri.models import BrainMRIClassifier, EnsembleClassifier
+
+EXPLANATIONS_DIR = "explanations"  # overlay PNGs, in the task's output folder
+OVERLAY_SIZE = 256  # pixels: small inputs (100 px) are enlarged so that the map can be read
+
+
+def grad_cam(model: BrainMRIClassifier, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) Grad-CAM maps of ``targets`` (a class index per image) at the input's resolution, each
+    scaled to a maximum of 1 (all zeros where nothing speaks for the class)."""
+    if isinstance(model, EnsembleClassifier):
+        # every view (identity, mirror) is its own inverse: a view's map is mapped back by the view
+        maps = [
+            view(grad_cam(member, view(images), targets)) for member in model.members for view in model.views
+        ]
+        return normalised(torch.stack(maps).mean(dim=0))
+    layer_name = model.hparams.get("cam_layer")
+    if not layer_name:
+        raise BrainMRIError(
+            "This checkpoint names no Grad-CAM layer (model.cam_layer, saved since explanations exist): "
+            "train it again to explain its predictions."
+        )
+    was_training = model.training
+    model.eval()
+    with torch.enable_grad():
+        cam = LayerGradCam(model, model.net.get_submodule(layer_name))
+        maps = cam.attribute(images, target=targets.tolist(), relu_attributions=True)
+    model.train(was_training)
+    maps = F.interpolate(maps.detach().float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
+    return normalised(maps[:, 0])
+
+
+def normalised(maps: torch.Tensor) -> torch.Tensor:
+    peak = maps.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
+    return maps / peak
+
+
+def overlay(pixels: np.ndarray, heat_map: np.ndarray, caption: str) -> Image.Image:
+    """The slice (H, W in [0, 1]) in gray, the heat map over it in colour (transparent where cold), and
+    a caption strip above it."""
+    gray = Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8)).convert("RGB")
+    heat = Image.fromarray((colormaps["jet"](heat_map)[..., :3] * 255).astype(np.uint8))
+    alpha = Image.fromarray((np.clip(heat_map, 0, 1) * 0.6 * 255).astype(np.uint8))
+    size = (max(OVERLAY_SIZE, gray.width), max(OVERLAY_SIZE, gray.height))
+    gray, heat, alpha = (im.resize(size, Image.Resampling.BILINEAR) for im in (gray, heat, alpha))
+    picture = Image.composite(heat, gray, alpha)
+    font = ImageFont.load_default(size=max(12, size[0] // 16))
+    strip = font.size + 8
+    framed = Image.new("RGB", (size[0], size[1] + strip), "black")
+    framed.paste(picture, (0, strip))
+    ImageDraw.Draw(framed).text((4, 4), caption, fill="white", font=font)
+    return framed
+
+
+def explanation_path(output_dir: Path, image_path: Path, input_root: Path) -> Path:
+    """Where the overlay of one input image goes: ``explanations/<its path under the input>.png``
+    (the full name is kept, so ``a.jpg`` and ``a.png`` do not collide)."""
+    relative = image_path.relative_to(input_root) if image_path != input_root else Path(image_path.name)
+    return output_dir / EXPLANATIONS_DIR / relative.parent / f"{relative.name}.png"
