@@ -1,9 +1,12 @@
 """End to end on phantoms: the tasks in this process; the real scripts where a process is the point."""
 
+import io
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torchmetrics.functional.classification import binary_accuracy, binary_auroc
@@ -64,6 +67,10 @@ def test_tensorboard_shows_the_images_the_model_saw_and_its_test_mistakes(traine
     predictions = read_csv(trained_run / "predictions.csv")
     mistakes = sum(p["predicted_class"] != p["class"] for p in predictions)
     assert ("test/misclassified" in images) == (mistakes > 0)
+    if mistakes:  # each mistake under its Grad-CAM map: colour over the gray slices and black captions
+        figure = Image.open(io.BytesIO(events.Images("test/misclassified")[0].encoded_image_string))
+        pixels = np.asarray(figure.convert("RGB")).astype(int)
+        assert np.abs(pixels[..., 0] - pixels[..., 2]).max() > 50  # gray and black have R = B
     assert set(events.PluginTagToContent("pr_curves")) == {"test/pr_curve/no", "test/pr_curve/yes"}
 
 

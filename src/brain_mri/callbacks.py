@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from brain_mri import plots
+from brain_mri.explain import grad_cam
 from brain_mri.run_outputs import (
     METRICS_FILE,
     failure_record,
@@ -121,8 +122,8 @@ def task_callbacks(
 class TensorBoardImages(L.Callback):
     """Images in TensorBoard: the first training batch as it enters the model (augmented), a fixed set of
     validation images with their probabilities every ``every_n_epochs`` epochs, and after testing the
-    confusion matrix, the precision-recall curve and the misclassified test images. Does nothing
-    without a TensorBoard logger."""
+    confusion matrix, the precision-recall curve and the misclassified test images with the Grad-CAM map
+    of the class they were taken for. Does nothing without a TensorBoard logger."""
 
     def __init__(self, count: int = 16, every_n_epochs: int = 5):
         self.count, self.every_n_epochs = count, every_n_epochs
@@ -200,4 +201,10 @@ class TensorBoardImages(L.Callback):
         wrong = (predicted != labels).nonzero().flatten()[: self.count]
         if len(wrong):
             captions = [self.caption(names, probabilities[i], int(labels[i])) for i in wrong]
-            writer.add_figure("test/misclassified", plots.image_grid(images[wrong].numpy(), captions), step)
+            maps = None
+            if pl_module.hparams.get("cam_layer"):  # Grad-CAM of the class the model wrongly chose
+                inputs = images[wrong].unsqueeze(1).expand(-1, 3, -1, -1).to(pl_module.device)
+                with trainer.precision_plugin.forward_context():
+                    maps = grad_cam(pl_module, inputs, predicted[wrong].to(pl_module.device)).cpu().numpy()
+            figure = plots.image_grid(images[wrong].numpy(), captions, heat_maps=maps)
+            writer.add_figure("test/misclassified", figure, step)

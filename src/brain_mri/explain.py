@@ -40,9 +40,10 @@ def grad_cam(model: BrainMRIClassifier, images: torch.Tensor, targets: torch.Ten
         )
     was_training = model.training
     model.eval()
-    with torch.enable_grad():
+    # gradients even when called from a test or prediction loop (inference mode: its tensors are cloned)
+    with torch.inference_mode(False), torch.enable_grad():
         cam = LayerGradCam(model, model.net.get_submodule(layer_name))
-        maps = cam.attribute(images, target=targets.tolist(), relu_attributions=True)
+        maps = cam.attribute(images.clone(), target=targets.tolist(), relu_attributions=True)
     model.train(was_training)
     maps = F.interpolate(maps.detach().float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
     return normalised(maps[:, 0])

@@ -111,15 +111,20 @@ def confusion(labels: np.ndarray, predicted: np.ndarray, classes: list[str], tit
     return _save(confusion_figure(labels, predicted, classes, title), path)
 
 
-def image_grid(images: np.ndarray, captions: list[str], columns: int = 4) -> Figure:
-    """Grayscale images (N, H, W) in [0, 1] with a caption each (e.g. the prediction and the truth)."""
+def image_grid(
+    images: np.ndarray, captions: list[str], columns: int = 4, heat_maps: np.ndarray | None = None
+) -> Figure:
+    """Grayscale images (N, H, W) in [0, 1] with a caption each (e.g. the prediction and the truth), and
+    over each its heat map (N, H, W in [0, 1]; Grad-CAM) when given, transparent where cold."""
     rows = max(1, -(-len(images) // columns))
     figure = Figure(figsize=(2.2 * columns, 2.4 * rows))
     axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
     for axis in axes:
         axis.axis("off")
-    for axis, image, caption in zip(axes, images, captions, strict=False):
+    for i, (axis, image, caption) in enumerate(zip(axes, images, captions, strict=False)):
         axis.imshow(image, cmap="gray", vmin=0, vmax=1)
+        if heat_maps is not None:
+            axis.imshow(heat_maps[i], cmap="jet", vmin=0, vmax=1, alpha=0.6 * np.clip(heat_maps[i], 0, 1))
         axis.set_title(caption, fontsize=8)
     figure.tight_layout()
     return figure
