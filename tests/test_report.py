@@ -1,5 +1,8 @@
 import json
+import os
+import re
 import shutil
+import subprocess
 
 import pytest
 
@@ -94,3 +97,61 @@ def test_missing_folder_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path)])
     assert "No runs under" in capsys.readouterr().err
+
+
+# Injected into a copy of the page: counts the images on it and those that did not load.
+IMAGE_CHECK = """<script>addEventListener("load", () => {
+  document.body.dataset.images = document.images.length;
+  document.body.dataset.broken = [...document.images].filter(i => !i.complete || !i.naturalWidth).length;
+});</script>"""
+
+
+def browser() -> str:
+    """Debian's chromium (.ci/run installs it); elsewhere the browser test is skipped, never in CI."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        message = "no chromium on PATH (apt-get install -y chromium)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    return found
+
+
+def test_the_report_page_renders_offline_with_every_image_and_no_console_message(small_sweep, tmp_path):
+    sweep = tmp_path / "sweep"
+    for job in finished_jobs(small_sweep):
+        shutil.copytree(small_sweep / job, sweep / job)
+    report = build_report(sweep, resamples=100)
+    page = (report["folder"] / "index.html").read_text()
+    assert "http://" not in page and "https://" not in page and 'src="data:image/png;base64,' in page
+    test_images = sum(r["partition"] == "test" for r in read_csv(sweep / "0" / "split.csv"))
+    assert page.count('<figure class="') == test_images  # the gallery: every test image of the best run
+    wrong = [
+        r
+        for r in read_csv(sweep / report["best"]["run"] / "predictions.csv")
+        if r["predicted_class"] != r["class"]
+    ]
+    classes = re.findall(r'<figure class="(wrong|right)"', page)
+    assert classes == ["wrong"] * len(wrong) + ["right"] * (test_images - len(wrong))  # mistakes first
+
+    checked = tmp_path / "checked.html"
+    checked.write_text(page.replace("</body>", IMAGE_CHECK + "</body>"))
+    shown = subprocess.run(
+        [
+            browser(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--log-level=0",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            checked.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    images = int(re.search(r'data-images="(\d+)"', shown.stdout).group(1))
+    assert images == len(re.findall(r"<img ", page)) >= test_images + 4  # gallery and figures
+    assert re.search(r'data-broken="(\d+)"', shown.stdout).group(1) == "0"
+    assert "CONSOLE" not in shown.stderr, [line for line in shown.stderr.splitlines() if "CONSOLE" in line]

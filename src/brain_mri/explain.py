@@ -28,10 +28,9 @@ def grad_cam(model: BrainMRIClassifier, images: torch.Tensor, targets: torch.Ten
     scaled to a maximum of 1 (all zeros where nothing speaks for the class)."""
     if isinstance(model, EnsembleClassifier):
         # every view (identity, mirror) is its own inverse: a view's map is mapped back by the view
-        maps = [
-            view(grad_cam(member, view(images), targets)) for member in model.members for view in model.views
-        ]
-        return normalised(torch.stack(maps).mean(dim=0))
+        members: list[BrainMRIClassifier] = list(model.members)  # type: ignore[arg-type]
+        each = [view(grad_cam(member, view(images), targets)) for member in members for view in model.views]
+        return normalised(torch.stack(each).mean(dim=0))
     layer_name = model.hparams.get("cam_layer")
     if not layer_name:
         raise BrainMRIError(
@@ -63,8 +62,9 @@ def overlay(pixels: np.ndarray, heat_map: np.ndarray, caption: str) -> Image.Ima
     size = (max(OVERLAY_SIZE, gray.width), max(OVERLAY_SIZE, gray.height))
     gray, heat, alpha = (im.resize(size, Image.Resampling.BILINEAR) for im in (gray, heat, alpha))
     picture = Image.composite(heat, gray, alpha)
-    font = ImageFont.load_default(size=max(12, size[0] // 16))
-    strip = font.size + 8
+    text_size = max(12, size[0] // 16)
+    font = ImageFont.load_default(size=text_size)
+    strip = text_size + 8
     framed = Image.new("RGB", (size[0], size[1] + strip), "black")
     framed.paste(picture, (0, strip))
     ImageDraw.Draw(framed).text((4, 4), caption, fill="white", font=font)

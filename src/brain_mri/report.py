@@ -2,8 +2,8 @@
 
 Reads only what runs wrote (``config.yaml``, ``.hydra/overrides.yaml``, ``metrics.json``,
 ``csv/metrics.csv``, ``predictions.csv``, ``split.csv``), so it works on a sweep that is still running or
-partly failed. Writes ``<folder>/report/``: runs.csv, runs.md, best.json, grid_3d.png and, for the best
-run, curves_/roc_/confusion_<run>.png.
+partly failed. Writes ``<folder>/report/``: runs.csv, runs.md, best.json, grid_3d.png, for the best
+run curves_/roc_/confusion_<run>.png, and all of it as one page, index.html.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import statistics
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -24,6 +24,7 @@ from rich.table import Table
 from brain_mri import plots
 from brain_mri.bootstrap import METRIC_NAMES, bootstrap_intervals, paired_difference
 from brain_mri.errors import BrainMRIError
+from brain_mri.report_page import write_page
 from brain_mri.run_outputs import (
     CONFIG_FILE,
     EPOCH_LOG,
@@ -250,8 +251,9 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
             | flat_metrics(best["metrics"])
             | ({"out_of_fold": out_of_fold_record(cv[0])} if oof else {}),
         )
-    markdown = render_markdown(rows, columns, cv, best) + render_repeated(repeated)
-    atomic_write_text(out / "runs.md", markdown)
+    sections = report_sections(rows, columns, cv, repeated, best)
+    atomic_write_text(out / "runs.md", render_markdown(sections))
+    write_page(out, sections, finished[0]["folder"] if finished else None)
     return {
         "rows": rows,
         "columns": columns,
@@ -298,15 +300,6 @@ def repeated_cross_validation(cv: list[dict]) -> list[dict]:
             | {f"oof {n} std": statistics.stdev(v) if len(v) > 1 else None for n, v in values.items()}
         )
     return summary
-
-
-def render_repeated(repeated: list[dict]) -> str:
-    if not repeated:
-        return ""
-    columns = ["model", "batch_size", "lr", "weight_decay", "seeds"]
-    columns += [f"oof {n} {s}" for n in ("auroc", "accuracy") for s in ("mean", "std")]
-    title = "\n## Repeated cross-validation: out-of-fold metrics, mean and spread over seeds\n"
-    return "\n".join([title, markdown_table(repeated, columns)]) + "\n"
 
 
 def best_cross_validation(folder: Path, seed: int) -> dict:
@@ -372,44 +365,63 @@ def compare(first: Path, second: Path, resamples: int = 2000, seed: int = 0) -> 
     } | result
 
 
-def render_markdown(rows: list[dict], columns: list[str], cv: list[dict], best: dict | None) -> str:
+class Section(NamedTuple):
+    title: str
+    text: str  # what the table shows, in a sentence or two (may be empty)
+    rows: list[dict]
+    columns: list[str]
+
+
+def report_sections(
+    rows: list[dict], columns: list[str], cv: list[dict], repeated: list[dict], best: dict | None
+) -> list[Section]:
+    """The report's tables, in order; rendered as Markdown (runs.md) and HTML (index.html)."""
     failed = sum(r["status"] == "failed" for r in rows)
-    parts = [
-        f"# Runs ({len(rows)}; {failed} failed), sorted by minimum validation loss\n",
-        markdown_table(rows, columns),
+    sections = [
+        Section(f"Runs ({len(rows)}; {failed} failed), sorted by minimum validation loss", "", rows, columns)
     ]
     if cv:
         cv_columns = ["model", "batch_size", "lr", "weight_decay", "folds"]
         cv_columns += [
             f"{n} {s}" for n in ("val_loss_best", "test/auroc", "test/accuracy") for s in ("mean", "std")
         ]
-        parts += [
-            "\n## Cross-validation: mean and standard deviation across folds\n",
-            markdown_table(cv, cv_columns),
-        ]
+        sections.append(
+            Section("Cross-validation: mean and standard deviation across folds", "", cv, cv_columns)
+        )
     with_oof = [entry for entry in cv if entry["oof"]]
     if with_oof:
         oof_columns = ["model", "batch_size", "lr", "weight_decay", "folds", "oof images"]
         oof_columns += [f"oof auroc {part}" for part in ("estimate", "low", "high")]
-        parts += [
-            "\n## Cross-validation: out-of-fold metrics\n",
+        text = (
             "Every non-test image is predicted once, by the fold model that did not train on it (its best "
-            "checkpoint); 95 % bootstrap intervals over those images.\n",
-            markdown_table(with_oof, oof_columns),
-        ]
+            "checkpoint); 95 % bootstrap intervals over those images."
+        )
+        sections.append(Section("Cross-validation: out-of-fold metrics", text, with_oof, oof_columns))
+    if repeated:
+        columns = ["model", "batch_size", "lr", "weight_decay", "seeds"]
+        columns += [f"oof {n} {s}" for n in ("auroc", "accuracy") for s in ("mean", "std")]
+        title = "Repeated cross-validation: out-of-fold metrics, mean and spread over seeds"
+        sections.append(Section(title, "", repeated, columns))
     if best:
         level = int(100 * best["bootstrap"]["level"])
-        parts += [
-            f"\n## Best run: {best['run']} ({best['test_images']} test images)\n",
+        text = (
             f"{level} % bootstrap intervals ({best['bootstrap']['resamples']} resamples of the test images, "
             f"seed {best['bootstrap']['seed']}). They show how much the figures could move on another test "
             "set of this size from the same population; they do not cover the variation between training "
-            "runs (seeds, splits).\n",
-            markdown_table(
-                [{"metric": n, **v} for n, v in best["metrics"].items()],
-                ["metric", "estimate", "low", "high"],
-            ),
-        ]
+            "runs (seeds, splits)."
+        )
+        metrics = [{"metric": n, **v} for n, v in best["metrics"].items()]
+        title = f"Best run: {best['run']} ({best['test_images']} test images)"
+        sections.append(Section(title, text, metrics, ["metric", "estimate", "low", "high"]))
+    return sections
+
+
+def render_markdown(sections: list[Section]) -> str:
+    parts = []
+    for level, section in enumerate(sections):
+        parts += [f"{'#' if level == 0 else chr(10) + '##'} {section.title}\n"]
+        parts += [f"{section.text}\n"] if section.text else []
+        parts.append(markdown_table(section.rows, section.columns))
     return "\n".join(parts) + "\n"
 
 

@@ -1,0 +1,118 @@
+"""The report as one self-contained HTML page (``report/index.html``): tables, figures and a gallery of
+the best run's test images under their Grad-CAM maps, misclassified first. Figures are embedded as data
+URIs, so the page needs no network and no other file; it can be mailed or attached to a paper review.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+from pathlib import Path
+
+from PIL import Image
+
+from brain_mri.errors import BrainMRIError
+from brain_mri.explain import overlay
+from brain_mri.run_outputs import METRICS_FILE, PREDICTIONS_FILE, RUN_INFO_FILE, read_csv, read_json
+
+log = logging.getLogger(__name__)
+
+PAGE_FILE = "index.html"
+GALLERY_LIMIT = 64  # test images shown; a test partition of the Kaggle set has 26
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }
+th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+figure { display: inline-block; margin: 0.5em; vertical-align: top; }
+figure img { max-width: 480px; } .gallery img { width: 192px; }
+.wrong figcaption { color: #b00; font-weight: bold; } figcaption { font-size: 0.8em; max-width: 192px; }
+"""
+
+
+def png_uri(source: Path | Image.Image) -> str:
+    if isinstance(source, Image.Image):
+        buffer = io.BytesIO()
+        source.save(buffer, format="PNG")
+        data = buffer.getvalue()
+    else:
+        data = source.read_bytes()
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return html.escape("" if value is None else str(value))
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def gallery(run: Path) -> str:
+    """The run's test images with prediction, truth and Grad-CAM; misclassified first. Needs the data
+    set where the run read it and the run's best checkpoint; says so on the page when either is gone."""
+    from brain_mri.models import BrainMRIClassifier
+    from brain_mri.predict import predict_files
+
+    rows = read_csv(run / PREDICTIONS_FILE)
+    root = Path(read_json(run / RUN_INFO_FILE)["data_root"])
+    checkpoint = read_json(run / METRICS_FILE).get("best_checkpoint")
+    missing = [str(root / r["path"]) for r in rows if not (root / r["path"]).is_file()]
+    if not checkpoint or not Path(checkpoint).is_file() or missing:
+        why = f"the checkpoint {checkpoint} is gone" if missing == [] else f"{len(missing)} images are gone"
+        return f"<p>No gallery: {html.escape(why)} (it needs the run's data set and best checkpoint).</p>"
+    rows.sort(key=lambda r: (r["predicted_class"] == r["class"], r["path"]))
+    rows = rows[:GALLERY_LIMIT]
+    model = BrainMRIClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
+    try:
+        found = predict_files(model, [root / r["path"] for r in rows], progress=False, explain=True)
+        figures = []
+        for row, prediction in zip(rows, found, strict=True):
+            wrong = row["predicted_class"] != row["class"]
+            caption = f"{row['predicted_class']} {prediction.probabilities.max():.2f}"
+            assert prediction.heat_map is not None  # explain=True
+            picture = overlay(prediction.pixels, prediction.heat_map, caption)
+            figures.append(
+                f'<figure class="{"wrong" if wrong else "right"}"><img src="{png_uri(picture)}" '
+                f'alt="{html.escape(row["path"])}"><figcaption>{html.escape(row["path"])}: true '
+                f"{html.escape(row['class'])}{' (misclassified)' if wrong else ''}</figcaption></figure>"
+            )
+    except BrainMRIError as err:  # e.g. a checkpoint saved before Grad-CAM layers were recorded
+        return f"<p>No gallery: {html.escape(str(err))}</p>"
+    wrong = sum(r["predicted_class"] != r["class"] for r in rows)
+    return (
+        f"<p>{len(rows)} test images of {html.escape(run.name)}, {wrong} misclassified (first). "
+        "Grad-CAM of the predicted class over each slice, as the model saw it.</p>"
+        f'<div class="gallery">{"".join(figures)}</div>'
+    )
+
+
+def write_page(out: Path, sections: list, best_run: Path | None) -> Path:
+    """``report/index.html``: the report's tables (``brain_mri.report.Section``), its figures, and the
+    gallery of ``best_run``."""
+    parts = [f"<h1>Report: {html.escape(str(out.parent))}</h1>"]
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        parts += [f"<p>{html.escape(section.text)}</p>"] if section.text else []
+        parts.append(table(section.rows, section.columns))
+    figures = sorted(out.glob("*.png"))
+    if figures:
+        parts.append("<h2>Figures</h2>")
+        parts += [
+            f'<figure><img src="{png_uri(f)}" alt="{f.stem}"><figcaption>{f.stem}</figcaption></figure>'
+            for f in figures
+        ]
+    if best_run is not None:
+        parts += [f"<h2>Test images of the best run ({html.escape(best_run.name)})</h2>", gallery(best_run)]
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>brain-mri report</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"
+    )
+    path = out / PAGE_FILE
+    path.write_text(page, encoding="utf-8")
+    return path
