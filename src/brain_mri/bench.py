@@ -6,12 +6,15 @@ In one process, for one model, image size, batch size and precision, it times op
 (c) the original study's style: PIL decode and resize in ``__getitem__``, fp32, contiguous tensors;
 and prediction throughput of the pipeline's model through ``Trainer.predict`` (on the accelerator, at the
 precision), alone and as an ensemble of ``--ensemble`` such models with ``--tta`` views, as
-``eval.py ckpt_path=<sweep folder> eval.tta=flip`` predicts. All on the same device. Prints one JSON line.
+``eval.py ckpt_path=<sweep folder> eval.tta=flip`` predicts; and ``predict.py``'s path from image files
+(read, prepare, predict), without and with Grad-CAM overlays (``explain=true``). All on the same
+device. Prints one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import tempfile
 import time
@@ -21,16 +24,20 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.folder import scan_image_files
 from brain_mri.data.synthetic import generate_phantom_dataset
+from brain_mri.explain import overlay
 from brain_mri.hardware import autocast, best_precision
 from brain_mri.models import BrainMRIClassifier, EnsembleClassifier
+from brain_mri.predict import predict_files
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "model"  # run from a clone of the project
 
 
 class StepTimer(L.Callback):
@@ -89,7 +96,12 @@ def pipeline(root: Path, args, precision: str) -> tuple[StepTimer, BrainMRIClass
     datamodule = BrainMRIDataModule(
         str(root), image_size=args.image_size, batch_size=args.batch_size, cache_dir=None
     )
-    model = BrainMRIClassifier(arch=args.model, channels_last=args.channels_last)
+    model = BrainMRIClassifier(
+        arch=args.model,
+        channels_last=args.channels_last,
+        image_size=args.image_size,
+        cam_layer=OmegaConf.load(MODEL_CONFIGS / f"{args.model}.yaml").cam_layer,  # as train.py builds it
+    )
     timer = StepTimer(args.warmup)
     settings = {"max_steps": args.warmup + args.steps, "limit_val_batches": 0, "num_sanity_val_steps": 0}
     timed_trainer(precision, timer, **settings).fit(model, datamodule=datamodule)
@@ -172,6 +184,21 @@ def prediction(model: BrainMRIClassifier, args, precision: str) -> StepTimer:
     return timer
 
 
+def file_prediction(
+    model: BrainMRIClassifier, files: list[Path], args, precision: str, explain: bool
+) -> float:
+    """Images per second of :func:`brain_mri.predict.predict_files` over image files, and with
+    ``explain`` the overlay PNGs too (encoded in memory), as ``predict.py explain=true`` writes them."""
+    predict_files(model, files[: args.batch_size], precision=precision, progress=False)  # warm-up
+    started = time.perf_counter()
+    for found in predict_files(
+        model, files, args.batch_size, precision=precision, progress=False, explain=explain
+    ):
+        if found.heat_map is not None:
+            overlay(found.pixels, found.heat_map, "yes 0.99").save(io.BytesIO(), format="PNG")
+    return len(files) / (time.perf_counter() - started)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m brain_mri.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet18")
@@ -194,6 +221,10 @@ def main(argv: list[str] | None = None) -> dict:
         trained, model = pipeline(root, args, precision)
         bare_rate = bare_loop(args, precision, args.channels_last)
         study_rate = study_style(root, args)
+        files = [root / f.path for f in scan_image_files(root)]
+        model = model.to("cpu")  # predict.py predicts on the CPU
+        files_rate = file_prediction(model, files, args, precision, explain=False)
+        explained_rate = file_prediction(model, files, args, precision, explain=True)
     predicted = prediction(model, args, precision)
     members = [model] + [BrainMRIClassifier(**model.hparams) for _ in range(args.ensemble - 1)]
     ensemble = prediction(EnsembleClassifier(members, args.tta), args, precision)
@@ -213,6 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
         "pipeline_over_study": round(pipeline_rate / study_rate, 3),
         "predict_img_s": round(predicted.rate, 2),
         f"ensemble_{args.ensemble}_tta_{args.tta}_predict_img_s": round(ensemble.rate, 2),
+        "predict_files_img_s": round(files_rate, 2),
+        "predict_files_grad_cam_img_s": round(explained_rate, 2),
         "timed_images": {
             "pipeline": trained.images,
             "predict": predicted.images,
