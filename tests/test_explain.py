@@ -129,3 +129,15 @@ def test_predict_writes_an_overlay_per_image(checkpoint_224, phantoms_224, tmp_p
     )  # a caption strip on top
     colourful = np.abs(picture[40:, :, 0].astype(int) - picture[40:, :, 2]).max()
     assert colourful > 100  # the heat map's colours over the gray slice
+
+
+def test_a_checkpoint_saved_without_a_layer_is_explained_on_the_layer_given(model_224, phantoms_224):
+    images = prepare_images([phantoms_224 / w["path"] for w in lesions(phantoms_224)[:2]], SIZE, "none")
+    targets = torch.tensor([1, 1])
+    own = grad_cam(model_224, images, targets)
+    model_224.hparams.cam_layer = None  # as in checkpoints saved before cam_layer was recorded
+    with pytest.raises(BrainMRIError, match=r"pass cam_layer=<module>, as conf/model/resnet18\.yaml"):
+        grad_cam(model_224, images, targets)
+    assert torch.equal(grad_cam(model_224, images, targets, "layer4"), own)
+    with pytest.raises(BrainMRIError, match="cam_layer=layer9: resnet18 has no such module"):
+        grad_cam(model_224, images, targets, "layer9")

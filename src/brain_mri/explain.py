@@ -23,25 +23,35 @@ EXPLANATIONS_DIR = "explanations"  # overlay PNGs, in the task's output folder
 OVERLAY_SIZE = 256  # pixels: small inputs (100 px) are enlarged so that the map can be read
 
 
-def grad_cam(model: BrainMRIClassifier, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def grad_cam(
+    model: BrainMRIClassifier, images: torch.Tensor, targets: torch.Tensor, layer: str | None = None
+) -> torch.Tensor:
     """(N, H, W) Grad-CAM maps of ``targets`` (a class index per image) at the input's resolution, each
-    scaled to a maximum of 1 (all zeros where nothing speaks for the class)."""
+    scaled to a maximum of 1 (all zeros where nothing speaks for the class). ``layer``: a module of the
+    network instead of the model's own ``cam_layer`` (for checkpoints saved before it was recorded)."""
     if isinstance(model, EnsembleClassifier):
         # every view (identity, mirror) is its own inverse: a view's map is mapped back by the view
         members: list[BrainMRIClassifier] = list(model.members)  # type: ignore[arg-type]
-        each = [view(grad_cam(member, view(images), targets)) for member in members for view in model.views]
+        each = [
+            view(grad_cam(member, view(images), targets, layer)) for member in members for view in model.views
+        ]
         return normalised(torch.stack(each).mean(dim=0))
-    layer_name = model.hparams.get("cam_layer")
+    layer_name = layer or model.hparams.get("cam_layer")
     if not layer_name:
         raise BrainMRIError(
-            "This checkpoint names no Grad-CAM layer (model.cam_layer, saved since explanations exist): "
-            "train it again to explain its predictions."
+            f"This {model.hparams.arch} checkpoint names no Grad-CAM layer (it was saved before "
+            f"model.cam_layer existed): pass cam_layer=<module>, as conf/model/{model.hparams.arch}.yaml "
+            "names it."
         )
     was_training = model.training
     model.eval()
     # gradients even when called from a test or prediction loop (inference mode: its tensors are cloned)
     with torch.inference_mode(False), torch.enable_grad():
-        cam = LayerGradCam(model, model.net.get_submodule(layer_name))
+        try:
+            target_layer = model.net.get_submodule(layer_name)
+        except AttributeError as err:
+            raise BrainMRIError(f"cam_layer={layer_name}: {model.hparams.arch} has no such module.") from err
+        cam = LayerGradCam(model, target_layer)
         maps = cam.attribute(images.clone(), target=targets.tolist(), relu_attributions=True)
     model.train(was_training)
     maps = F.interpolate(maps.detach().float(), size=images.shape[-2:], mode="bilinear", align_corners=False)

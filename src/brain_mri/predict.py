@@ -87,10 +87,11 @@ def predict_files(
     bad: list[tuple[str, str]] | None = None,
     progress: bool = True,
     explain: bool = False,
+    cam_layer: str | None = None,
 ) -> Iterator[Prediction]:
     """A :class:`Prediction` for every readable file, read ``chunk_size`` files at a time (bounded
-    memory); ``explain`` adds the Grad-CAM map of the predicted class. Unreadable files are appended to
-    ``bad`` as (path, reason), not raised."""
+    memory); ``explain`` adds the Grad-CAM map of the predicted class (on the model's own layer, or
+    ``cam_layer``). Unreadable files are appended to ``bad`` as (path, reason), not raised."""
     bad = [] if bad is None else bad
     model.eval()
     with Progress(disable=not progress, transient=True) as bar:
@@ -113,7 +114,7 @@ def predict_files(
                     maps = None
                     if explain:
                         with autocast(precision):
-                            maps = grad_cam(model, batch, probabilities.argmax(dim=1)).numpy()
+                            maps = grad_cam(model, batch, probabilities.argmax(dim=1), cam_layer).numpy()
                     for i, row in enumerate(probabilities.float().numpy()):
                         yield Prediction(
                             chunk[first + i],
@@ -144,7 +145,15 @@ def predict(cfg: DictConfig) -> float:
     input_root = Path(cfg.input).expanduser()
     with CsvAppender(output_dir / PREDICTIONS_FILE, fields) as out:
         for found in predict_files(
-            model, files, cfg.batch_size, cfg.chunk_size, precision, bad, cfg.progress, cfg.explain
+            model,
+            files,
+            cfg.batch_size,
+            cfg.chunk_size,
+            precision,
+            bad,
+            cfg.progress,
+            cfg.explain,
+            cfg.cam_layer,
         ):
             row = prediction_row(
                 str(found.path), found.probabilities.tolist(), class_names, spread=found.spread
