@@ -141,3 +141,5 @@ def test_a_checkpoint_saved_without_a_layer_is_explained_on_the_layer_given(mode
     assert torch.equal(grad_cam(model_224, images, targets, "layer4"), own)
     with pytest.raises(BrainMRIError, match="cam_layer=layer9: resnet18 has no such module"):
         grad_cam(model_224, images, targets, "layer9")
+    with pytest.raises(BrainMRIError, match=r"cam_layer=fc: its output is not a feature map \(N, C, H, W\)"):
+        grad_cam(model_224, images, targets, "fc")

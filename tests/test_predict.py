@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
@@ -53,6 +54,17 @@ def test_the_python_function_streams_in_chunks(trained_run, new_scans):
     assert all(r.heat_map is None and r.pixels.shape == (32, 32) for r in results)  # explain=False
 
 
+def test_images_smaller_than_training_allows_are_listed_as_bad(trained_run, tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    Image.new("L", (16, 40), 128).save(scans / "thin.png")
+    Image.new("L", (40, 40), 128).save(scans / "fine.png")
+    predict(compose_task("predict", tmp_path / "out", f"ckpt_path={trained_run}", f"input={scans}"))
+    assert [Path(r["path"]).name for r in read_csv(tmp_path / "out" / "predictions.csv")] == ["fine.png"]
+    bad = read_csv(tmp_path / "out" / "bad_images.csv")
+    assert bad == [{"path": str(scans / "thin.png"), "reason": "too small: 16x40 pixels (min_image_size=32)"}]
+
+
 def test_an_ensemble_with_flip_writes_the_spread(small_sweep, new_scans, tmp_path):
     predict(compose_task("predict", tmp_path, f"ckpt_path={small_sweep}", f"input={new_scans}", "tta=flip"))
     rows = read_csv(tmp_path / "predictions.csv")
@@ -66,6 +78,7 @@ def test_an_ensemble_with_flip_writes_the_spread(small_sweep, new_scans, tmp_pat
         ("tta=rotate", "tta must be one of"),
         ("batch_size=0", "at least 1"),
         ("explain=maybe", "explain must be true or false"),
+        ("cam_layer=layer4", "add explain=true"),
     ],
 )
 def test_bad_settings_are_one_message(trained_run, new_scans, tmp_path, override, message):

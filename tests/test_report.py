@@ -97,6 +97,21 @@ def test_missing_folder_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path)])
     assert "No runs under" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "nope")])
+    assert "nope is not a folder" in capsys.readouterr().err
+
+
+def test_a_page_whose_images_are_gone_says_so_without_a_gallery(trained_run, tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    info = read_json(run / "run_info.json")
+    (run / "run_info.json").write_text(json.dumps(info | {"data_root": str(tmp_path / "moved")}))
+    report = build_report(run, resamples=50)
+    page = (report["folder"] / "index.html").read_text()
+    said = f"of the {report['best']['test_images']} test images are not under {tmp_path / 'moved'}"
+    assert "No gallery: " in page and said in page and '<figure class="' not in page
+    assert said in caplog.text  # and in the terminal
 
 
 # Injected into a copy of the page: counts the images on it and those that did not load.

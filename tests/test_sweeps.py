@@ -121,3 +121,7 @@ def test_a_sweep_in_which_every_job_failed_says_so_and_exits_1(phantom_root, tmp
     assert result.returncode == 1 and "2 of 2 jobs failed" in result.stderr
     said = result.stdout + result.stderr
     assert "Traceback" not in said and said.count("Error: model.label_smoothing must lie in [0, 1)") == 2
+    report = build_report(tmp_path, resamples=10)  # the report says why, in its table and on its page
+    assert report["best"] is None and "| error |" in (tmp_path / "report" / "runs.md").read_text()
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert page.count("model.label_smoothing must lie in [0, 1)") == 2 and "No run completed" in page

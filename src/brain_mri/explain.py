@@ -54,6 +54,11 @@ def grad_cam(
         cam = LayerGradCam(model, target_layer)
         maps = cam.attribute(images.clone(), target=targets.tolist(), relu_attributions=True)
     model.train(was_training)
+    if maps.dim() != 4:
+        raise BrainMRIError(
+            f"cam_layer={layer_name}: its output is not a feature map (N, C, H, W) but {tuple(maps.shape)}; "
+            "Grad-CAM needs a convolutional layer."
+        )
     maps = F.interpolate(maps.detach().float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
     return normalised(maps[:, 0])
 

@@ -60,13 +60,17 @@ def input_files(source: str | Path, exclude: Path | None = None) -> list[Path]:
     return sorted(files)
 
 
-def read_for_model(path: Path, model: BrainMRIClassifier) -> np.ndarray:
-    """The pixels of one file as the model's input contract asks (size, crop)."""
+def read_for_model(path: Path, model: BrainMRIClassifier, min_image_size: int = 32) -> np.ndarray:
+    """The pixels of one file as the model's input contract asks (size, crop); files with a side under
+    ``min_image_size`` pixels are refused, as training's ``data.min_image_size`` refuses them."""
     content = path.read_bytes()
     try:
         image = read_grayscale(io.BytesIO(content))
     except Exception as err:  # PIL raises many types for broken files; each becomes a reason
         raise BrainMRIError(unreadable_reason(content, err)) from err
+    if min(image.size) < min_image_size:
+        width, height = image.size
+        raise BrainMRIError(f"too small: {width}x{height} pixels (min_image_size={min_image_size})")
     return model_pixels(image, model.hparams.image_size, model.hparams.get("crop", "none"))
 
 
@@ -88,10 +92,12 @@ def predict_files(
     progress: bool = True,
     explain: bool = False,
     cam_layer: str | None = None,
+    min_image_size: int = 32,
 ) -> Iterator[Prediction]:
     """A :class:`Prediction` for every readable file, read ``chunk_size`` files at a time (bounded
     memory); ``explain`` adds the Grad-CAM map of the predicted class (on the model's own layer, or
-    ``cam_layer``). Unreadable files are appended to ``bad`` as (path, reason), not raised."""
+    ``cam_layer``). Unreadable files and files with a side under ``min_image_size`` pixels are appended
+    to ``bad`` as (path, reason), not raised."""
     bad = [] if bad is None else bad
     model.eval()
     with Progress(disable=not progress, transient=True) as bar:
@@ -100,7 +106,7 @@ def predict_files(
             chunk, pixels = [], []
             for path in files[start : start + chunk_size]:
                 try:
-                    pixels.append(read_for_model(path, model))
+                    pixels.append(read_for_model(path, model, min_image_size))
                     chunk.append(path)
                 except (BrainMRIError, OSError) as err:
                     bad.append((str(path), str(err)))
@@ -154,6 +160,7 @@ def predict(cfg: DictConfig) -> float:
             cfg.progress,
             cfg.explain,
             cfg.cam_layer,
+            cfg.min_image_size,
         ):
             row = prediction_row(
                 str(found.path), found.probabilities.tolist(), class_names, spread=found.spread

@@ -164,17 +164,20 @@ def cross_validation_summary(
     return sorted(summary, key=lambda e: e["val_loss_best mean"])
 
 
-def format_value(value) -> str:
+def format_value(value, one_line: bool = False) -> str:
+    """A table cell; ``one_line``: a multi-line text (an error message) keeps its first line."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    text = str(value)
+    return text.splitlines()[0].replace("|", "/") if one_line and text else text
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(format_value(r.get(c)) for c in columns) + " |" for r in rows]
+    cell = partial(format_value, one_line=True)
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -224,6 +227,8 @@ def best_run_figures(row: dict, out: Path, resamples: int, seed: int) -> dict:
 def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     """Write every report file; returns the rows, the cross-validation summary and the best run."""
     folder = folder.resolve()
+    if not folder.is_dir():
+        raise BrainMRIError(f"{folder} is not a folder: give a sweep or run folder.")
     runs = find_runs(folder)
     if not runs:
         raise BrainMRIError(f"No runs under {folder} (a run folder holds {CONFIG_FILE}).")
@@ -377,6 +382,7 @@ def report_sections(
 ) -> list[Section]:
     """The report's tables, in order; rendered as Markdown (runs.md) and HTML (index.html)."""
     failed = sum(r["status"] == "failed" for r in rows)
+    columns = [*columns, "error"] if failed else columns  # why each failed run failed
     sections = [
         Section(f"Runs ({len(rows)}; {failed} failed), sorted by minimum validation loss", "", rows, columns)
     ]
@@ -464,6 +470,8 @@ def print_summary(report: dict, limit: int = 10) -> None:
             f"best run {report['best']['run']}: test AUROC {auroc['estimate']:.3f} "
             f"(95 % CI {auroc['low']:.3f}-{auroc['high']:.3f})"
         )
+    for row in [r for r in report["rows"] if r["status"] == "failed"][:limit]:
+        console.print(f"failed: {row['run']}: {format_value(row.get('error'), one_line=True)}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from brain_mri.errors import BrainMRIError
 from brain_mri.explain import overlay
-from brain_mri.run_outputs import METRICS_FILE, PREDICTIONS_FILE, RUN_INFO_FILE, read_csv, read_json
+from brain_mri.run_outputs import PREDICTIONS_FILE, RUN_INFO_FILE, best_checkpoints, read_csv, read_json
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; }
-figure img { max-width: 480px; } .gallery img { width: 192px; }
+figure img { max-width: 640px; } .gallery img { width: 192px; } .wide { overflow-x: auto; }
 .wrong figcaption { color: #b00; font-weight: bold; } figcaption { font-size: 0.8em; max-width: 192px; }
 """
 
@@ -61,11 +61,16 @@ def gallery(run: Path) -> str:
 
     rows = read_csv(run / PREDICTIONS_FILE)
     root = Path(read_json(run / RUN_INFO_FILE)["data_root"])
-    checkpoint = read_json(run / METRICS_FILE).get("best_checkpoint")
-    missing = [str(root / r["path"]) for r in rows if not (root / r["path"]).is_file()]
-    if not checkpoint or not Path(checkpoint).is_file() or missing:
-        why = f"the checkpoint {checkpoint} is gone" if missing == [] else f"{len(missing)} images are gone"
-        return f"<p>No gallery: {html.escape(why)} (it needs the run's data set and best checkpoint).</p>"
+    missing = [r["path"] for r in rows if not (root / r["path"]).is_file()]
+    try:
+        if missing:
+            raise BrainMRIError(
+                f"{len(missing)} of the {len(rows)} test images are not under {root}, where the run read "
+                f"them (e.g. {missing[0]})"
+            )
+        (checkpoint,) = best_checkpoints(run)  # beside the run when it was moved
+    except BrainMRIError as err:
+        return no_gallery(run, str(err))
     rows.sort(key=lambda r: (r["predicted_class"] == r["class"], r["path"]))
     rows = rows[:GALLERY_LIMIT]
     model = BrainMRIClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
@@ -83,13 +88,19 @@ def gallery(run: Path) -> str:
                 f"{html.escape(row['class'])}{' (misclassified)' if wrong else ''}</figcaption></figure>"
             )
     except BrainMRIError as err:  # e.g. a checkpoint saved before Grad-CAM layers were recorded
-        return f"<p>No gallery: {html.escape(str(err))}</p>"
+        return no_gallery(run, str(err))
     wrong = sum(r["predicted_class"] != r["class"] for r in rows)
     return (
         f"<p>{len(rows)} test images of {html.escape(run.name)}, {wrong} misclassified (first). "
         "Grad-CAM of the predicted class over each slice, as the model saw it.</p>"
         f'<div class="gallery">{"".join(figures)}</div>'
     )
+
+
+def no_gallery(run: Path, why: str) -> str:
+    """Said on the page and in the terminal: the page is still written, without the gallery."""
+    log.warning("The report page has no gallery of %s: %s", run, why)
+    return f"<p>No gallery: {html.escape(why)}.</p>"
 
 
 def write_page(out: Path, sections: list, best_run: Path | None) -> Path:
@@ -99,7 +110,7 @@ def write_page(out: Path, sections: list, best_run: Path | None) -> Path:
     for section in sections:
         parts.append(f"<h2>{html.escape(section.title)}</h2>")
         parts += [f"<p>{html.escape(section.text)}</p>"] if section.text else []
-        parts.append(table(section.rows, section.columns))
+        parts.append(f'<div class="wide">{table(section.rows, section.columns)}</div>')
     figures = sorted(out.glob("*.png"))
     if figures:
         parts.append("<h2>Figures</h2>")
@@ -109,6 +120,8 @@ def write_page(out: Path, sections: list, best_run: Path | None) -> Path:
         ]
     if best_run is not None:
         parts += [f"<h2>Test images of the best run ({html.escape(best_run.name)})</h2>", gallery(best_run)]
+    else:
+        parts.append("<p>No run completed, so there is no best run: the runs table says why each failed.</p>")
     page = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>brain-mri report</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"

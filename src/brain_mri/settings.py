@@ -320,7 +320,9 @@ def check_predict_settings(cfg: DictConfig) -> None:
         problems.append(f"tta must be one of {', '.join(VIEWS)}, got '{cfg.tta}'.")
     if not isinstance(cfg.explain, bool):
         problems.append(f"explain must be true or false, got '{cfg.explain}'.")
-    for key in ("batch_size", "chunk_size"):
+    elif cfg.cam_layer and not cfg.explain:
+        problems.append(f"cam_layer={cfg.cam_layer} chooses Grad-CAM's layer: add explain=true, or drop it.")
+    for key in ("batch_size", "chunk_size", "min_image_size"):
         if not is_whole(cfg[key]) or cfg[key] < 1:
             problems.append(f"{key} must be a whole number of at least 1, got {cfg[key]}.")
     if not Path(str(cfg.input)).expanduser().exists():
