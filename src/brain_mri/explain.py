@@ -47,11 +47,7 @@ def grad_cam(
     model.eval()
     # gradients even when called from a test or prediction loop (inference mode: its tensors are cloned)
     with torch.inference_mode(False), torch.enable_grad():
-        try:
-            target_layer = model.net.get_submodule(layer_name)
-        except AttributeError as err:
-            raise BrainMRIError(f"cam_layer={layer_name}: {model.hparams.arch} has no such module.") from err
-        cam = LayerGradCam(model, target_layer)
+        cam = LayerGradCam(model, model.layer(layer_name))
         maps = cam.attribute(images.clone(), target=targets.tolist(), relu_attributions=True)
     model.train(was_training)
     if maps.dim() != 4:

@@ -224,12 +224,7 @@ class BrainMRIClassifier(L.LightningModule):
             arch, num_classes, None if restoring else weights, None if restoring else weights_path
         )
         if cam_layer:
-            try:
-                self.net.get_submodule(cam_layer)
-            except AttributeError as err:
-                raise BrainMRIError(
-                    f"model.cam_layer={cam_layer}: {arch} has no such module ({err})."
-                ) from err
+            self.layer(cam_layer, setting="model.cam_layer")  # a wrong name stops the run before training
         if channels_last:  # NHWC convolutions are faster on current CPUs and tensor-core GPUs
             self.net = self.net.to(memory_format=torch.channels_last)
         statistics = NORMALIZATIONS[normalization] or ((0.0,) * 3, (1.0,) * 3)
@@ -359,6 +354,13 @@ class BrainMRIClassifier(L.LightningModule):
         torch.set_rng_state(states["torch"])
         if "cuda" in states and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
+
+    def layer(self, name: str, setting: str = "cam_layer") -> nn.Module:
+        """The network's module ``name`` (e.g. ``layer4``); ``setting`` names it in the error message."""
+        try:
+            return self.net.get_submodule(name)
+        except AttributeError as err:
+            raise BrainMRIError(f"{setting}={name}: {self.hparams.arch} has no such module ({err}).") from err
 
     @property
     def backbone_parameters(self) -> list[nn.Parameter]:
