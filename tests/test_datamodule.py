@@ -185,3 +185,11 @@ def test_mri_artefacts_change_intensities_only_and_keep_the_gray_image_gray():
     assert out.shape == images.shape and torch.equal(out[:, 0], out[:, 2])
     assert out.min() >= 0.0 and out.max() <= 1.0
     assert (out - images).abs().mean() > 0.01
+
+
+def test_more_folds_than_the_images_allow_asks_for_fewer_folds(phantom_root):
+    datamodule = BrainMRIDataModule(str(phantom_root), image_size=32, num_folds=60, fold=59)
+    with pytest.raises(
+        BrainMRIError, match=r"val partition\(s\) would be empty .*data\.num_folds=60.* fewer folds"
+    ):
+        datamodule.setup()

@@ -123,6 +123,22 @@ def test_models_with_other_inputs_are_not_averaged():
         EnsembleClassifier([BrainMRIClassifier(), BrainMRIClassifier(class_names=["normal", "tumour"])])
 
 
+def test_members_trained_in_other_precisions_are_averaged_in_full_precision():
+    from brain_mri.models import BrainMRIClassifier, EnsembleClassifier
+
+    members = [BrainMRIClassifier(), BrainMRIClassifier(), BrainMRIClassifier()]
+    for member, precision in zip(members, ["bf16-mixed", "32-true", "bf16-mixed"], strict=True):
+        member.provenance["precision"] = precision
+    assert EnsembleClassifier(members).provenance["precision"] == "32-true"
+    assert EnsembleClassifier(members[::2]).provenance["precision"] == "bf16-mixed"
+
+
+@pytest.mark.parametrize("given", [[], ["ckpt_path=null"], ["ckpt_path="]])
+def test_eval_without_a_checkpoint_is_one_message(tmp_path, given):
+    with pytest.raises(BrainMRIError, match=r"eval\.py needs ckpt_path=<\.\.\.>"):
+        evaluate(compose_task("eval", tmp_path, *given))
+
+
 def test_an_ensemble_of_runs_with_other_test_partitions_is_refused(small_sweep, tmp_path):
     sweep = tmp_path / "sweep"
     for job in "01":

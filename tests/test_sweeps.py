@@ -1,5 +1,7 @@
 """Sweep configs and launchers: the grid's size, Optuna, failed jobs, folds run in parallel (joblib)."""
 
+import contextlib
+import io
 import json
 import math
 import shutil
@@ -13,8 +15,9 @@ from omegaconf import OmegaConf
 from torchmetrics.functional.classification import binary_auroc
 
 from brain_mri.errors import BrainMRIError
+from brain_mri.launch import OutputFolderCheck
 from brain_mri.report import build_report, compare
-from brain_mri.run_outputs import read_csv, read_json
+from brain_mri.run_outputs import read_csv, read_json, write_csv
 from helpers import FAST_TRAINING, PROJECT_ROOT, check, run_script
 
 
@@ -105,6 +108,14 @@ def test_cross_validation_folds_run_in_parallel_and_share_the_test_partition(pha
     same = compare(tmp_path, copy, resamples=100)
     assert same["estimate"] == same["low"] == same["high"] == 0.0 and same["images"] == out_of_fold["images"]
     assert same["notes"] == [] and same["first_configuration"].startswith("model=resnet18")
+    # two files that swapped their contents under the same names are other images: not paired
+    split = read_csv(copy / "0" / "split.csv")
+    val_rows = [row for row in split if row["partition"] == "val"]
+    first, second = val_rows[0], next(row for row in val_rows if row["sha256"] != val_rows[0]["sha256"])
+    first["sha256"], second["sha256"] = second["sha256"], first["sha256"]
+    write_csv(copy / "0" / "split.csv", split, tuple(split[0]))
+    swapped = compare(tmp_path, copy, resamples=100)
+    assert swapped["images"] == out_of_fold["images"] - 2 and "path and content" in swapped["notes"][0]
     with pytest.raises(BrainMRIError, match="another sweep folder"):
         compare(tmp_path, tmp_path)
 
@@ -125,3 +136,21 @@ def test_a_sweep_in_which_every_job_failed_says_so_and_exits_1(phantom_root, tmp
     assert report["best"] is None and "| error |" in (tmp_path / "report" / "runs.md").read_text()
     page = (tmp_path / "report" / "index.html").read_text()
     assert page.count("model.label_smoothing must lie in [0, 1)") == 2 and "No run completed" in page
+
+
+def test_a_sweep_with_no_parallel_jobs_stops_before_it_starts(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "hydra/launcher=joblib",
+                "hydra.launcher.n_jobs=0",
+                f"hydra.sweep.dir={tmp_path / 's'}",
+            ],
+            return_hydra_config=True,
+        )
+    with pytest.raises(SystemExit) as stopped, contextlib.redirect_stderr(io.StringIO()) as stderr:
+        OutputFolderCheck().on_multirun_start(cfg)
+    assert stopped.value.code == 1 and "hydra.launcher.n_jobs must not be 0" in stderr.getvalue()
+    assert not (tmp_path / "s").exists()

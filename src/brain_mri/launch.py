@@ -130,6 +130,9 @@ class OutputFolderCheck(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         HydraConfig.instance().set_config(config)
+        if OmegaConf.select(config, "hydra.launcher.n_jobs") == 0:  # joblib: -1 is every core, 0 nothing
+            print("Error: hydra.launcher.n_jobs must not be 0 (-1: one job per core).", file=sys.stderr)
+            sys.exit(1)
         ensure_writable(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:

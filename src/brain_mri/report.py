@@ -30,6 +30,7 @@ from brain_mri.run_outputs import (
     EPOCH_LOG,
     METRICS_FILE,
     PREDICTIONS_FILE,
+    SPLIT_FILE,
     VAL_PREDICTIONS_FILE,
     atomic_write_text,
     natural_order,
@@ -37,6 +38,7 @@ from brain_mri.run_outputs import (
     read_epochs,
     read_json,
     read_predictions,
+    read_split,
     write_csv,
     write_json,
 )
@@ -116,7 +118,12 @@ def out_of_fold(folds: list[dict], resamples: int, seed: int) -> dict | None:
     if sorted(row["fold"] for row in folds) != list(range(expected)) or not all(f.is_file() for f in files):
         return None
     parts = [read_predictions(f) for f in files]
-    paths = [r["path"] for f in files for r in read_csv(f)]
+    # each image as its path and content (sha256 in the run's split.csv), so that a comparison pairs the same
+    # image, not another file that took its name
+    images = []
+    for row, file in zip(folds, files, strict=True):
+        content = {r["path"]: r["sha256"] for r in read_split(row["folder"] / SPLIT_FILE)}
+        images += [(r["path"], content[r["path"]]) for r in read_csv(file)]
     classes = parts[0][0]
     labels = np.concatenate([part[1] for part in parts])
     probabilities = np.concatenate([part[2] for part in parts])
@@ -126,7 +133,7 @@ def out_of_fold(folds: list[dict], resamples: int, seed: int) -> dict | None:
         "images": len(labels),
         "classes": classes,
         "positive": positive,
-        "paths": paths,
+        "predicted_images": images,
         "labels": labels,
         "probabilities": probabilities,
         "metrics": bootstrap_intervals(labels, probabilities, positive, resamples=resamples, seed=seed),
@@ -334,10 +341,13 @@ def compare(first: Path, second: Path, resamples: int = 2000, seed: int = 0) -> 
     a, b = (entry["oof"] for entry in entries)
     if a["classes"] != b["classes"]:
         raise BrainMRIError(f"The two sweeps have other classes: {a['classes']} and {b['classes']}.")
-    index_b = {path: i for i, path in enumerate(b["paths"])}
-    shared = [(i, index_b[path]) for i, path in enumerate(a["paths"]) if path in index_b]
+    index_b = {image: i for i, image in enumerate(b["predicted_images"])}
+    shared = [(i, index_b[image]) for i, image in enumerate(a["predicted_images"]) if image in index_b]
     if not shared:
-        raise BrainMRIError("The two sweeps predicted no image in common: were they made on the same data?")
+        raise BrainMRIError(
+            "The two sweeps predicted no image in common (same path and content): were they made on the "
+            "same data?"
+        )
     rows_a, rows_b = (np.array(side) for side in zip(*shared, strict=True))
     if not np.array_equal(a["labels"][rows_a], b["labels"][rows_b]):
         raise BrainMRIError("The two sweeps label the same images differently.")
@@ -358,7 +368,8 @@ def compare(first: Path, second: Path, resamples: int = 2000, seed: int = 0) -> 
     if len(shared) < max(a["images"], b["images"]):
         notes.append(
             f"compared on the {len(shared)} images both predicted out-of-fold ({a['images']} and "
-            f"{b['images']}): the sweeps were split differently (data.split_seed, fractions or data)"
+            f"{b['images']}, paired by path and content): the sweeps were split differently "
+            "(data.split_seed, fractions) or made on other data"
         )
     return {
         "first": str(first),

@@ -297,11 +297,19 @@ def memory_problems(arch: str, data: Any, accelerator: str) -> list[str]:
     ]
 
 
+def check_given(cfg: DictConfig, keys: tuple[str, ...], script: str, section: str) -> None:
+    """Paths a task cannot start without: left out, null or empty, they are named in one message."""
+    missing = [f"{key}=<...>" for key in keys if OmegaConf.is_missing(cfg, key) or cfg[key] in (None, "")]
+    if missing:
+        raise BrainMRIError(f"{script} needs {' and '.join(missing)} (see the README: {section}).")
+
+
 def check_eval_settings(cfg: DictConfig) -> None:
     from brain_mri.models.ensemble import VIEWS
 
     if cfg.eval.on not in ("test", "all"):
         raise BrainMRIError(f"eval.on must be 'test' or 'all', got '{cfg.eval.on}'.")
+    check_given(cfg, ("ckpt_path",), "eval.py", "Evaluating and reloading a checkpoint")
     if cfg.eval.tta not in VIEWS:
         raise BrainMRIError(f"eval.tta must be one of {', '.join(VIEWS)}, got '{cfg.eval.tta}'.")
     best_checkpoints(cfg.ckpt_path)  # each file there, or one message
@@ -310,11 +318,7 @@ def check_eval_settings(cfg: DictConfig) -> None:
 def check_predict_settings(cfg: DictConfig) -> None:
     from brain_mri.models.ensemble import VIEWS
 
-    missing = [f"{key}=<...>" for key in ("ckpt_path", "input") if OmegaConf.is_missing(cfg, key)]
-    if missing:
-        raise BrainMRIError(
-            f"predict.py needs {' and '.join(missing)} (see the README: Predicting new scans)."
-        )
+    check_given(cfg, ("ckpt_path", "input"), "predict.py", "Predicting new scans")
     problems = []
     if cfg.tta not in VIEWS:
         problems.append(f"tta must be one of {', '.join(VIEWS)}, got '{cfg.tta}'.")

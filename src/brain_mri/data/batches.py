@@ -173,11 +173,13 @@ class BrainMRIDataModule(L.LightningDataModule):
         needed = ("test",) if stage in ("test", "predict") else PARTITIONS
         empty = [p for p in needed if not len(self.partition_indices(p))]
         if empty:
+            hp = self.hparams
+            folds = hp.num_folds >= 2  # cross-validation: the folds, not val_fraction, size the val partition
+            setting = f"data.num_folds={hp.num_folds}" if folds else f"data.val_fraction={hp.val_fraction}"
+            advice = "fewer folds" if folds and "val" in empty else "larger fractions"
             raise BrainMRIError(
                 f"The {' and '.join(empty)} partition(s) would be empty with {len(self.files)} images "
-                f"(data.val_fraction={self.hparams.val_fraction}, "
-                f"data.test_fraction={self.hparams.test_fraction}, data.num_folds={self.hparams.num_folds}): "
-                "use larger fractions or more images."
+                f"({setting}, data.test_fraction={hp.test_fraction}): use {advice} or more images."
             )
 
     def _load(self) -> None:

@@ -3,6 +3,7 @@ test-time augmentation, tested and predicted exactly like one model."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import lightning as L
@@ -11,6 +12,8 @@ from torch import nn
 
 from brain_mri.errors import BrainMRIError
 from brain_mri.models.classifier import BrainMRIClassifier
+
+log = logging.getLogger(__name__)
 
 # What a model and its ensemble partners must share: which output is which class, and how images are
 # prepared for it (normalisation is each model's own first step, so it may differ).
@@ -53,8 +56,14 @@ class EnsembleClassifier(BrainMRIClassifier):
         self.save_hyperparameters({**dict(members[0].hparams), "tta": tta, "members": len(members)})
         self.members = nn.ModuleList(members)
         self.views = VIEWS[tta]
+        trained_in = {member.provenance["precision"] for member in members}
+        if len(trained_in) > 1:
+            log.warning(
+                "The members were trained in %s: averaging them in 32-true.", ", ".join(sorted(trained_in))
+            )
         self.provenance = {
-            "precision": members[0].provenance["precision"],
+            # members of several precisions: the most precise, so none is evaluated below its training
+            "precision": trained_in.pop() if len(trained_in) == 1 else "32-true",
             "train_sha256": sorted({h for m in members for h in m.provenance["train_sha256"]}),
             "val_sha256": sorted({h for m in members for h in m.provenance["val_sha256"]}),
         }
