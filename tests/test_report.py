@@ -170,3 +170,12 @@ def test_the_report_page_renders_offline_with_every_image_and_no_console_message
     assert images == len(re.findall(r"<img ", page)) >= test_images + 4  # gallery and figures
     assert re.search(r'data-broken="(\d+)"', shown.stdout).group(1) == "0"
     assert "CONSOLE" not in shown.stderr, [line for line in shown.stderr.splitlines() if "CONSOLE" in line]
+
+
+def test_a_missing_compare_folder_stops_before_the_report_is_written(small_sweep, tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(small_sweep / finished_jobs(small_sweep)[0], sweep / "0")
+    with pytest.raises(SystemExit) as stopped:
+        main([str(sweep), "--compare", str(tmp_path / "absent")])
+    assert stopped.value.code == 1 and "--compare" in capsys.readouterr().err
+    assert not (sweep / "report").exists()

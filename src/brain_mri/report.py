@@ -498,6 +498,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
+        if args.compare and not args.compare.is_dir():  # before the report of the first folder is rewritten
+            raise BrainMRIError(f"--compare {args.compare}: no such folder.")
         print_summary(build_report(args.folder, args.resamples, args.seed))
         if args.compare:
             (args.folder / "report" / "comparison.json").unlink(missing_ok=True)  # never a stale one
