@@ -75,6 +75,8 @@ def test_ddp_spawn_runs_inside_a_multirun(phantom_root, tmp_path):
         )
     )
     assert read_json(tmp_path / "0" / "metrics.json")["status"] == "completed"
+    assert "Testing in this process on one device" in (tmp_path / "0" / "train.log").read_text()
+    assert (tmp_path / "0" / "val_predictions.csv").is_file()
 
 
 def test_precision_follows_the_hardware(monkeypatch):

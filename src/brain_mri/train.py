@@ -112,6 +112,10 @@ def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict
     write_bad_images(output_dir, datamodule.bad_files)
 
 
+# strategies that start their processes inside every Trainer call (Lightning's registered names)
+SPAWNING_STRATEGIES = ("ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
 def train(cfg: DictConfig) -> float:
     """Train one model; returns the value the sweepers minimise (``optimized_metric``, val/loss_best)."""
     check_train_settings(cfg)
@@ -161,8 +165,16 @@ def train(cfg: DictConfig) -> float:
         "best_epoch": load_checkpoint(best.best_model_path)["epoch"],
         "epochs_trained": trainer.current_epoch,
     }
+    evaluator = trainer
+    if str(cfg.trainer.get("strategy")).startswith(SPAWNING_STRATEGIES):
+        # each Trainer call would start its processes anew (about 11 s on a CPU): test and predict the few
+        # held-out images on one device in this process, with the same callbacks and loggers
+        log.info("Testing in this process on one device (trainer.strategy=%s trained).", cfg.trainer.strategy)
+        evaluator = hydra.utils.instantiate(
+            cfg.trainer, strategy="auto", devices=1, callbacks=callbacks, logger=loggers or False
+        )
     results = test_and_save(
-        trainer, model, datamodule, output_dir, best.best_model_path, summary, predict_validation=True
+        evaluator, model, datamodule, output_dir, best.best_model_path, summary, predict_validation=True
     )
     log_hyperparameters(loggers, model, datamodule, cfg.seed, results)
     log.info(
