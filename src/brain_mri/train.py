@@ -112,8 +112,9 @@ def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict
     write_bad_images(output_dir, datamodule.bad_files)
 
 
-# strategies that start their processes inside every Trainer call (Lightning's registered names)
-SPAWNING_STRATEGIES = ("ddp_spawn", "ddp_fork", "ddp_notebook")
+# strategies that start their processes inside every Trainer call (Lightning's registered names). Not
+# ddp_fork / ddp_notebook: testing here would initialise CUDA, after which a later job could not fork.
+SPAWNING_STRATEGIES = ("ddp_spawn",)
 
 
 def train(cfg: DictConfig) -> float:
