@@ -1,5 +1,8 @@
 """The one exception type the entry points turn into a plain message instead of a traceback."""
 
+import sys
+from typing import NoReturn
+
 
 class BrainMRIError(Exception):
     """A problem with the user's input or environment (data, config, checkpoint), explained in words."""
@@ -11,3 +14,9 @@ def user_error(err: BaseException | None) -> BrainMRIError | None:
     while err is not None and not isinstance(err, BrainMRIError):
         err = err.__cause__
     return err
+
+
+def stop(message: object) -> NoReturn:
+    """End a script with one line on standard error and exit status 1: a user's error, no traceback."""
+    print(f"Error: {message}", file=sys.stderr)
+    sys.exit(1)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from brain_mri.checkpoints import load_checkpoint, restore_classifier
-from brain_mri.errors import BrainMRIError
+from brain_mri.errors import BrainMRIError, stop
 from brain_mri.run_outputs import best_checkpoints
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -104,8 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             raise BrainMRIError("ckpt_path=<checkpoint> is required.")
         print(f"Wrote {export(settings['ckpt_path'], settings['format'], settings.get('output'))}")
     except BrainMRIError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        sys.exit(1)
+        stop(err)
 
 
 if __name__ == "__main__":

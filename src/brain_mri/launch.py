@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from brain_mri.errors import BrainMRIError, user_error
+from brain_mri.errors import BrainMRIError, stop, user_error
 from brain_mri.hardware import best_precision
 from brain_mri.run_outputs import METRICS_FILE, failure_record, read_json, write_json
 from brain_mri.settings import check_settings, register_schemas
@@ -71,8 +71,7 @@ def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
         if not isinstance(err, BrainMRIError):
             raise
         log.debug("Stopped by a user-facing error", exc_info=True)  # the full trace stays in the job log
-        print(f"Error: {err}", file=sys.stderr)
-        sys.exit(1)
+        stop(err)
 
 
 def optimized_value(cfg: DictConfig, results: dict, default: str) -> float:
@@ -101,12 +100,10 @@ def ensure_writable(folder: str) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        print(
-            f"Error: cannot write the output folder {folder} ({err.strerror}). "
-            "Choose another with hydra.run.dir=... / hydra.sweep.dir=... or paths.log_dir=...",
-            file=sys.stderr,
+        stop(
+            f"cannot write the output folder {folder} ({err.strerror}). "
+            "Choose another with hydra.run.dir=... / hydra.sweep.dir=... or paths.log_dir=..."
         )
-        sys.exit(1)
 
 
 class OutputFolderCheck(Callback):
@@ -124,15 +121,13 @@ class OutputFolderCheck(Callback):
             err = user_error(caught)
             if err is None:
                 raise
-            print(f"Error: {err}", file=sys.stderr)
-            sys.exit(1)
+            stop(err)
         ensure_writable(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         HydraConfig.instance().set_config(config)
         if OmegaConf.select(config, "hydra.launcher.n_jobs") == 0:  # joblib: -1 is every core, 0 nothing
-            print("Error: hydra.launcher.n_jobs must not be 0 (-1: one job per core).", file=sys.stderr)
-            sys.exit(1)
+            stop("hydra.launcher.n_jobs must not be 0 (-1: one job per core).")
         ensure_writable(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,7 +22,7 @@ from rich.table import Table
 
 from brain_mri import plots
 from brain_mri.bootstrap import METRIC_NAMES, bootstrap_intervals, paired_difference
-from brain_mri.errors import BrainMRIError
+from brain_mri.errors import BrainMRIError, stop
 from brain_mri.report_page import write_page
 from brain_mri.run_outputs import (
     CONFIG_FILE,
@@ -34,7 +33,6 @@ from brain_mri.run_outputs import (
     VAL_PREDICTIONS_FILE,
     atomic_write_text,
     natural_order,
-    read_csv,
     read_epochs,
     read_json,
     read_predictions,
@@ -121,12 +119,12 @@ def out_of_fold(folds: list[dict], resamples: int, seed: int) -> dict | None:
     # each image as its path and content (sha256 in the run's split.csv), so that a comparison pairs the same
     # image, not another file that took its name
     images = []
-    for row, file in zip(folds, files, strict=True):
+    for row, part in zip(folds, parts, strict=True):
         content = {r["path"]: r["sha256"] for r in read_split(row["folder"] / SPLIT_FILE)}
-        images += [(r["path"], content[r["path"]]) for r in read_csv(file)]
-    classes = parts[0][0]
-    labels = np.concatenate([part[1] for part in parts])
-    probabilities = np.concatenate([part[2] for part in parts])
+        images += [(path, content[path]) for path in part.paths]
+    classes = parts[0].class_names
+    labels = np.concatenate([part.labels for part in parts])
+    probabilities = np.concatenate([part.probabilities for part in parts])
     positive = positive_label(classes, read_json(folds[0]["folder"] / METRICS_FILE).get("positive_class"))
     return {
         "folds": expected,
@@ -212,7 +210,7 @@ def best_run_figures(row: dict, out: Path, resamples: int, seed: int) -> dict:
         f"best run: {row['run']}",
         out / f"curves_{name}.png",
     )
-    classes, labels, probabilities, predicted = read_predictions(run / PREDICTIONS_FILE)
+    classes, _, labels, probabilities, predicted = read_predictions(run / PREDICTIONS_FILE)
     positive = positive_label(classes, read_json(run / METRICS_FILE).get("positive_class"))
     intervals = bootstrap_intervals(labels, probabilities, positive, resamples=resamples, seed=seed)
     auroc = intervals["auroc"]["estimate"]
@@ -513,8 +511,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{args.folder} not better in {100 * result['share_not_better']:.1f} % of resamples)"
             )
     except BrainMRIError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        sys.exit(1)
+        stop(err)
 
 
 if __name__ == "__main__":

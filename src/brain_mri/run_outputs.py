@@ -9,7 +9,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 SPLIT_FILE = "split.csv"
 METRICS_FILE = "metrics.json"
@@ -219,17 +219,30 @@ class CsvAppender:
             self.partial.unlink(missing_ok=True)
 
 
-def read_predictions(path: Path):
-    """(class names, labels (N,), probabilities (N, K), predicted (N,)) from a ``predictions.csv``."""
+class Predictions(NamedTuple):
+    """A ``predictions.csv`` as arrays: labels (N,), probabilities (N, K), predicted (N,)."""
+
+    class_names: list[str]
+    paths: list[str]
+    labels: Any
+    probabilities: Any
+    predicted: Any
+
+
+def read_predictions(path: Path) -> Predictions:
     import numpy as np
 
     rows = read_csv(path)
     columns = [c for c in (rows[0] if rows else {}) if c.startswith(PROBABILITY_PREFIX)]
-    class_names = [c[len(PROBABILITY_PREFIX) :] for c in columns]
-    labels = np.array([int(r["label"]) for r in rows], dtype=int)
-    probabilities = np.array([[float(r[c]) for c in columns] for r in rows], dtype=float)
-    predicted = np.array([int(r["predicted"]) for r in rows], dtype=int)
-    return class_names, labels, probabilities.reshape(len(rows), len(columns)), predicted
+    return Predictions(
+        class_names=[c[len(PROBABILITY_PREFIX) :] for c in columns],
+        paths=[r["path"] for r in rows],
+        labels=np.array([int(r["label"]) for r in rows], dtype=int),
+        probabilities=np.array([[float(r[c]) for c in columns] for r in rows], dtype=float).reshape(
+            len(rows), len(columns)
+        ),
+        predicted=np.array([int(r["predicted"]) for r in rows], dtype=int),
+    )
 
 
 def write_bad_images(output_dir: Path, bad: list[tuple[str, str]]) -> None:
