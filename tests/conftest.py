@@ -19,8 +19,14 @@ from helpers import FAST_TRAINING, REAL_DATA, built_once, check, compose_task, r
 
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory) -> Path:
-    """20 phantoms per class plus 2 planted duplicates per class (a byte copy and a resized JPEG)."""
-    return generate_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "data", per_class=20, size=64)
+    """20 phantoms per class plus 2 planted duplicates per class (a byte copy and a resized JPEG). One
+    folder for every xdist worker (no test writes into it), so runs shared between workers name it."""
+    phantoms = built_once(
+        tmp_path_factory,
+        "phantoms",
+        lambda folder: generate_phantom_dataset(folder / "data", per_class=20, size=64),
+    )
+    return phantoms / "data"
 
 
 @pytest.fixture(scope="session")
