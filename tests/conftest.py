@@ -46,7 +46,7 @@ def trained_run(tmp_path_factory, phantom_root) -> Path:
 
 @pytest.fixture(scope="session")
 def small_sweep(tmp_path_factory, phantom_root) -> Path:
-    """A 2x2 sweep in which the two jobs with batch size 0 fail: the sweep must still finish.
+    """A 2x2 sweep of one epoch in which the two jobs with batch size 0 fail: the sweep must still finish.
     Built once for all xdist workers (the tests only read it)."""
 
     def run_sweep(sweep: Path) -> None:
@@ -54,6 +54,7 @@ def small_sweep(tmp_path_factory, phantom_root) -> Path:
             "-m",
             *FAST_TRAINING,
             f"data.root={phantom_root}",
+            "trainer.max_epochs=1",
             "model.lr=1e-3,1e-4",
             "data.batch_size=8,0",
         ]
