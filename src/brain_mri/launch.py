@@ -4,8 +4,6 @@ Hydra callback that checks settings and the output folder before Hydra writes an
 
 from __future__ import annotations
 
-import atexit
-import gc
 import logging
 import math
 import sys
@@ -46,12 +44,6 @@ def register() -> None:
 
 
 register()
-
-# At exit, the interpreter's last garbage collections walk every object that torch, torchvision and
-# Lightning created: 1.4 s of every process that imports this module (a train.py run, each DDP or joblib
-# worker). Frozen objects are skipped and freed with the process; the atexit handlers registered before
-# this one, such as logging's final flush, still run after it.
-atexit.register(gc.freeze)
 
 
 def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
