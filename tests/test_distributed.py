@@ -74,7 +74,8 @@ def test_ddp_spawn_runs_inside_a_multirun(phantom_root, tmp_path):
             f"hydra.sweep.dir={tmp_path}",
         )
     )
-    assert read_json(tmp_path / "0" / "metrics.json")["status"] == "completed"
+    metrics = read_json(tmp_path / "0" / "metrics.json")
+    assert metrics["status"] == "completed" and metrics["epochs_trained"] == 1  # counted by the workers
     assert "Testing in this process on one device" in (tmp_path / "0" / "train.log").read_text()
     assert (tmp_path / "0" / "val_predictions.csv").is_file()
 
