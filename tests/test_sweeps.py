@@ -108,6 +108,15 @@ def test_cross_validation_folds_run_in_parallel_and_share_the_test_partition(pha
     same = compare(tmp_path, copy, resamples=100)
     assert same["estimate"] == same["low"] == same["high"] == 0.0 and same["images"] == out_of_fold["images"]
     assert same["notes"] == [] and same["first_configuration"].startswith("model=resnet18")
+    assert same["settings_that_differ"] == {}  # the folds' own output folders are not settings
+    for fold in (0, 1):  # as if the copy had been trained in its folder, with the brain crop and 3 epochs
+        recorded = (copy / str(fold) / "config.yaml").read_text().replace(str(tmp_path), str(copy))
+        changed = recorded.replace("crop: none", "crop: brain").replace("max_epochs: 1", "max_epochs: 3")
+        (copy / str(fold) / "config.yaml").write_text(changed)
+    assert compare(tmp_path, copy, resamples=10)["settings_that_differ"] == {
+        "data.crop": ["none", "brain"],
+        "trainer.max_epochs": [1, 3],
+    }
     # two files that swapped their contents under the same names are other images: not paired
     split = read_csv(copy / "0" / "split.csv")
     val_rows = [row for row in split if row["partition"] == "val"]

@@ -49,7 +49,7 @@ SETTINGS = {
     "fold": "data.fold",
 }
 TEST_COLUMNS = [f"test/{name}" for name in METRIC_NAMES] + ["test/loss"]
-NOT_SETTINGS = ("hydra.", "paths.", "data.root", "data.split_file", "data.output_dir")
+NOT_SETTINGS = ("hydra.", "paths.", "data.root", "data.cache_dir", "data.split_file", "data.output_dir")
 
 
 def find_runs(folder: Path) -> list[Path]:
@@ -156,6 +156,7 @@ def cross_validation_summary(
         entry["swept"] = dict(zip(extra_keys, key[4:], strict=True))
         entry |= entry["swept"]
         entry["folds"] = len(members)
+        entry["runs"] = [m["folder"] for m in members]
         for name in ["val_loss_best", *TEST_COLUMNS]:
             values = [m[name] for m in members if m[name] is not None]
             entry[f"{name} mean"] = statistics.fmean(values) if values else None
@@ -330,6 +331,30 @@ def best_cross_validation(folder: Path, seed: int) -> dict:
     return entry
 
 
+def recorded_settings(run: Path) -> dict[str, Any]:
+    """A run's resolved settings as dotted keys, without the paths that are its own (output folders)."""
+    config = OmegaConf.load(run / CONFIG_FILE)
+    own = str(OmegaConf.select(config, "paths.output_dir", default=run))
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        elif not (isinstance(node, str) and node.startswith(own)):
+            flat[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(config), "")
+    return {k: v for k, v in flat.items() if not k.startswith(NOT_SETTINGS) and k != "data.fold"}
+
+
+def differing_settings(first: Path, second: Path) -> dict[str, list]:
+    """The settings two runs were not trained with alike, as [first, second] (None where one lacks it):
+    what a comparison compares besides model, batch size and learning rate (recipe, crop, epochs...)."""
+    a, b = recorded_settings(first), recorded_settings(second)
+    return {k: [a.get(k), b.get(k)] for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
 def compare(first: Path, second: Path, resamples: int = 2000, seed: int = 0) -> dict:
     """Paired bootstrap of the out-of-fold AUROC difference between the best cross-validated
     configuration of two sweep folders, on the images both predicted."""
@@ -374,6 +399,7 @@ def compare(first: Path, second: Path, resamples: int = 2000, seed: int = 0) -> 
         "first_configuration": entries[0]["name"],
         "second": str(second),
         "second_configuration": entries[1]["name"],
+        "settings_that_differ": differing_settings(entries[0]["runs"][0], entries[1]["runs"][0]),
         "metric": "out-of-fold AUROC, first minus second",
         "notes": notes,
     } | result
