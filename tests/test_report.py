@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from brain_mri.report import build_report, main
-from brain_mri.run_outputs import read_csv, read_json
+from brain_mri.report import build_report, find_runs, main
+from brain_mri.run_outputs import best_checkpoints, read_csv, read_json
 
 FIGURES = ("grid_3d.png", "curves_{}.png", "roc_{}.png", "confusion_{}.png")
 
@@ -52,6 +52,18 @@ def finished_jobs(sweep):
     return [
         p.parent.name for p in sorted(sweep.glob("*/metrics.json")) if read_json(p)["status"] == "completed"
     ]
+
+
+def test_runs_in_linked_folders_are_found_once(small_sweep, tmp_path):
+    """A sweep assembled from links to the runs of other sweeps (a grid run in parts); a link loop ends."""
+    assembled = tmp_path / "assembled"
+    assembled.mkdir()
+    parts = [f"part_{job}" for job in finished_jobs(small_sweep)]
+    for part in parts:
+        (assembled / part).symlink_to(small_sweep / part.removeprefix("part_"), target_is_directory=True)
+    (assembled / "again").symlink_to(assembled, target_is_directory=True)
+    assert [run.name for run in find_runs(assembled)] == parts
+    assert [checkpoint.parent.parent.name for checkpoint in best_checkpoints(assembled)] == parts
 
 
 def test_report_on_a_sweep_still_running(small_sweep, tmp_path):

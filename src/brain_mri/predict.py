@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -31,6 +30,7 @@ from brain_mri.run_outputs import (
     CsvAppender,
     prediction_fields,
     prediction_row,
+    walk_folders,
     write_bad_images,
 )
 
@@ -45,16 +45,10 @@ def input_files(source: str | Path, exclude: Path | None = None) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise BrainMRIError(f"input={source}: no such file or folder.")
-    skipped = exclude.resolve() if exclude else None
-    files, seen = [], set()
-    for folder, subfolders, names in os.walk(path, followlinks=True):
-        real = Path(folder).resolve()
-        if real in seen or real == skipped:
-            subfolders[:] = []
-            continue
-        seen.add(real)
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        files += [Path(folder) / n for n in names if not n.startswith(".") and (Path(folder) / n).is_file()]
+    files = []
+    for folder, subfolders, names in walk_folders(path, exclude):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        files += [folder / n for n in names if not n.startswith(".") and (folder / n).is_file()]
     if not files:
         raise BrainMRIError(f"input={source}: the folder holds no files.")
     return sorted(files)

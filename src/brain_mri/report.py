@@ -32,6 +32,7 @@ from brain_mri.run_outputs import (
     SPLIT_FILE,
     VAL_PREDICTIONS_FILE,
     atomic_write_text,
+    files_named,
     natural_order,
     read_epochs,
     read_json,
@@ -55,8 +56,9 @@ NOT_SETTINGS = ("hydra.", "paths.", "data.root", "data.cache_dir", "data.split_f
 def find_runs(folder: Path) -> list[Path]:
     """Every run folder at or below ``folder``, in natural order: a folder in which a run wrote its
     resolved config, or (a sweep job that failed at start) Hydra's record and the failed status."""
-    written = {p.parent for p in folder.rglob(CONFIG_FILE) if p.parent.name != ".hydra"}
-    failed = {p.parent.parent for p in folder.rglob(f".hydra/{CONFIG_FILE}")}
+    configs = files_named(folder, CONFIG_FILE)  # linked run folders too
+    written = {p.parent for p in configs if p.parent.name != ".hydra"}
+    failed = {p.parent.parent for p in configs if p.parent.name == ".hydra"}
     runs = written | {run for run in failed if (run / METRICS_FILE).is_file()}
 
     return sorted(runs, key=natural_order)

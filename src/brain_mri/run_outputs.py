@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,6 +44,27 @@ def natural_order(path: Path) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.as_posix())]
 
 
+def walk_folders(root: Path, exclude: Path | None = None) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """``os.walk`` in sorted order that follows linked folders (a sweep assembled from links to runs of
+    other sweeps) and enters each real folder once, so a link loop ends; never ``exclude``. Callers may
+    prune the sub-folders they are given, as with ``os.walk``."""
+    skipped = exclude.resolve() if exclude else None
+    seen: set[Path] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = Path(folder).resolve()
+        if real in seen or real == skipped:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders.sort()
+        yield Path(folder), subfolders, sorted(names)
+
+
+def files_named(root: Path, name: str) -> list[Path]:
+    """Every file called ``name`` at or below ``root``, in linked folders too."""
+    return [folder / name for folder, _, names in walk_folders(root) if name in names]
+
+
 def best_checkpoints(path: str | Path) -> list[Path]:
     """A checkpoint file, or the best checkpoint of every completed run at or below a run or sweep folder
     (read from each run's ``metrics.json``; found beside it when the folder was moved)."""
@@ -54,7 +76,7 @@ def best_checkpoints(path: str | Path) -> list[Path]:
     if not path.is_dir():
         raise BrainMRIError(f"No checkpoint file or run folder at {path}.")
     found = []
-    for metrics_file in sorted(path.rglob(METRICS_FILE), key=natural_order):
+    for metrics_file in sorted(files_named(path, METRICS_FILE), key=natural_order):
         metrics = read_json(metrics_file)
         best = metrics.get("best_checkpoint")
         if metrics.get("status") == "completed" and best:
