@@ -10,7 +10,7 @@ import torch
 
 from brain_mri.evaluate import evaluate
 from brain_mri.hardware import best_precision
-from brain_mri.run_outputs import read_json
+from brain_mri.run_outputs import LOCK_FILE, read_json
 from helpers import FAST_TRAINING, PROJECT_ROOT, check, compose_task, run_script
 
 DDP = [*FAST_TRAINING, "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1"]
@@ -74,10 +74,14 @@ def test_ddp_spawn_runs_inside_a_multirun(phantom_root, tmp_path):
             f"hydra.sweep.dir={tmp_path}",
         )
     )
-    metrics = read_json(tmp_path / "0" / "metrics.json")
+    job = tmp_path / "0"
+    metrics = read_json(job / "metrics.json")
     assert metrics["status"] == "completed" and metrics["epochs_trained"] == 1  # counted by the workers
-    assert "Testing in this process on one device" in (tmp_path / "0" / "train.log").read_text()
-    assert (tmp_path / "0" / "val_predictions.csv").is_file()
+    assert "Testing in this process on one device" in (job / "train.log").read_text()
+    assert (job / "val_predictions.csv").is_file()
+    # the run folder was written when the workers' fit began, not again when this process tested
+    assert (job / "run_info.json").stat().st_mtime_ns < (job / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    assert not (job / LOCK_FILE).exists()  # unlocked by this process at the end
 
 
 def test_precision_follows_the_hardware(monkeypatch):

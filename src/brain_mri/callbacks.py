@@ -27,27 +27,34 @@ from brain_mri.run_outputs import (
     write_json,
 )
 
+EPOCHS_TRAINED = "epochs_trained"  # the key under which the fit's epoch count reaches the main process
+
 
 class RunFolderWriter(L.Callback):
-    """Calls ``write`` (the task's own files) in the global rank-zero process when the Trainer sets up.
-    Before that, the first process of a second machine would believe it is rank zero. The other processes
-    stop logging into the folder. A run that fails or is interrupted once started says so in its
-    ``metrics.json``."""
+    """Calls ``write`` (the task's own files) in the global rank-zero process when the Trainer sets up the
+    task's first stage (``fit`` for training, which also locks the folder so that a resume cannot run
+    beside it). Before that, the first process of a second machine would believe it is rank zero. The
+    other processes stop logging into the folder. A run that fails or is interrupted once started says so
+    in its ``metrics.json``.
 
-    def __init__(self, output_dir: Path, write: Callable[[], None], lock: bool = False):
-        self.output_dir, self.write, self.done = Path(output_dir).resolve(), write, False
-        self.lock = lock  # training: mark the folder as being trained, so a resume cannot run beside it
+    Under ddp_spawn and ddp_fork the fit runs in worker processes, which hand back to the main process
+    their ``callback_metrics`` but nothing else: the writer's first stage ran there, and the epoch count
+    travels in ``callback_metrics`` (``EPOCHS_TRAINED``)."""
+
+    def __init__(self, output_dir: Path, write: Callable[[], None], first_stage: str):
+        self.output_dir, self.write, self.first_stage = Path(output_dir).resolve(), write, first_stage
+        self.lock = first_stage == "fit"
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.done:  # once per task, not per stage (fit, test, predict)
-            return
-        self.done = True
-        if trainer.is_global_zero:
+        if not trainer.is_global_zero:
+            stop_logging_into(self.output_dir)
+        elif stage == self.first_stage:  # once per task, not per stage (fit, test, predict)
             self.write()
             if self.lock:
                 lock_run_folder(self.output_dir)
-        else:
-            stop_logging_into(self.output_dir)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.callback_metrics[EPOCHS_TRAINED] = torch.tensor(trainer.current_epoch)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.lock and stage == "predict" and trainer.is_global_zero:  # the task's last stage
@@ -113,10 +120,11 @@ class EarlyStopping(LightningEarlyStopping):
 
 
 def task_callbacks(
-    configured: list, output_dir: Path, write: Callable[[], None], lock: bool = False
+    configured: list, output_dir: Path, write: Callable[[], None], first_stage: str
 ) -> list[L.Callback]:
-    """The configured callbacks plus the ones that write the task's files (``lock``: training's)."""
-    return [*configured, RunFolderWriter(output_dir, write, lock), PredictionsWriter(output_dir)]
+    """The configured callbacks plus the ones that write the task's files (``first_stage``: ``fit`` for
+    training, ``test`` for evaluation)."""
+    return [*configured, RunFolderWriter(output_dir, write, first_stage), PredictionsWriter(output_dir)]
 
 
 class TensorBoardImages(L.Callback):

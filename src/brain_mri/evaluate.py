@@ -196,7 +196,7 @@ def evaluate(cfg: DictConfig) -> float:
             log.warning("Evaluating in %s: %s.", trainer_cfg["precision"], note)
     output_dir = Path(cfg.paths.output_dir)
     write = partial(write_bad_images, output_dir, datamodule.bad_files)
-    callbacks = task_callbacks(instantiate_group(cfg.get("callbacks")), output_dir, write)
+    callbacks = task_callbacks(instantiate_group(cfg.get("callbacks")), output_dir, write, first_stage="test")
     trainer = hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=False)
     log.info("Evaluating in %s on %s", trainer.precision, type(trainer.accelerator).__name__)
     extra = {"checkpoint": str(cfg.ckpt_path), "members": [str(p) for p in checkpoints], "tta": cfg.eval.tta}

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from brain_mri.callbacks import task_callbacks
+from brain_mri.callbacks import EPOCHS_TRAINED, task_callbacks
 from brain_mri.checkpoints import load_checkpoint
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import test_and_save
@@ -23,7 +23,6 @@ from brain_mri.launch import instantiate_group, optimized_value
 from brain_mri.run_outputs import (
     CONFIG_FILE,
     EPOCH_LOG,
-    LAST_CHECKPOINT,
     SPLIT_FILE,
     check_run_folder,
     keep_epochs_up_to,
@@ -118,15 +117,6 @@ def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict
 SPAWNING_STRATEGIES = ("ddp_spawn",)
 
 
-def epochs_trained(trainer: L.Trainer, output_dir: Path, spawned: bool) -> int:
-    """The epochs the fit finished. Under ddp_spawn the count stays in the workers, and this process's
-    Trainer says 0: last.ckpt, written at the end of every epoch, holds the last one's index then."""
-    last = output_dir / LAST_CHECKPOINT
-    if spawned and last.is_file():
-        return load_checkpoint(last)["epoch"] + 1
-    return trainer.current_epoch
-
-
 def train(cfg: DictConfig) -> float:
     """Train one model; returns the value the sweepers minimise (``optimized_metric``, val/loss_best)."""
     check_train_settings(cfg)
@@ -155,7 +145,7 @@ def train(cfg: DictConfig) -> float:
     # resolved now: under ddp_spawn the writer runs in a process where Hydra's resolvers are not set up
     resolved = DictConfig(OmegaConf.to_container(cfg, resolve=True))
     write = partial(write_run_folder, output_dir, resolved, datamodule, resume)  # a closure would not pickle
-    callbacks = task_callbacks(instantiate_group(cfg.get("callbacks")), output_dir, write, lock=True)
+    callbacks = task_callbacks(instantiate_group(cfg.get("callbacks")), output_dir, write, first_stage="fit")
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     log.info(
         "Precision %s, channels_last %s, accelerator %s",
@@ -168,17 +158,16 @@ def train(cfg: DictConfig) -> float:
     best = trainer.checkpoint_callback  # the first ModelCheckpoint of the config: best by val/loss
     if not isinstance(best, ModelCheckpoint) or not best.best_model_path:
         raise BrainMRIError("Training ended without a best checkpoint: did validation run at least once?")
-    spawned = str(cfg.trainer.get("strategy")).startswith(SPAWNING_STRATEGIES)
     # the best checkpoint's score; under ddp_spawn it stays in the workers, so the logged minimum instead
     score = best.best_model_score
     summary = {
         "val/loss_best": float(score if score is not None else trainer.callback_metrics["val/loss_best"]),
         "best_checkpoint": best.best_model_path,
         "best_epoch": load_checkpoint(best.best_model_path)["epoch"],
-        "epochs_trained": epochs_trained(trainer, output_dir, spawned),
+        "epochs_trained": int(trainer.callback_metrics[EPOCHS_TRAINED]),  # counted where the fit ran
     }
     evaluator = trainer
-    if spawned:
+    if str(cfg.trainer.get("strategy")).startswith(SPAWNING_STRATEGIES):
         # each Trainer call would start its processes anew (about 11 s on a CPU): test and predict the few
         # held-out images on one device in this process, with the same callbacks and loggers
         log.info("Testing in this process on one device (trainer.strategy=%s trained).", cfg.trainer.strategy)
