@@ -341,6 +341,9 @@ def test_layout_and_resume_problems_stop_before_the_run_folder(phantom_root, tra
     assert "continues a run in its own folder" in check_at_start(tmp_path / "elsewhere", *moved)
     finished = f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}"  # 2 epochs, and max_epochs=2
     assert "nothing is left" in check_at_start(tmp_path / "more", *FAST_TRAINING, finished)
+    said = check_at_start(tmp_path / "from", *FAST_TRAINING, f"ckpt_path={trained_run}")
+    assert f"is a folder. To continue that run in its folder: resume={trained_run};" in said
+    assert f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}" in said
 
 
 def test_odd_images_are_named_for_what_they_are(tmp_path, caplog):

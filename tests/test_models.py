@@ -73,8 +73,16 @@ def test_a_diverging_run_stops_as_failed_and_keeps_its_best_checkpoint(phantom_r
         "trainer.max_epochs=4",
         "callbacks.early_stopping=null",
     )
-    with pytest.raises(BrainMRIError, match=r"diverged: val/loss is nan in epoch 1 \(lr=10"):
+    with pytest.raises(BrainMRIError, match=r"diverged: val/loss is nan in epoch 1 \(lr=10.*so far is kept"):
         train(cfg)
     assert [p.name[:8] for p in (tmp_path / "checkpoints").glob("epoch*.ckpt")] == ["epoch000"]
     metrics = read_json(tmp_path / "metrics.json")
     assert metrics["status"] == "failed" and "diverged" in metrics["error"]
+
+
+def test_a_run_that_diverges_in_its_first_epoch_says_that_no_checkpoint_was_saved(phantom_root, tmp_path):
+    overrides = ["model.optimizer=sgd", "model.lr=1e12", "trainer.limit_train_batches=1"]
+    overrides += ["trainer.max_epochs=1"]
+    with pytest.raises(BrainMRIError, match=r"diverged: .* in epoch 0 .*no checkpoint was saved"):
+        train(compose_task("train", tmp_path, *FAST_TRAINING, f"data.root={phantom_root}", *overrides))
+    assert not list((tmp_path / "checkpoints").glob("*.ckpt"))

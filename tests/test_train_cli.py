@@ -125,10 +125,16 @@ def test_missing_data_folder_is_one_clear_message(tmp_path):
     assert result.returncode == 1
     assert "Error: No data set at" in result.stderr and "data=synthetic" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+    assert "Stopped: No data set at" in (tmp_path / "run" / "train.log").read_text()  # the log says why
 
 
 @pytest.mark.parametrize(
-    ("name", "message"), [("absent.ckpt", "No checkpoint file"), ("split.csv", "not a PyTorch")]
+    ("name", "message"),
+    [
+        ("absent.ckpt", "No checkpoint file"),
+        ("split.csv", "not a PyTorch"),
+        ("checkpoints", r"It holds epoch\d{3}-val_loss[\d.]+\.ckpt: pass that file, or the run folder"),
+    ],
 )
 def test_eval_refuses_what_is_not_a_checkpoint(trained_run, tmp_path, name, message):
     with pytest.raises(BrainMRIError, match=message):

@@ -70,8 +70,17 @@ def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
             return math.nan
         if not isinstance(err, BrainMRIError):
             raise
-        log.debug("Stopped by a user-facing error", exc_info=True)  # the full trace stays in the job log
+        write_to_log_files(f"Stopped: {err}")
         stop(err)
+
+
+def write_to_log_files(message: str) -> None:
+    """An error and its traceback in the job's log file (train.log, eval.log), which would otherwise end
+    without a word of why, but not a second time on the console, where :func:`stop` prints it plainly."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, (), sys.exc_info())
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def optimized_value(cfg: DictConfig, results: dict, default: str) -> float:

@@ -83,7 +83,11 @@ def best_checkpoints(path: str | Path) -> list[Path]:
             beside = metrics_file.parent / CHECKPOINT_DIR / Path(best).name
             found.append(beside if beside.is_file() else Path(best))
     if not found:
-        raise BrainMRIError(f"No completed training run (metrics.json with a best checkpoint) under {path}.")
+        held = sorted(path.glob("*.ckpt"))
+        hint = f" It holds {held[0].name}: pass that file, or the run folder {path.parent}." if held else ""
+        raise BrainMRIError(
+            f"No completed training run (metrics.json with a best checkpoint) under {path}.{hint}"
+        )
     missing = [str(p) for p in found if not p.is_file()]
     if missing:
         raise BrainMRIError(f"No checkpoint file at {', '.join(missing)}.")

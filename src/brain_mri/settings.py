@@ -15,7 +15,13 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from brain_mri.checkpoints import load_checkpoint
 from brain_mri.data.folder import scan_image_files
 from brain_mri.errors import BrainMRIError, user_error
-from brain_mri.run_outputs import CONFIG_FILE, best_checkpoints, check_run_folder, run_folder_of
+from brain_mri.run_outputs import (
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    best_checkpoints,
+    check_run_folder,
+    run_folder_of,
+)
 
 
 @dataclass
@@ -260,6 +266,12 @@ def check_train_settings(cfg: DictConfig) -> None:
     try:
         if cfg.get("resume"):
             check_run_folder(Path(cfg.resume))
+        elif cfg.get("ckpt_path") and Path(cfg.ckpt_path).is_dir():
+            raise BrainMRIError(
+                f"ckpt_path={cfg.ckpt_path} is a folder. To continue that run in its folder: "
+                f"resume={cfg.ckpt_path}; to start a new run from its weights and state: "
+                f"ckpt_path={Path(cfg.ckpt_path) / LAST_CHECKPOINT}."
+            )
         elif cfg.get("ckpt_path") and is_whole(max_epochs):  # a bad file or nothing left to train: now
             checkpoint = load_checkpoint(cfg.ckpt_path)
             check_epochs_left(checkpoint["epoch"] + 1, max_epochs)

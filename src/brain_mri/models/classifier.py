@@ -299,10 +299,11 @@ class BrainMRIClassifier(L.LightningModule):
         for name in ("train/loss", "val/loss"):
             loss = self.trainer.callback_metrics.get(name)
             if loss is not None and not torch.isfinite(loss):
-                lr = self.hparams.lr
+                epoch, lr = self.current_epoch, self.hparams.lr
+                kept = "the best checkpoint so far is kept" if epoch else "no checkpoint was saved"
                 raise BrainMRIError(
-                    f"Training diverged: {name} is {loss.item()} in epoch {self.current_epoch} (lr={lr}). "
-                    "Try a smaller learning rate; the best checkpoint so far is kept."
+                    f"Training diverged: {name} is {loss.item()} in epoch {epoch} (lr={lr}). "
+                    f"Try a smaller learning rate; {kept}."
                 )
 
     def validation_step(self, batch, batch_idx: int) -> None:
