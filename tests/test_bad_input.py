@@ -341,9 +341,18 @@ def test_layout_and_resume_problems_stop_before_the_run_folder(phantom_root, tra
     assert "continues a run in its own folder" in check_at_start(tmp_path / "elsewhere", *moved)
     finished = f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}"  # 2 epochs, and max_epochs=2
     assert "nothing is left" in check_at_start(tmp_path / "more", *FAST_TRAINING, finished)
-    said = check_at_start(tmp_path / "from", *FAST_TRAINING, f"ckpt_path={trained_run}")
-    assert f"is a folder. To continue that run in its folder: resume={trained_run};" in said
-    assert f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}" in said
+    for folder in (trained_run, trained_run / "checkpoints"):
+        said = check_at_start(tmp_path / "from", *FAST_TRAINING, f"ckpt_path={folder}")
+        assert f"To continue that run in its folder: resume={trained_run};" in said
+        assert f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}" in said
+    said = check_at_start(tmp_path / "from", *FAST_TRAINING, f"ckpt_path={tmp_path}")
+    assert "is a folder; training continues from a checkpoint file." in said and "resume=" not in said
+    other = ["trainer.max_epochs=3", "model.optimizer=sgd", "model.lr=0.1"]  # restored from it, whatever
+    said = check_at_start(tmp_path / "more", *FAST_TRAINING, finished, *other)
+    assert (
+        "optimizer and schedule included, so these cannot differ from it: model.optimizer=sgd (the " in said
+    )
+    assert "checkpoint's: adam); model.lr=0.1 (the checkpoint's: 0.001)" in said
 
 
 def test_odd_images_are_named_for_what_they_are(tmp_path, caplog):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +19,15 @@ from brain_mri.checkpoints import AtomicCheckpointIO, load_checkpoint
 from brain_mri.data.split import data_fingerprint
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import evaluate
-from brain_mri.run_outputs import LOCK_FILE, lock_run_folder, read_csv, read_json, unlock_run_folder
+from brain_mri.run_outputs import (
+    LOCK_FILE,
+    keep_epochs_up_to,
+    lock_run_folder,
+    read_csv,
+    read_json,
+    unlock_run_folder,
+    write_csv,
+)
 from brain_mri.settings import check_train_settings
 from brain_mri.train import train
 from helpers import FAST_TRAINING, PROJECT_ROOT, built_once, compose_task
@@ -137,6 +146,24 @@ def test_a_resume_refuses_a_run_that_is_still_training(uninterrupted, tmp_path):
             train(compose_task("train", run, f"resume={run}"))
     finally:
         unlock_run_folder(run)
+
+
+def test_a_copied_run_folder_resumes_where_it_is_now(uninterrupted, tmp_path):
+    run = shutil.copytree(uninterrupted, tmp_path / "copy")
+    train(compose_task("train", run, f"resume={run}", "trainer.max_epochs=5"))
+    resumed = read_json(run / "metrics.json")
+    assert resumed["epochs_trained"] == 5 and Path(resumed["best_checkpoint"]).parent == run / "checkpoints"
+    assert read_json(uninterrupted / "metrics.json")["epochs_trained"] == 4  # the original is untouched
+    assert len(val_losses(run)) == 5 and "resumes" not in read_json(uninterrupted / "run_info.json")
+
+
+def test_a_resume_drops_the_logged_epochs_it_redoes_and_the_test_row(tmp_path):
+    log = tmp_path / "metrics.csv"
+    rows = [("0", "0.7", ""), ("1", "0.6", ""), ("2", "0.5", ""), ("0", "", "0.9")]  # ddp_spawn tests at 0
+    fields = ("epoch", "val/loss", "test/auroc")
+    write_csv(log, [dict(zip(fields, row, strict=True)) for row in rows], fields)
+    keep_epochs_up_to(log, 1)
+    assert [(r["epoch"], r["val/loss"]) for r in read_csv(log)] == [("0", "0.7"), ("1", "0.6")]
 
 
 def test_a_resume_refuses_changes_to_the_runs_settings(uninterrupted):

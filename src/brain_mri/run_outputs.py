@@ -164,13 +164,19 @@ def read_epochs(csv_file: Path) -> list[dict]:
 
 
 def keep_epochs_up_to(csv_file: Path, last_epoch: int) -> None:
-    """Drop CSV log rows of epochs after ``last_epoch``: a resumed run logs those epochs again."""
+    """Drop CSV log rows of epochs after ``last_epoch``, and the test row: a resumed run logs those epochs
+    again and tests anew at its end (under ddp_spawn the test row says epoch 0)."""
     if not csv_file.is_file():
         return
     with open(csv_file, newline="", **ENCODING) as handle:
         reader = csv.DictReader(handle)
         fields, rows = reader.fieldnames, list(reader)
-    kept = [r for r in rows if not r.get("epoch") or int(r["epoch"]) <= last_epoch]
+    tested = [f for f in fields or () if f.startswith("test/")]
+    kept = [
+        r
+        for r in rows
+        if (not r.get("epoch") or int(r["epoch"]) <= last_epoch) and not any(r.get(f) for f in tested)
+    ]
     write_csv(csv_file, kept, tuple(fields or ()))
 
 

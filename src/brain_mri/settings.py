@@ -232,6 +232,47 @@ def check_schedule_length(checkpoint: dict, path: str, max_epochs: int) -> None:
         )
 
 
+def checkpoint_folder_message(folder: Path) -> str:
+    """Training continues from a checkpoint file; for a run folder or its checkpoints/, say which."""
+    run = next((f for f in (folder, folder.parent) if (f / LAST_CHECKPOINT).is_file()), None)
+    message = f"ckpt_path={folder} is a folder; training continues from a checkpoint file."
+    if run is not None:
+        message += (
+            f" To continue that run in its folder: resume={run}; to start a new run from its state: "
+            f"ckpt_path={run / LAST_CHECKPOINT}."
+        )
+    return message
+
+
+# ckpt_path= restores the checkpoint's optimizer and schedule with their state (Lightning's full restore):
+# another optimizer fails to load, and another learning rate would be replaced by the saved one in silence
+RESTORED_WITH_THE_OPTIMIZER = (
+    "arch",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "scheduler",
+    "warmup_fraction",
+    "decay_norms_and_biases",
+    "freeze_backbone_epochs",
+)
+
+
+def check_restored_settings(checkpoint: dict, path: str, model: DictConfig) -> None:
+    saved = checkpoint["hyper_parameters"]
+    changed = [
+        f"model.{key}={model.get(key)} (the checkpoint's: {saved[key]})"
+        for key in RESTORED_WITH_THE_OPTIMIZER
+        if key in saved and key in model and model.get(key) != saved[key]
+    ]
+    if changed:
+        raise BrainMRIError(
+            f"ckpt_path={path} continues that checkpoint's training, its optimizer and schedule included, "
+            f"so these cannot differ from it: {'; '.join(changed)}. Set them as the checkpoint has them "
+            "(e.g. the same experiment=...)."
+        )
+
+
 def is_whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -267,15 +308,12 @@ def check_train_settings(cfg: DictConfig) -> None:
         if cfg.get("resume"):
             check_run_folder(Path(cfg.resume))
         elif cfg.get("ckpt_path") and Path(cfg.ckpt_path).is_dir():
-            raise BrainMRIError(
-                f"ckpt_path={cfg.ckpt_path} is a folder. To continue that run in its folder: "
-                f"resume={cfg.ckpt_path}; to start a new run from its weights and state: "
-                f"ckpt_path={Path(cfg.ckpt_path) / LAST_CHECKPOINT}."
-            )
+            raise BrainMRIError(checkpoint_folder_message(Path(cfg.ckpt_path)))
         elif cfg.get("ckpt_path") and is_whole(max_epochs):  # a bad file or nothing left to train: now
             checkpoint = load_checkpoint(cfg.ckpt_path)
             check_epochs_left(checkpoint["epoch"] + 1, max_epochs)
             check_schedule_length(checkpoint, str(cfg.ckpt_path), max_epochs)
+            check_restored_settings(checkpoint, str(cfg.ckpt_path), model)
     except BrainMRIError as err:
         problems.append(str(err))
     try:

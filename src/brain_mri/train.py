@@ -6,6 +6,7 @@ import logging
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
@@ -66,6 +67,24 @@ def command_line_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def relocated(cfg: DictConfig, old: str, new: str) -> DictConfig:
+    """The config with every path inside the ``old`` run folder moved into ``new`` (the run's resolved
+    config spells out its output folder in each callback and logger)."""
+
+    def move(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: move(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [move(value) for value in node]
+        if isinstance(node, str) and (node == old or node.startswith(old + "/")):
+            return new + node[len(old) :]
+        return node
+
+    moved = OmegaConf.create(move(OmegaConf.to_container(cfg)))
+    assert isinstance(moved, DictConfig)
+    return moved
+
+
 def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, dict]:
     """The interrupted run's own config, set to continue from its ``last.ckpt`` on its own split, with the
     command line's changes that a resume may make (``RESUME_MAY_CHANGE``); any other change is refused.
@@ -77,11 +96,15 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
     if refused:
         raise BrainMRIError(
             f"resume= continues {run_dir} with its own settings, so these cannot change: "
-            f"{', '.join(refused)}. A resume may change {', '.join(RESUME_MAY_CHANGE)}. To train with other "
-            f"settings from its weights, start a new run with ckpt_path={last}."
+            f"{', '.join(refused)}. A resume may change {', '.join(RESUME_MAY_CHANGE)}. To train on with "
+            f"other settings (not the optimizer's), start a new run with ckpt_path={last}."
         )
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
     assert isinstance(cfg, DictConfig)
+    recorded = Path(cfg.paths.output_dir)
+    if recorded.resolve() != run_dir.resolve():  # a copied or moved run continues where it is now
+        log.info("The run was written in %s; it continues in %s.", recorded, run_dir)
+        cfg = relocated(cfg, str(recorded), str(run_dir.resolve()))
 
     for key in keys:
         if key != "resume":
