@@ -17,7 +17,7 @@ from torchmetrics.functional.classification import binary_auroc
 from brain_mri.errors import BrainMRIError
 from brain_mri.launch import OutputFolderCheck
 from brain_mri.report import build_report, compare
-from brain_mri.run_outputs import read_csv, read_json, write_csv
+from brain_mri.run_outputs import read_csv, read_json, write_csv, write_json
 from helpers import FAST_TRAINING, PROJECT_ROOT, check, run_script
 
 
@@ -109,10 +109,12 @@ def test_cross_validation_folds_run_in_parallel_and_share_the_test_partition(pha
     assert same["estimate"] == same["low"] == same["high"] == 0.0 and same["images"] == out_of_fold["images"]
     assert same["notes"] == [] and same["first_configuration"].startswith("model=resnet18")
     assert same["settings_that_differ"] == {}  # the folds' own output folders are not settings
-    for fold in (0, 1):  # as if the copy had been trained in its folder, with the brain crop and 3 epochs
+    for fold in (0, 1):  # as if the copy had been trained in its folder with the brain crop, then resumed
         recorded = (copy / str(fold) / "config.yaml").read_text().replace(str(tmp_path), str(copy))
-        changed = recorded.replace("crop: none", "crop: brain").replace("max_epochs: 1", "max_epochs: 3")
-        (copy / str(fold) / "config.yaml").write_text(changed)
+        (copy / str(fold) / "config.yaml").write_text(recorded.replace("crop: none", "crop: brain"))
+        info = read_json(copy / str(fold) / "run_info.json")
+        info["resumes"] = [{"overrides": [f"resume={copy / str(fold)}", "trainer.max_epochs=3"]}]
+        write_json(copy / str(fold) / "run_info.json", info)
     assert compare(tmp_path, copy, resamples=10)["settings_that_differ"] == {
         "data.crop": ["none", "brain"],
         "trainer.max_epochs": [1, 3],

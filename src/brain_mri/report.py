@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -29,6 +30,7 @@ from brain_mri.run_outputs import (
     EPOCH_LOG,
     METRICS_FILE,
     PREDICTIONS_FILE,
+    RUN_INFO_FILE,
     SPLIT_FILE,
     VAL_PREDICTIONS_FILE,
     atomic_write_text,
@@ -334,8 +336,13 @@ def best_cross_validation(folder: Path, seed: int) -> dict:
 
 
 def recorded_settings(run: Path) -> dict[str, Any]:
-    """A run's resolved settings as dotted keys, without the paths that are its own (output folders)."""
+    """A run's resolved settings as dotted keys, with the changes its resumes made (``run_info.json``;
+    ``config.yaml`` stays as the run started), without the paths that are its own (output folders)."""
     config = OmegaConf.load(run / CONFIG_FILE)
+    resumes = read_json(run / RUN_INFO_FILE).get("resumes", []) if (run / RUN_INFO_FILE).is_file() else []
+    changes = [o for resume in resumes for o in resume["overrides"] if not o.startswith("resume=")]
+    for change in OverridesParser.create().parse_overrides(changes):
+        OmegaConf.update(config, change.key_or_group, change.value(), merge=False)
     own = str(OmegaConf.select(config, "paths.output_dir", default=run))
     flat: dict[str, Any] = {}
 
