@@ -141,7 +141,8 @@ def models_to_evaluate(ckpt_path: str, tta: str) -> tuple[BrainMRIClassifier, li
         log.info("Model: %s", checkpoints[0])
         return members[0], checkpoints
     names = [str(path) for path in checkpoints]
-    log.info("Averaging %d model(s) x %s views: %s", len(members), tta, ", ".join(names))
+    views = "" if tta == "none" else f" over the views of tta={tta}"
+    log.info("Averaging %d model(s)%s: %s", len(members), views, ", ".join(names))
     return EnsembleClassifier(members, tta, names), checkpoints
 
 
