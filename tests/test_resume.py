@@ -151,9 +151,12 @@ def test_a_resume_refuses_a_run_that_is_still_training(uninterrupted, tmp_path):
 def test_a_copied_run_folder_resumes_where_it_is_now(uninterrupted, tmp_path):
     run = shutil.copytree(uninterrupted, tmp_path / "copy")
     train(compose_task("train", run, f"resume={run}", "trainer.max_epochs=5"))
-    resumed = read_json(run / "metrics.json")
+    resumed, original = read_json(run / "metrics.json"), read_json(uninterrupted / "metrics.json")
     assert resumed["epochs_trained"] == 5 and Path(resumed["best_checkpoint"]).parent == run / "checkpoints"
-    assert read_json(uninterrupted / "metrics.json")["epochs_trained"] == 4  # the original is untouched
+    # the best epoch is still the first: its score came along (Lightning drops it for another folder)
+    assert resumed["best_epoch"] == original["best_epoch"] == 0
+    assert resumed["val/loss_best"] == pytest.approx(original["val/loss_best"])
+    assert original["epochs_trained"] == 4  # the original is untouched
     assert len(val_losses(run)) == 5 and "resumes" not in read_json(uninterrupted / "run_info.json")
 
 

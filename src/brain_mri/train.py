@@ -17,11 +17,12 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.callbacks import EPOCHS_TRAINED, task_callbacks
-from brain_mri.checkpoints import load_checkpoint
+from brain_mri.checkpoints import AtomicCheckpointIO, load_checkpoint
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import test_and_save
 from brain_mri.launch import instantiate_group, optimized_value
 from brain_mri.run_outputs import (
+    CHECKPOINT_DIR,
     CONFIG_FILE,
     EPOCH_LOG,
     SPLIT_FILE,
@@ -67,20 +68,28 @@ def command_line_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def relocated(cfg: DictConfig, old: str, new: str) -> DictConfig:
-    """The config with every path inside the ``old`` run folder moved into ``new`` (the run's resolved
-    config spells out its output folder in each callback and logger)."""
+def relocated(node: Any, old: str, new: str) -> Any:
+    """``node`` (dicts, lists, strings, other values) with every path inside the ``old`` run folder,
+    dictionary keys included, moved into ``new``."""
+    if isinstance(node, dict):
+        return {relocated(key, old, new): relocated(value, old, new) for key, value in node.items()}
+    if isinstance(node, list):
+        return [relocated(value, old, new) for value in node]
+    if isinstance(node, str) and (node == old or node.startswith(old + "/")):
+        return new + node[len(old) :]
+    return node
 
-    def move(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {key: move(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [move(value) for value in node]
-        if isinstance(node, str) and (node == old or node.startswith(old + "/")):
-            return new + node[len(old) :]
-        return node
 
-    moved = OmegaConf.create(move(OmegaConf.to_container(cfg)))
+def move_run(cfg: DictConfig, old: str, new: str) -> DictConfig:
+    """A copied or moved run, made to continue where it is now: its resolved config spells out its output
+    folder in each callback and logger, and its checkpoints name the run's checkpoint files in the
+    checkpoint callbacks' state (which Lightning would otherwise drop, with the best score, for another
+    folder). The checkpoints are rewritten in place, atomically: they belong to the copy."""
+    for path in sorted((Path(new) / CHECKPOINT_DIR).glob("*.ckpt")):
+        checkpoint = load_checkpoint(path)
+        checkpoint["callbacks"] = relocated(checkpoint.get("callbacks", {}), old, new)
+        AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+    moved = OmegaConf.create(relocated(OmegaConf.to_container(cfg), old, new))
     assert isinstance(moved, DictConfig)
     return moved
 
@@ -104,7 +113,7 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
     recorded = Path(cfg.paths.output_dir)
     if recorded.resolve() != run_dir.resolve():  # a copied or moved run continues where it is now
         log.info("The run was written in %s; it continues in %s.", recorded, run_dir)
-        cfg = relocated(cfg, str(recorded), str(run_dir.resolve()))
+        cfg = move_run(cfg, str(recorded), str(run_dir.resolve()))
 
     for key in keys:
         if key != "resume":
