@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_dir
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
 from brain_mri.models.backbones import BACKBONES, build_backbone
-from brain_mri.run_outputs import read_json
+from brain_mri.run_outputs import best_checkpoints, read_json
 from brain_mri.train import train
 from helpers import FAST_TRAINING, PROJECT_ROOT, compose_task
 
@@ -86,3 +86,5 @@ def test_a_run_that_diverges_in_its_first_epoch_says_that_no_checkpoint_was_save
     with pytest.raises(BrainMRIError, match=r"diverged: .* in epoch 0 .*no checkpoint was saved"):
         train(compose_task("train", tmp_path, *FAST_TRAINING, f"data.root={phantom_root}", *overrides))
     assert not list((tmp_path / "checkpoints").glob("*.ckpt"))
+    with pytest.raises(BrainMRIError, match=r"1 run\(s\) failed; the first: .*: Training diverged"):
+        best_checkpoints(tmp_path)  # what eval.py ckpt_path=<this run> says

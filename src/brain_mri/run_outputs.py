@@ -75,16 +75,19 @@ def best_checkpoints(path: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise BrainMRIError(f"No checkpoint file or run folder at {path}.")
-    found = []
+    found, failed = [], []
     for metrics_file in sorted(files_named(path, METRICS_FILE), key=natural_order):
         metrics = read_json(metrics_file)
         best = metrics.get("best_checkpoint")
         if metrics.get("status") == "completed" and best:
             beside = metrics_file.parent / CHECKPOINT_DIR / Path(best).name
             found.append(beside if beside.is_file() else Path(best))
+        elif metrics.get("error"):
+            failed.append(f"{metrics_file.parent}: {str(metrics['error']).splitlines()[0]}")
     if not found:
         held = sorted(path.glob("*.ckpt"))
         hint = f" It holds {held[0].name}: pass that file, or the run folder {path.parent}." if held else ""
+        hint += f" {len(failed)} run(s) failed; the first: {failed[0]}" if failed else ""
         raise BrainMRIError(
             f"No completed training run (metrics.json with a best checkpoint) under {path}.{hint}"
         )
