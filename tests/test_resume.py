@@ -158,6 +158,17 @@ def test_a_copied_run_folder_resumes_where_it_is_now(uninterrupted, tmp_path):
     assert resumed["val/loss_best"] == pytest.approx(original["val/loss_best"])
     assert original["epochs_trained"] == 4  # the original is untouched
     assert len(val_losses(run)) == 5 and "resumes" not in read_json(uninterrupted / "run_info.json")
+    again = shutil.move(run, tmp_path / "moved")  # once resumed elsewhere, its checkpoints name the copy
+    train(compose_task("train", again, f"resume={again}", "trainer.max_epochs=6"))
+    assert read_json(again / "metrics.json")["best_epoch"] == 0 and len(val_losses(again)) == 6
+
+
+def test_a_run_folder_of_links_to_another_run_is_not_resumed(uninterrupted, tmp_path):
+    run = shutil.copytree(uninterrupted, tmp_path / "linked")
+    (run / "metrics.json").unlink()
+    (run / "metrics.json").symlink_to(uninterrupted / "metrics.json")  # as cp -s makes them
+    with pytest.raises(BrainMRIError, match=r"metrics\.json is a link to .*cp -a, not cp -s"):
+        train(compose_task("train", run, f"resume={run}", "trainer.max_epochs=5"))
 
 
 def test_a_resume_drops_the_logged_epochs_it_redoes_and_the_test_row(tmp_path):

@@ -80,16 +80,28 @@ def relocated(node: Any, old: str, new: str) -> Any:
     return node
 
 
-def move_run(cfg: DictConfig, old: str, new: str) -> DictConfig:
-    """A copied or moved run, made to continue where it is now: its resolved config spells out its output
-    folder in each callback and logger, and its checkpoints name the run's checkpoint files in the
-    checkpoint callbacks' state (which Lightning would otherwise drop, with the best score, for another
-    folder). The checkpoints are rewritten in place, atomically: they belong to the copy."""
-    for path in sorted((Path(new) / CHECKPOINT_DIR).glob("*.ckpt")):
+def folder_trained_in(checkpoint: dict) -> str | None:
+    """The run folder a checkpoint's checkpoint callbacks saved into when it was written."""
+    for state in checkpoint.get("callbacks", {}).values():
+        if isinstance(state, dict) and state.get("dirpath"):
+            return str(Path(state["dirpath"]).parent)
+    return None
+
+
+def move_run(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """A copied or moved run, made to continue where it is now. Its checkpoints name the folder they were
+    saved in (their checkpoint callbacks' state, which Lightning drops, with the best score so far, for
+    another folder): they are rewritten in place, atomically, as they belong to this folder. Its resolved
+    config spells out the folder the run started in, in each callback and logger."""
+    new = str(run_dir.resolve())
+    for path in sorted((run_dir / CHECKPOINT_DIR).glob("*.ckpt")):
         checkpoint = load_checkpoint(path)
-        checkpoint["callbacks"] = relocated(checkpoint.get("callbacks", {}), old, new)
-        AtomicCheckpointIO().save_checkpoint(checkpoint, path)
-    moved = OmegaConf.create(relocated(OmegaConf.to_container(cfg), old, new))
+        old = folder_trained_in(checkpoint)
+        if old is not None and Path(old).resolve() != Path(new):
+            log.info("%s was saved in %s; the run continues in %s.", path.name, old, new)
+            checkpoint["callbacks"] = relocated(checkpoint["callbacks"], old, new)
+            AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+    moved = OmegaConf.create(relocated(OmegaConf.to_container(cfg), str(cfg.paths.output_dir), new))
     assert isinstance(moved, DictConfig)
     return moved
 
@@ -110,10 +122,7 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
         )
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
     assert isinstance(cfg, DictConfig)
-    recorded = Path(cfg.paths.output_dir)
-    if recorded.resolve() != run_dir.resolve():  # a copied or moved run continues where it is now
-        log.info("The run was written in %s; it continues in %s.", recorded, run_dir)
-        cfg = move_run(cfg, str(recorded), str(run_dir.resolve()))
+    cfg = move_run(cfg, run_dir)  # a copied or moved run continues where it is now
 
     for key in keys:
         if key != "resume":
