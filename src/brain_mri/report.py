@@ -35,6 +35,7 @@ from brain_mri.run_outputs import (
     VAL_PREDICTIONS_FILE,
     atomic_write_text,
     files_named,
+    is_inside,
     natural_order,
     read_epochs,
     read_json,
@@ -350,7 +351,7 @@ def recorded_settings(run: Path) -> dict[str, Any]:
         if isinstance(node, dict) and node:
             for key, value in node.items():
                 walk(value, f"{prefix}{key}.")
-        elif not (isinstance(node, str) and node.startswith(own)):
+        elif not is_inside(node, own):
             flat[prefix[:-1]] = node
 
     walk(OmegaConf.to_container(config), "")

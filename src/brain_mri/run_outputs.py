@@ -44,6 +44,11 @@ def natural_order(path: Path) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.as_posix())]
 
 
+def is_inside(value: Any, folder: str) -> bool:
+    """Whether ``value`` is the path ``folder`` or a path inside it (as text, as configs record paths)."""
+    return isinstance(value, str) and (value == folder or value.startswith(folder.rstrip("/") + "/"))
+
+
 def walk_folders(root: Path, exclude: Path | None = None) -> Iterator[tuple[Path, list[str], list[str]]]:
     """``os.walk`` in sorted order that follows linked folders (a sweep assembled from links to runs of
     other sweeps) and enters each real folder once, so a link loop ends; never ``exclude``. Callers may

@@ -27,6 +27,7 @@ from brain_mri.run_outputs import (
     EPOCH_LOG,
     SPLIT_FILE,
     check_run_folder,
+    is_inside,
     keep_epochs_up_to,
     record_resume,
     write_bad_images,
@@ -75,9 +76,7 @@ def relocated(node: Any, old: str, new: str) -> Any:
         return {relocated(key, old, new): relocated(value, old, new) for key, value in node.items()}
     if isinstance(node, list):
         return [relocated(value, old, new) for value in node]
-    if isinstance(node, str) and (node == old or node.startswith(old + "/")):
-        return new + node[len(old) :]
-    return node
+    return new + node[len(old) :] if is_inside(node, old) else node
 
 
 def folder_trained_in(checkpoint: dict) -> str | None:
@@ -88,19 +87,21 @@ def folder_trained_in(checkpoint: dict) -> str | None:
     return None
 
 
-def move_run(cfg: DictConfig, run_dir: Path) -> DictConfig:
+def move_run(cfg: DictConfig, run_dir: Path, last: dict) -> DictConfig:
     """A copied or moved run, made to continue where it is now. Its checkpoints name the folder they were
     saved in (their checkpoint callbacks' state, which Lightning drops, with the best score so far, for
-    another folder): they are rewritten in place, atomically, as they belong to this folder. Its resolved
-    config spells out the folder the run started in, in each callback and logger."""
+    another folder): they are rewritten in place, atomically, as they belong to this folder. Once ``last``
+    (its ``last.ckpt``) names this folder, all of them do. Its resolved config spells out the folder the
+    run started in, in each callback and logger."""
     new = str(run_dir.resolve())
-    for path in sorted((run_dir / CHECKPOINT_DIR).glob("*.ckpt")):
-        checkpoint = load_checkpoint(path)
-        old = folder_trained_in(checkpoint)
-        if old is not None and Path(old).resolve() != Path(new):
-            log.info("%s was saved in %s; the run continues in %s.", path.name, old, new)
-            checkpoint["callbacks"] = relocated(checkpoint["callbacks"], old, new)
-            AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+    if Path(folder_trained_in(last) or new).resolve() != Path(new):
+        for path in sorted((run_dir / CHECKPOINT_DIR).glob("*.ckpt")):
+            checkpoint = load_checkpoint(path)
+            old = folder_trained_in(checkpoint)
+            if old is not None and Path(old).resolve() != Path(new):
+                log.info("%s was saved in %s; the run continues in %s.", path.name, old, new)
+                checkpoint["callbacks"] = relocated(checkpoint["callbacks"], old, new)
+                AtomicCheckpointIO().save_checkpoint(checkpoint, path)
     moved = OmegaConf.create(relocated(OmegaConf.to_container(cfg), str(cfg.paths.output_dir), new))
     assert isinstance(moved, DictConfig)
     return moved
@@ -122,18 +123,19 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
         )
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
     assert isinstance(cfg, DictConfig)
-    cfg = move_run(cfg, run_dir)  # a copied or moved run continues where it is now
+    checkpoint = load_checkpoint(last)
+    cfg = move_run(cfg, run_dir, checkpoint)  # a copied or moved run continues where it is now
 
     for key in keys:
         if key != "resume":
             OmegaConf.update(cfg, key, OmegaConf.select(composed, key), merge=False)
     cfg.ckpt_path, cfg.data.split_file = str(last), str(run_dir / SPLIT_FILE)
-    check_schedule_length(load_checkpoint(last), str(last), cfg.trainer.max_epochs)
+    check_schedule_length(checkpoint, str(last), cfg.trainer.max_epochs)
     record = {
         "command": " ".join(sys.argv),
         "overrides": overrides,
         "checkpoint": str(last),
-        "first_epoch": load_checkpoint(last)["epoch"] + 1,  # 0-based, as in metrics.csv
+        "first_epoch": checkpoint["epoch"] + 1,  # 0-based, as in metrics.csv
     }
     check_epochs_left(record["first_epoch"], cfg.trainer.max_epochs)
     return cfg, record
