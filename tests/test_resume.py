@@ -169,6 +169,10 @@ def test_a_run_folder_of_links_to_another_run_is_not_resumed(uninterrupted, tmp_
     (run / "metrics.json").symlink_to(uninterrupted / "metrics.json")  # as cp -s makes them
     with pytest.raises(BrainMRIError, match=r"metrics\.json is a link to .*cp -a, not cp -s"):
         train(compose_task("train", run, f"resume={run}", "trainer.max_epochs=5"))
+    (run / "metrics.json").unlink()
+    (run / "metrics.json").hardlink_to(uninterrupted / "metrics.json")  # as cp -l makes them
+    with pytest.raises(BrainMRIError, match=r"metrics\.json is hard-linked to another file"):
+        train(compose_task("train", run, f"resume={run}", "trainer.max_epochs=5"))
 
 
 def test_a_resume_drops_the_logged_epochs_it_redoes_and_the_test_row(tmp_path):

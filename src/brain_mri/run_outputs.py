@@ -417,11 +417,18 @@ def check_run_folder(run_dir: Path) -> Path:
             f"{run_dir} has no {LAST_CHECKPOINT}: it stopped before its first epoch ended, so there is "
             "nothing to resume. Start it again with its settings (see its config.yaml)."
         )
-    linked = next((path for path in sorted(run_dir.rglob("*")) if path.is_symlink()), None)
-    if linked is not None:
-        raise BrainMRIError(
-            f"{linked} is a link to {os.readlink(linked)}: a resume writes into the run's files (its log, "
-            "tables and checkpoints), so it would change the run they belong to. Copy the run with its "
-            "files (cp -a, not cp -s) and resume the copy."
+    for path in sorted(run_dir.rglob("*")):
+        shared = (
+            f"a link to {os.readlink(path)}"
+            if path.is_symlink()
+            else "hard-linked to another file"
+            if path.is_file() and path.stat().st_nlink > 1
+            else None
         )
+        if shared:
+            raise BrainMRIError(
+                f"{path} is {shared}: a resume writes into the run's files (its log, tables and "
+                "checkpoints), so it would change the run they belong to. Copy the run with its files "
+                "(cp -a, not cp -s or cp -l) and resume the copy."
+            )
     return run_dir / LAST_CHECKPOINT
