@@ -163,6 +163,19 @@ def test_a_copied_run_folder_resumes_where_it_is_now(uninterrupted, tmp_path):
     assert read_json(again / "metrics.json")["best_epoch"] == 0 and len(val_losses(again)) == 6
 
 
+def test_a_new_run_from_another_runs_checkpoint_has_a_best_of_its_own(uninterrupted, phantom_root, tmp_path):
+    """Lightning keeps no best checkpoint of another folder: the logged val/loss_best starts anew too."""
+    run, last = tmp_path / "new", uninterrupted / "checkpoints" / "last.ckpt"
+    overrides = (*DETERMINISTIC, f"data.root={phantom_root}", "trainer.max_epochs=5", f"ckpt_path={last}")
+    train(compose_task("train", run, *overrides))
+    summary = read_json(run / "metrics.json")
+    logged = read_csv(run / "csv" / "metrics.csv")
+    logged_best = [float(r["val/loss_best"]) for r in logged if r["val/loss_best"]]
+    assert summary["best_epoch"] == 4 and Path(summary["best_checkpoint"]).parent == run / "checkpoints"
+    assert logged_best == [pytest.approx(summary["val/loss_best"])] == [pytest.approx(val_losses(run)[0])]
+    assert summary["val/loss_best"] > read_json(uninterrupted / "metrics.json")["val/loss_best"]
+
+
 def test_a_run_folder_of_links_to_another_run_is_not_resumed(uninterrupted, tmp_path):
     run = shutil.copytree(uninterrupted, tmp_path / "linked")
     (run / "metrics.json").unlink()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection, MinMetric
 from torchmetrics.classification import (
@@ -311,6 +312,14 @@ class BrainMRIClassifier(L.LightningModule):
         self.val_loss.update(loss, weight=len(batch[1]))
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_train_start(self) -> None:
+        """``val/loss_best`` is the best of this run folder's checkpoints. Training on from a checkpoint
+        of another folder (``ckpt_path=``), Lightning keeps none of that folder's best checkpoints, so
+        the best starts anew here too (a resume in its own folder keeps both)."""
+        checkpoints = self.trainer.checkpoint_callback
+        if isinstance(checkpoints, ModelCheckpoint) and checkpoints.best_model_score is None:
+            self.val_loss_best.reset()
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
