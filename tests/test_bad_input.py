@@ -336,7 +336,9 @@ def test_layout_and_resume_problems_stop_before_the_run_folder(phantom_root, tra
     said = check_at_start(tmp_path / "run", *FAST_TRAINING, f"data.root={tmp_path / 'a-file'}")
     assert "is a file; data.root must be a folder" in said
     said = check_at_start(tmp_path / "nowhere", *FAST_TRAINING, f"resume={tmp_path / 'nowhere'}")
-    assert "is not a run folder of this project" in said
+    assert f"No run folder at {tmp_path / 'nowhere'} to resume." in said
+    said = check_at_start(tmp_path / "unused", *FAST_TRAINING, f"resume={tmp_path}")  # exists, holds no run
+    assert f"{tmp_path} is not a run folder of this project (no config.yaml)." in said
     moved = ("resume=" + str(tmp_path / "nowhere"), f"hydra.run.dir={tmp_path / 'elsewhere'}")
     assert "continues a run in its own folder" in check_at_start(tmp_path / "elsewhere", *moved)
     finished = f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}"  # 2 epochs, and max_epochs=2

@@ -91,3 +91,6 @@ def test_a_damaged_checkpoint_is_refused_even_alone(trained_run, tmp_path):
         load_checkpoint(copy)
     with pytest.raises(BrainMRIError, match=r"damaged: its part .* fails its checksum"):
         BrainMRIClassifier.load_from_checkpoint(copy)  # the Python API too
+    copy.write_bytes(data[:1000])  # cut off, as by an interrupted copy
+    with pytest.raises(BrainMRIError, match=r"copied.ckpt is damaged or incomplete \(cut off"):
+        load_checkpoint(copy)

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from brain_mri.report import build_report, find_runs, main
-from brain_mri.run_outputs import best_checkpoints, read_csv, read_json
+from brain_mri.report import build_report, find_runs, main, read_run
+from brain_mri.run_outputs import best_checkpoints, read_csv, read_json, write_json
 
 FIGURES = ("grid_3d.png", "curves_{}.png", "roc_{}.png", "confusion_{}.png")
 
@@ -64,6 +64,17 @@ def test_runs_in_linked_folders_are_found_once(small_sweep, tmp_path):
     (assembled / "again").symlink_to(assembled, target_is_directory=True)
     assert [run.name for run in find_runs(assembled)] == parts
     assert [checkpoint.parent.parent.name for checkpoint in best_checkpoints(assembled)] == parts
+
+
+def test_a_resumed_run_is_reported_with_the_settings_its_resumes_changed(small_sweep, tmp_path):
+    """Its config files stay as written when it started; run_info.json records each resume."""
+    job = finished_jobs(small_sweep)[0]
+    run = shutil.copytree(small_sweep / job, tmp_path / job, ignore=shutil.ignore_patterns("*.ckpt"))
+    assert read_run(run, tmp_path)["overrides"]["trainer.max_epochs"] == "1"  # the sweep's
+    info = read_json(run / "run_info.json")
+    info["resumes"] = [{"overrides": [f"resume={run}", f"trainer.max_epochs={n}"]} for n in (3, 5)]
+    write_json(run / "run_info.json", info)
+    assert read_run(run, tmp_path)["overrides"]["trainer.max_epochs"] == "5"
 
 
 def test_report_on_a_sweep_still_running(small_sweep, tmp_path):

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from brain_mri import plots
+from brain_mri.checkpoints import keeps_best_checkpoints
 from brain_mri.explain import grad_cam
 from brain_mri.run_outputs import (
     METRICS_FILE,
@@ -113,10 +114,20 @@ class PredictionsWriter(BasePredictionWriter):
 
 class EarlyStopping(LightningEarlyStopping):
     """Lightning's EarlyStopping, except that the configured patience wins over the one saved in the
-    checkpoint a run resumes from, so ``resume=<run> callbacks.early_stopping.patience=20`` waits longer."""
+    checkpoint a run resumes from, so ``resume=<run> callbacks.early_stopping.patience=20`` waits longer,
+    and that a new run from another run's checkpoint (``ckpt_path=``) waits for a better epoch of its
+    own, not for one better than that run's best."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fresh_state = self.state_dict()
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict({**state_dict, "patience": self.patience})
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not keeps_best_checkpoints(trainer):
+            self.load_state_dict(self.fresh_state)
 
 
 def task_callbacks(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 if TYPE_CHECKING:
     from brain_mri.models import BrainMRIClassifier
@@ -40,10 +41,23 @@ def verify_checksums(path: Path) -> None:
         )
 
 
+def keeps_best_checkpoints(trainer) -> bool:
+    """Whether this fit goes on with its folder's best checkpoints: a resume in the folder its checkpoint
+    was saved in. A fresh run has none, and from a checkpoint of another folder (``ckpt_path=``)
+    Lightning keeps none, so what measures against the best so far (``val/loss_best``, early stopping's
+    patience) starts anew there too."""
+    checkpoints = trainer.checkpoint_callback
+    return isinstance(checkpoints, ModelCheckpoint) and checkpoints.best_model_score is not None
+
+
 def safe_load(path: str | Path, map_location="cpu") -> dict:
     """``torch.load`` with ``weights_only=True``, and one clear message for anything else."""
     path = require_file(path)
     if not zipfile.is_zipfile(path):  # every checkpoint torch.save has written since PyTorch 1.6 is a zip
+        with path.open("rb") as file:
+            begins_as_zip = file.read(4) == b"PK\x03\x04"
+        if begins_as_zip:  # its table of contents, at the end, is missing
+            raise BrainMRIError(f"{path} is damaged or incomplete (cut off in a copy or a download?).")
         raise BrainMRIError(f"{path} is not a PyTorch checkpoint.")
     verify_checksums(path)
     try:

@@ -67,9 +67,18 @@ def find_runs(folder: Path) -> list[Path]:
     return sorted(runs, key=natural_order)
 
 
+def resume_changes(run: Path) -> list[str]:
+    """The overrides of a run's resumes, in order (recorded in ``run_info.json``: its config files stay as
+    they were written when it started)."""
+    resumes = read_json(run / RUN_INFO_FILE).get("resumes", []) if (run / RUN_INFO_FILE).is_file() else []
+    return [o for resume in resumes for o in resume["overrides"] if not o.startswith("resume=")]
+
+
 def read_overrides(run: Path) -> dict[str, str]:
+    """The command line's overrides of a run, as its resumes last changed them."""
     path = run / ".hydra" / "overrides.yaml"
     items: Any = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
+    items = [*items, *resume_changes(run)]
     return dict(str(item).lstrip("+~").split("=", 1) for item in items if "=" in str(item))
 
 
@@ -340,9 +349,7 @@ def recorded_settings(run: Path) -> dict[str, Any]:
     """A run's resolved settings as dotted keys, with the changes its resumes made (``run_info.json``;
     ``config.yaml`` stays as the run started), without the paths that are its own (output folders)."""
     config = OmegaConf.load(run / CONFIG_FILE)
-    resumes = read_json(run / RUN_INFO_FILE).get("resumes", []) if (run / RUN_INFO_FILE).is_file() else []
-    changes = [o for resume in resumes for o in resume["overrides"] if not o.startswith("resume=")]
-    for change in OverridesParser.create().parse_overrides(changes):
+    for change in OverridesParser.create().parse_overrides(resume_changes(run)):
         OmegaConf.update(config, change.key_or_group, change.value(), merge=False)
     own = str(OmegaConf.select(config, "paths.output_dir", default=run))
     flat: dict[str, Any] = {}

@@ -410,6 +410,8 @@ def check_run_folder(run_dir: Path) -> Path:
     running = training_process(run_dir)
     if running:
         raise BrainMRIError(f"{run_dir} is still being trained ({running}): stop that process first.")
+    if not run_dir.is_dir():
+        raise BrainMRIError(f"No run folder at {run_dir} to resume.")
     if not (run_dir / CONFIG_FILE).is_file():
         raise BrainMRIError(f"{run_dir} is not a run folder of this project (no {CONFIG_FILE}).")
     if not (run_dir / LAST_CHECKPOINT).is_file():

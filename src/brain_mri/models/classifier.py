@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection, MinMetric
 from torchmetrics.classification import (
@@ -25,7 +24,7 @@ from torchmetrics.classification import (
     Specificity,
 )
 
-from brain_mri.checkpoints import verify_checksums
+from brain_mri.checkpoints import keeps_best_checkpoints, verify_checksums
 from brain_mri.errors import BrainMRIError
 from brain_mri.models.backbones import BACKBONES, PRETRAINED, build_backbone, unknown_architecture
 from brain_mri.preprocessing import CROPS
@@ -314,11 +313,9 @@ class BrainMRIClassifier(L.LightningModule):
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_train_start(self) -> None:
-        """``val/loss_best`` is the best of this run folder's checkpoints. Training on from a checkpoint
-        of another folder (``ckpt_path=``), Lightning keeps none of that folder's best checkpoints, so
-        the best starts anew here too (a resume in its own folder keeps both)."""
-        checkpoints = self.trainer.checkpoint_callback
-        if isinstance(checkpoints, ModelCheckpoint) and checkpoints.best_model_score is None:
+        """``val/loss_best`` is the best of this run folder's checkpoints, not of the folder of a
+        checkpoint it started from (``ckpt_path=``)."""
+        if not keeps_best_checkpoints(self.trainer):
             self.val_loss_best.reset()
 
     def on_validation_epoch_end(self) -> None:
