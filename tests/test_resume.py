@@ -1,5 +1,6 @@
 """Interruptions and reproducibility: a killed run resumes to the same result; reruns repeat exactly."""
 
+import logging
 import os
 import re
 import shutil
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -163,12 +165,18 @@ def test_a_copied_run_folder_resumes_where_it_is_now(uninterrupted, tmp_path):
     assert read_json(again / "metrics.json")["best_epoch"] == 0 and len(val_losses(again)) == 6
 
 
-def test_a_new_run_from_another_runs_checkpoint_has_a_best_of_its_own(uninterrupted, phantom_root, tmp_path):
+def test_a_new_run_from_another_runs_checkpoint_has_a_best_of_its_own(
+    uninterrupted, phantom_root, tmp_path, caplog
+):
     """Lightning keeps no best checkpoint of another folder: the logged val/loss_best and early stopping
     start anew too, or this run would stop at its first epoch, none being better than that run's best."""
     run, last = tmp_path / "new", uninterrupted / "checkpoints" / "last.ckpt"
     overrides = [*DETERMINISTIC, f"data.root={phantom_root}", "trainer.max_epochs=6", f"ckpt_path={last}"]
-    train(compose_task("train", run, *overrides, "callbacks.early_stopping.patience=1"))
+    caplog.set_level(logging.INFO, logger="brain_mri")
+    with warnings.catch_warnings():  # Lightning's alarming "dirpath has changed" is said plainly instead
+        warnings.filterwarnings("error", message="The dirpath has changed")
+        train(compose_task("train", run, *overrides, "callbacks.early_stopping.patience=1"))
+    assert "best checkpoint, val/loss_best and early stopping count from this run's" in caplog.text
     summary, losses = read_json(run / "metrics.json"), val_losses(run)
     logged = read_csv(run / "csv" / "metrics.csv")
     logged_best = [float(r["val/loss_best"]) for r in logged if r["val/loss_best"]]

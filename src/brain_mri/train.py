@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,16 @@ def train(cfg: DictConfig) -> float:
         model.hparams.channels_last,
         type(trainer.accelerator).__name__,
     )
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with warnings.catch_warnings():
+        if cfg.get("ckpt_path") and not resume:
+            log.info(
+                "Training on from %s in a new run folder: its best checkpoint, val/loss_best and early "
+                "stopping count from this run's epochs.",
+                cfg.ckpt_path,
+            )
+            # Lightning's warning that the old folder's best is not carried over: said plainly above
+            warnings.filterwarnings("ignore", message="The dirpath has changed")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     best = trainer.checkpoint_callback  # the first ModelCheckpoint of the config: best by val/loss
     if not isinstance(best, ModelCheckpoint) or not best.best_model_path:
