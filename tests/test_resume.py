@@ -11,9 +11,11 @@ import time
 import warnings
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from brain_mri.callbacks import EarlyStopping
@@ -21,6 +23,7 @@ from brain_mri.checkpoints import AtomicCheckpointIO, load_checkpoint
 from brain_mri.data.split import data_fingerprint
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import evaluate
+from brain_mri.report import read_run
 from brain_mri.run_outputs import (
     LOCK_FILE,
     keep_epochs_up_to,
@@ -31,7 +34,7 @@ from brain_mri.run_outputs import (
     write_csv,
 )
 from brain_mri.settings import check_train_settings
-from brain_mri.train import train
+from brain_mri.train import train, write_run_folder
 from helpers import FAST_TRAINING, PROJECT_ROOT, built_once, compose_task
 
 # Augmented (so the restored random state matters) and fp32. On the phantoms the validation loss rises
@@ -160,6 +163,9 @@ def test_a_copied_run_folder_resumes_where_it_is_now(uninterrupted, tmp_path):
     assert resumed["val/loss_best"] == pytest.approx(original["val/loss_best"])
     assert original["epochs_trained"] == 4  # the original is untouched
     assert len(val_losses(run)) == 5 and "resumes" not in read_json(uninterrupted / "run_info.json")
+    # a plain resume goes on with the max_epochs the last resume set, not with config.yaml's 4
+    with pytest.raises(BrainMRIError, match=r"already trained 5 epochs and trainer\.max_epochs=5:"):
+        train(compose_task("train", run, f"resume={run}"))
     again = shutil.move(run, tmp_path / "moved")  # once resumed elsewhere, its checkpoints name the copy
     train(compose_task("train", again, f"resume={again}", "trainer.max_epochs=6"))
     assert read_json(again / "metrics.json")["best_epoch"] == 0 and len(val_losses(again)) == 6
@@ -180,7 +186,8 @@ def test_a_new_run_from_another_runs_checkpoint_has_a_best_of_its_own(
     summary, losses = read_json(run / "metrics.json"), val_losses(run)
     logged = read_csv(run / "csv" / "metrics.csv")
     logged_best = [float(r["val/loss_best"]) for r in logged if r["val/loss_best"]]
-    assert summary["epochs_trained"] == 6 and len(losses) == 2  # epochs 4 and 5
+    assert summary["epochs_trained"] == 6 and len(losses) == 2 and losses[1] > losses[0]  # epochs 4 and 5
+    assert "Stopped early after epoch 5: Monitored metric val/loss did not improve" in caplog.text
     assert summary["best_epoch"] == 4 + losses.index(min(losses))
     assert Path(summary["best_checkpoint"]).parent == run / "checkpoints"
     assert logged_best == [pytest.approx(losses[0]), pytest.approx(min(losses))]
@@ -207,6 +214,16 @@ def test_a_resume_drops_the_logged_epochs_it_redoes_and_the_test_row(tmp_path):
     write_csv(log, [dict(zip(fields, row, strict=True)) for row in rows], fields)
     keep_epochs_up_to(log, 1)
     assert [(r["epoch"], r["val/loss"]) for r in read_csv(log)] == [("0", "0.7"), ("1", "0.6")]
+
+
+def test_a_resumed_run_reads_as_incomplete_until_it_ends_again(uninterrupted, tmp_path):
+    """Its old metrics.json would call a resume killed later "completed", with the old epochs."""
+    run = shutil.copytree(uninterrupted, tmp_path / "run", ignore=shutil.ignore_patterns("*.ckpt"))
+    write_run_folder(
+        run, OmegaConf.create(), SimpleNamespace(bad_files=[]), {"overrides": [], "first_epoch": 4}
+    )
+    assert not (run / "metrics.json").exists() and read_run(run, tmp_path)["status"] == "incomplete"
+    assert len(read_json(run / "run_info.json")["resumes"]) == 1
 
 
 def test_a_resume_refuses_changes_to_the_runs_settings(uninterrupted):

@@ -28,6 +28,8 @@ from brain_mri.run_outputs import (
     write_json,
 )
 
+log = logging.getLogger(__name__)
+
 EPOCHS_TRAINED = "epochs_trained"  # the key under which the fit's epoch count reaches the main process
 
 
@@ -128,6 +130,11 @@ class EarlyStopping(LightningEarlyStopping):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not keeps_best_checkpoints(trainer):
             self.load_state_dict(self.fresh_state)
+        self.stopping_reason_message = None  # a resumed run goes on: an earlier stop no longer holds
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.stopping_reason_message and trainer.is_global_zero:  # why it ended before max_epochs
+            log.info("Stopped early after epoch %d: %s", self.stopped_epoch, self.stopping_reason_message)
 
 
 def task_callbacks(

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -30,10 +29,10 @@ from brain_mri.run_outputs import (
     EPOCH_LOG,
     METRICS_FILE,
     PREDICTIONS_FILE,
-    RUN_INFO_FILE,
     SPLIT_FILE,
     VAL_PREDICTIONS_FILE,
     atomic_write_text,
+    config_as_resumed,
     files_named,
     is_inside,
     natural_order,
@@ -41,6 +40,7 @@ from brain_mri.run_outputs import (
     read_json,
     read_predictions,
     read_split,
+    resume_changes,
     write_csv,
     write_json,
 )
@@ -67,13 +67,6 @@ def find_runs(folder: Path) -> list[Path]:
     return sorted(runs, key=natural_order)
 
 
-def resume_changes(run: Path) -> list[str]:
-    """The overrides of a run's resumes, in order (recorded in ``run_info.json``: its config files stay as
-    they were written when it started)."""
-    resumes = read_json(run / RUN_INFO_FILE).get("resumes", []) if (run / RUN_INFO_FILE).is_file() else []
-    return [o for resume in resumes for o in resume["overrides"] if not o.startswith("resume=")]
-
-
 def read_overrides(run: Path) -> dict[str, str]:
     """The command line's overrides of a run, as its resumes last changed them."""
     path = run / ".hydra" / "overrides.yaml"
@@ -82,12 +75,16 @@ def read_overrides(run: Path) -> dict[str, str]:
     return dict(str(item).lstrip("+~").split("=", 1) for item in items if "=" in str(item))
 
 
-def read_run(run: Path, root: Path) -> dict:
-    """One row of the report: settings, epochs, validation loss, test metrics and status."""
-    # the resolved config; for a job that failed before writing it, Hydra's composed one
-    config = OmegaConf.load(
+def run_config(run: Path) -> Any:
+    """The run's resolved config; for a job that failed before writing it, Hydra's composed one."""
+    return OmegaConf.load(
         run / CONFIG_FILE if (run / CONFIG_FILE).is_file() else run / ".hydra" / CONFIG_FILE
     )
+
+
+def read_run(run: Path, root: Path) -> dict:
+    """One row of the report: settings, epochs, validation loss, test metrics and status."""
+    config = run_config(run)
     metrics = read_json(run / METRICS_FILE) if (run / METRICS_FILE).is_file() else {}
     epochs = read_epochs(run / EPOCH_LOG)
     val_losses = [e["val/loss"] for e in epochs if "val/loss" in e]
@@ -254,8 +251,9 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
         raise BrainMRIError(f"No runs under {folder} (a run folder holds {CONFIG_FILE}).")
     rows = sorted((read_run(run, folder) for run in runs), key=sort_key)
     extra = swept_keys(rows)
-    for row in rows:
-        row |= {k: row["overrides"].get(k) for k in extra}
+    for row in rows:  # a value the run's command line did not set is its config's (a default)
+        config = run_config(row["folder"])
+        row |= {k: row["overrides"].get(k, OmegaConf.select(config, k, default=None)) for k in extra}
     out = folder / "report"
     out.mkdir(exist_ok=True)
     columns = ["run", *SETTINGS, *extra, "epochs", "best_epoch", "val_loss_best", *TEST_COLUMNS, "status"]
@@ -348,9 +346,7 @@ def best_cross_validation(folder: Path, seed: int) -> dict:
 def recorded_settings(run: Path) -> dict[str, Any]:
     """A run's resolved settings as dotted keys, with the changes its resumes made (``run_info.json``;
     ``config.yaml`` stays as the run started), without the paths that are its own (output folders)."""
-    config = OmegaConf.load(run / CONFIG_FILE)
-    for change in OverridesParser.create().parse_overrides(resume_changes(run)):
-        OmegaConf.update(config, change.key_or_group, change.value(), merge=False)
+    config = config_as_resumed(run)
     own = str(OmegaConf.select(config, "paths.output_dir", default=run))
     flat: dict[str, Any] = {}
 

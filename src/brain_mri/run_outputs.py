@@ -292,6 +292,26 @@ def write_bad_images(output_dir: Path, bad: list[tuple[str, str]]) -> None:
         write_csv(output_dir / BAD_IMAGES_FILE, rows, BAD_IMAGE_FIELDS)
 
 
+def resume_changes(run_dir: Path) -> list[str]:
+    """The overrides of a run's resumes, in order (``run_info.json``; its config files stay as they were
+    written when it started)."""
+    info = read_json(run_dir / RUN_INFO_FILE) if (run_dir / RUN_INFO_FILE).is_file() else {}
+    return [
+        o for resume in info.get("resumes", []) for o in resume["overrides"] if not o.startswith("resume=")
+    ]
+
+
+def config_as_resumed(run_dir: Path) -> Any:
+    """A run's resolved config with the changes its resumes made (a later resume goes on with them)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(run_dir / CONFIG_FILE)
+    for change in OverridesParser.create().parse_overrides(resume_changes(run_dir)):
+        OmegaConf.update(config, change.key_or_group, change.value(), merge=False)
+    return config
+
+
 def record_resume(output_dir: Path, record: dict) -> None:
     """Append one resume (time, command, overrides, checkpoint, first epoch) to ``run_info.json``; the
     run's own config files stay as they were written when it started."""

@@ -24,10 +24,11 @@ from brain_mri.evaluate import test_and_save
 from brain_mri.launch import instantiate_group, optimized_value
 from brain_mri.run_outputs import (
     CHECKPOINT_DIR,
-    CONFIG_FILE,
     EPOCH_LOG,
+    METRICS_FILE,
     SPLIT_FILE,
     check_run_folder,
+    config_as_resumed,
     is_inside,
     keep_epochs_up_to,
     record_resume,
@@ -122,7 +123,7 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
             f"{', '.join(refused)}. A resume may change {', '.join(RESUME_MAY_CHANGE)}. To train on with "
             f"other settings (not the optimizer's), start a new run with ckpt_path={last}."
         )
-    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    cfg = config_as_resumed(run_dir)  # with what earlier resumes changed (a longer run, say)
     assert isinstance(cfg, DictConfig)
     checkpoint = load_checkpoint(last)
     cfg = move_run(cfg, run_dir, checkpoint)  # a copied or moved run continues where it is now
@@ -148,6 +149,8 @@ def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict
     if resume:
         record_resume(output_dir, resume)
         keep_epochs_up_to(output_dir / EPOCH_LOG, resume["first_epoch"] - 1)
+        # its results are redone: until then the run reads as incomplete, as a new one does
+        (output_dir / METRICS_FILE).unlink(missing_ok=True)
     else:
         write_resolved_config(output_dir, cfg)
         fingerprint = datamodule.data_fingerprint
@@ -197,16 +200,21 @@ def train(cfg: DictConfig) -> float:
         model.hparams.channels_last,
         type(trainer.accelerator).__name__,
     )
+    ckpt_path = cfg.get("ckpt_path") or None  # ckpt_path='' is none, as resume='' is
     with warnings.catch_warnings():
-        if cfg.get("ckpt_path") and not resume:
+        if resume:
+            log.info("Resuming %s at epoch %d.", output_dir, resume["first_epoch"])
+            # Lightning's warning about a checkpoint folder that is not empty: it is this run's
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        elif ckpt_path:
             log.info(
                 "Training on from %s in a new run folder: its best checkpoint, val/loss_best and early "
                 "stopping count from this run's epochs.",
-                cfg.ckpt_path,
+                ckpt_path,
             )
             # Lightning's warning that the old folder's best is not carried over: said plainly above
             warnings.filterwarnings("ignore", message="The dirpath has changed")
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
 
     best = trainer.checkpoint_callback  # the first ModelCheckpoint of the config: best by val/loss
     if not isinstance(best, ModelCheckpoint) or not best.best_model_path:
