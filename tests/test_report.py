@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from brain_mri.report import build_report, find_runs, main, read_run
+from brain_mri.report import build_report, find_runs, main
 from brain_mri.run_outputs import best_checkpoints, read_csv, read_json, write_json
 
 FIGURES = ("grid_3d.png", "curves_{}.png", "roc_{}.png", "confusion_{}.png")
@@ -67,14 +67,22 @@ def test_runs_in_linked_folders_are_found_once(small_sweep, tmp_path):
 
 
 def test_a_resumed_run_is_reported_with_the_settings_its_resumes_changed(small_sweep, tmp_path):
-    """Its config files stay as written when it started; run_info.json records each resume."""
+    """Its config files stay as written when it started; run_info.json records each resume. A run that
+    did not set a swept value shows its config's."""
     job = finished_jobs(small_sweep)[0]
-    run = shutil.copytree(small_sweep / job, tmp_path / job, ignore=shutil.ignore_patterns("*.ckpt"))
-    assert read_run(run, tmp_path)["overrides"]["trainer.max_epochs"] == "1"  # the sweep's
-    info = read_json(run / "run_info.json")
-    info["resumes"] = [{"overrides": [f"resume={run}", f"trainer.max_epochs={n}"]} for n in (3, 5)]
-    write_json(run / "run_info.json", info)
-    assert read_run(run, tmp_path)["overrides"]["trainer.max_epochs"] == "5"
+    for name in ("resumed", "as_trained"):
+        shutil.copytree(small_sweep / job, tmp_path / name, ignore=shutil.ignore_patterns("*.ckpt"))
+    info = read_json(tmp_path / "resumed" / "run_info.json")
+    info["resumes"] = [
+        {"overrides": [f"resume={tmp_path / 'resumed'}", f"callbacks.early_stopping.patience={n}"]}
+        for n in (7, 9)
+    ]
+    write_json(tmp_path / "resumed" / "run_info.json", info)
+    build_report(tmp_path, resamples=20)
+    patience = {
+        r["run"]: r["callbacks.early_stopping.patience"] for r in read_csv(tmp_path / "report" / "runs.csv")
+    }
+    assert patience == {"resumed": "9", "as_trained": "5"}
 
 
 def test_report_on_a_sweep_still_running(small_sweep, tmp_path):
