@@ -316,6 +316,10 @@ def test_a_setting_of_the_wrong_type_is_refused_with_its_key(tmp_path, key):
         ("data.split_seed=-1", "data.split_seed must be a whole number of 0 or more"),
         ("seed=abc", "seed must be a whole number of 0 or more"),
         ("callbacks.early_stopping.patience=1.5", "callbacks.early_stopping.patience must be a whole number"),
+        (
+            "callbacks.early_stopping.patience=''",
+            "callbacks.early_stopping.patience must be a whole number of 0 or more, got ''.",
+        ),
         ("data.on_bad_image=ignore", "data.on_bad_image must be 'error' or 'skip'"),
         ("data.duplicate_threshold=2", "data.duplicate_threshold must lie in (0, 1]"),
         ("model.arch=resnet1000", "convnext_tiny, densenet121, efficientnet_b0, resnet18, resnet50, vgg11"),
@@ -330,6 +334,7 @@ def test_a_setting_of_the_wrong_type_is_refused_with_its_key(tmp_path, key):
 def test_each_setting_is_one_message_before_the_run_folder(phantom_root, tmp_path, override, message):
     said = check_at_start(tmp_path / "run", *FAST_TRAINING, f"data.root={phantom_root}", override)
     assert said.startswith("Error: ") and message in said and "Traceback" not in said
+    assert said.strip().count("\n") == 0  # that problem alone
 
 
 def test_layout_and_resume_problems_stop_before_the_run_folder(phantom_root, trained_run, tmp_path):

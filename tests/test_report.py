@@ -6,8 +6,9 @@ import subprocess
 
 import pytest
 
-from brain_mri.report import build_report, find_runs, main
-from brain_mri.run_outputs import best_checkpoints, read_csv, read_json, write_json
+from brain_mri.errors import BrainMRIError
+from brain_mri.report import build_report, find_runs, main, read_run
+from brain_mri.run_outputs import best_checkpoints, read_csv, read_json, write_csv, write_json
 
 FIGURES = ("grid_3d.png", "curves_{}.png", "roc_{}.png", "confusion_{}.png")
 
@@ -83,6 +84,31 @@ def test_a_resumed_run_is_reported_with_the_settings_its_resumes_changed(small_s
         r["run"]: r["callbacks.early_stopping.patience"] for r in read_csv(tmp_path / "report" / "runs.csv")
     }
     assert patience == {"resumed": "9", "as_trained": "5"}
+
+
+def test_an_unfinished_run_counts_its_epochs_from_epoch_0(trained_run, tmp_path):
+    """As metrics.json does, also for a run started from another run's checkpoint (its log begins later)."""
+    ignored = shutil.ignore_patterns("*.ckpt", "metrics.json")
+    run = shutil.copytree(trained_run, tmp_path / "run", ignore=ignored)
+    rows = read_csv(run / "csv" / "metrics.csv")
+    started_later = [r for r in rows if r["epoch"] != "0" and not r["test/loss"]]  # its log holds epoch 1
+    write_csv(run / "csv" / "metrics.csv", started_later, tuple(rows[0]))
+    row = read_run(run, tmp_path)
+    assert (row["status"], row["epochs"], row["best_epoch"]) == ("incomplete", 2, 1)
+
+
+@pytest.mark.parametrize(
+    ("file", "damage"),
+    [("metrics.json", '{"status": "compl'), ("config.yaml", "a: ["), ("csv/metrics.csv", None)],
+)
+def test_a_damaged_run_file_is_named_in_one_message(trained_run, tmp_path, file, damage):
+    run = shutil.copytree(trained_run, tmp_path / "run", ignore=shutil.ignore_patterns("*.ckpt"))
+    path = run / file
+    text = path.read_text()
+    # a log cut off mid-line and appended to: one row longer than its header
+    path.write_text(damage if damage is not None else text[: len(text) // 2] + text)
+    with pytest.raises(BrainMRIError, match=rf"{re.escape(str(path))} is damaged"):
+        build_report(tmp_path)
 
 
 def test_report_on_a_sweep_still_running(small_sweep, tmp_path):

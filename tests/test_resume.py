@@ -207,20 +207,31 @@ def test_a_run_folder_of_links_to_another_run_is_not_resumed(uninterrupted, tmp_
         train(compose_task("train", run, f"resume={run}", "trainer.max_epochs=5"))
 
 
-def test_a_resume_drops_the_logged_epochs_it_redoes_and_the_test_row(tmp_path):
+def test_a_resume_drops_the_logged_rows_it_redoes_and_the_test_row(tmp_path):
     log = tmp_path / "metrics.csv"
-    rows = [("0", "0.7", ""), ("1", "0.6", ""), ("2", "0.5", ""), ("0", "", "0.9")]  # ddp_spawn tests at 0
-    fields = ("epoch", "val/loss", "test/auroc")
+    rows = [  # the learning rate is logged at the first step of each epoch, without an epoch
+        ("", "0", "", "0.001", ""),
+        ("0", "7", "0.7", "", ""),
+        ("", "8", "", "0.001", ""),
+        ("1", "15", "0.6", "", ""),
+        ("", "16", "", "0.001", ""),
+        ("2", "23", "0.5", "", ""),
+        ("0", "23", "", "", "0.9"),  # ddp_spawn tests at epoch 0
+    ]
+    fields = ("epoch", "step", "val/loss", "lr-Adam", "test/auroc")
     write_csv(log, [dict(zip(fields, row, strict=True)) for row in rows], fields)
-    keep_epochs_up_to(log, 1)
-    assert [(r["epoch"], r["val/loss"]) for r in read_csv(log)] == [("0", "0.7"), ("1", "0.6")]
+    keep_epochs_up_to(log, 1, first_step=16)  # epoch 2 is redone from step 16
+    assert [(r["epoch"], r["step"]) for r in read_csv(log)] == [("", "0"), ("0", "7"), ("", "8"), ("1", "15")]
 
 
 def test_a_resumed_run_reads_as_incomplete_until_it_ends_again(uninterrupted, tmp_path):
     """Its old metrics.json would call a resume killed later "completed", with the old epochs."""
     run = shutil.copytree(uninterrupted, tmp_path / "run", ignore=shutil.ignore_patterns("*.ckpt"))
     write_run_folder(
-        run, OmegaConf.create(), SimpleNamespace(bad_files=[]), {"overrides": [], "first_epoch": 4}
+        run,
+        OmegaConf.create(),
+        SimpleNamespace(bad_files=[]),
+        {"overrides": [], "first_epoch": 4, "first_step": 12},
     )
     assert not (run / "metrics.json").exists() and read_run(run, tmp_path)["status"] == "incomplete"
     assert len(read_json(run / "run_info.json")["resumes"]) == 1
@@ -270,10 +281,28 @@ def test_the_data_fingerprint_changes_with_any_file_and_only_then(uninterrupted)
     )
 
 
-def test_resume_needs_a_finished_epoch(tmp_path):
+def test_resume_needs_a_last_checkpoint(uninterrupted, tmp_path):
     (tmp_path / "config.yaml").write_text("seed: 1\n")
-    with pytest.raises(BrainMRIError, match=r"no checkpoints/last\.ckpt"):
+    with pytest.raises(BrainMRIError, match=r"no checkpoints/last\.ckpt to resume from: it stopped before"):
         train(compose_task("train", tmp_path, f"resume={tmp_path}"))
+    run = shutil.copytree(uninterrupted, tmp_path / "run", ignore=shutil.ignore_patterns("last.ckpt"))
+    best = next((run / "checkpoints").glob("epoch*.ckpt"))
+    with pytest.raises(BrainMRIError, match=rf"was not kept .* or was deleted\. .* ckpt_path={best}\.$"):
+        train(compose_task("train", run, f"resume={run}", "trainer.max_epochs=5"))
+
+
+def test_a_run_that_early_stopping_ended_goes_on_only_with_more_patience(uninterrupted, tmp_path):
+    """Its wait count is 3 after epochs 1-3 failed to beat epoch 0: with patience 3 it would have stopped."""
+    run = shutil.copytree(uninterrupted, tmp_path / "run")
+    with pytest.raises(
+        BrainMRIError, match=r"Early stopping ended .* after epoch 3: no better validation for 3 "
+    ):
+        train(
+            compose_task(
+                "train", run, f"resume={run}", "trainer.max_epochs=6", "callbacks.early_stopping.patience=3"
+            )
+        )
+    assert "resumes" not in read_json(run / "run_info.json")  # refused before anything was written
 
 
 def test_an_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):

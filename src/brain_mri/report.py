@@ -36,6 +36,7 @@ from brain_mri.run_outputs import (
     files_named,
     is_inside,
     natural_order,
+    read_config,
     read_epochs,
     read_json,
     read_predictions,
@@ -70,16 +71,14 @@ def find_runs(folder: Path) -> list[Path]:
 def read_overrides(run: Path) -> dict[str, str]:
     """The command line's overrides of a run, as its resumes last changed them."""
     path = run / ".hydra" / "overrides.yaml"
-    items: Any = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
+    items: Any = OmegaConf.to_container(read_config(path)) if path.is_file() else []
     items = [*items, *resume_changes(run)]
     return dict(str(item).lstrip("+~").split("=", 1) for item in items if "=" in str(item))
 
 
 def run_config(run: Path) -> Any:
     """The run's resolved config; for a job that failed before writing it, Hydra's composed one."""
-    return OmegaConf.load(
-        run / CONFIG_FILE if (run / CONFIG_FILE).is_file() else run / ".hydra" / CONFIG_FILE
-    )
+    return read_config(run / CONFIG_FILE if (run / CONFIG_FILE).is_file() else run / ".hydra" / CONFIG_FILE)
 
 
 def read_run(run: Path, root: Path) -> dict:
@@ -87,7 +86,8 @@ def read_run(run: Path, root: Path) -> dict:
     config = run_config(run)
     metrics = read_json(run / METRICS_FILE) if (run / METRICS_FILE).is_file() else {}
     epochs = read_epochs(run / EPOCH_LOG)
-    val_losses = [e["val/loss"] for e in epochs if "val/loss" in e]
+    validated = [e for e in epochs if "val/loss" in e]
+    best = min(validated, key=lambda e: e["val/loss"]) if validated else None
     status = metrics.get("status") or ("completed" if "test/loss" in metrics else "incomplete")
     row = {"run": run.relative_to(root).as_posix() if run != root else run.name, "folder": run}
     select = partial(OmegaConf.select, config, throw_on_resolution_failure=False)
@@ -95,10 +95,10 @@ def read_run(run: Path, root: Path) -> dict:
     row["num_folds"] = OmegaConf.select(config, "data.num_folds", default=0)
     if not row["num_folds"]:
         row["fold"] = None
-    row |= {
-        "epochs": metrics.get("epochs_trained", len(epochs)),
-        "best_epoch": metrics.get("best_epoch", val_losses.index(min(val_losses)) if val_losses else None),
-        "val_loss_best": metrics.get("val/loss_best") or (min(val_losses) if val_losses else math.nan),
+    row |= {  # an unfinished run's from its log, counted from epoch 0 as metrics.json counts them
+        "epochs": metrics.get("epochs_trained", epochs[-1]["epoch"] + 1 if epochs else 0),
+        "best_epoch": metrics.get("best_epoch", best["epoch"] if best else None),
+        "val_loss_best": metrics.get("val/loss_best") or (best["val/loss"] if best else math.nan),
     }
     row |= {name: metrics.get(name) for name in TEST_COLUMNS}
     row |= {"status": status, "error": metrics.get("error"), "overrides": read_overrides(run)}

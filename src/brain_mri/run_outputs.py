@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from brain_mri.errors import BrainMRIError
+
 SPLIT_FILE = "split.csv"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
@@ -73,8 +75,6 @@ def files_named(root: Path, name: str) -> list[Path]:
 def best_checkpoints(path: str | Path) -> list[Path]:
     """A checkpoint file, or the best checkpoint of every completed run at or below a run or sweep folder
     (read from each run's ``metrics.json``; found beside it when the folder was moved)."""
-    from brain_mri.errors import BrainMRIError
-
     path = Path(path)
     if path.is_file():
         return [path]
@@ -126,8 +126,13 @@ def write_csv(path: Path, rows: list[dict], fields: tuple[str, ...]) -> None:
 
 
 def read_csv(path: Path) -> list[dict]:
+    """The rows of a CSV file; one message that names a damaged file (a row longer than its header)."""
     with open(path, newline="", **ENCODING) as handle:
-        return list(csv.DictReader(handle))
+        rows = list(csv.DictReader(handle))
+    damaged = next((number for number, row in enumerate(rows, start=2) if None in row), None)
+    if damaged is not None:
+        raise BrainMRIError(f"{path} is damaged: line {damaged} has more fields than its header.")
+    return rows
 
 
 def write_json(path: Path, values: dict) -> None:
@@ -148,7 +153,22 @@ def failure_record(err: BaseException) -> dict:
 
 
 def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text(**ENCODING))
+    try:
+        return json.loads(Path(path).read_text(**ENCODING))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BrainMRIError(f"{path} is damaged and cannot be read ({err}).") from None
+
+
+def read_config(path: Path) -> Any:
+    """A run's YAML config (OmegaConf), or one message that names a damaged file."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.load(path)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        first_line = str(err).splitlines()[0]
+        raise BrainMRIError(f"{path} is damaged and cannot be read ({first_line}).") from None
 
 
 def write_resolved_config(output_dir: Path, cfg) -> None:
@@ -171,9 +191,10 @@ def read_epochs(csv_file: Path) -> list[dict]:
     return [epochs[e] for e in sorted(epochs)]
 
 
-def keep_epochs_up_to(csv_file: Path, last_epoch: int) -> None:
-    """Drop CSV log rows of epochs after ``last_epoch``, and the test row: a resumed run logs those epochs
-    again and tests anew at its end (under ddp_spawn the test row says epoch 0)."""
+def keep_epochs_up_to(csv_file: Path, last_epoch: int, first_step: int) -> None:
+    """Drop CSV log rows of epochs after ``last_epoch``, rows without an epoch (the learning rate) from
+    ``first_step`` on, and the test row: a resumed run logs those again and tests anew at its end (under
+    ddp_spawn the test row says epoch 0)."""
     if not csv_file.is_file():
         return
     with open(csv_file, newline="", **ENCODING) as handle:
@@ -183,7 +204,8 @@ def keep_epochs_up_to(csv_file: Path, last_epoch: int) -> None:
     kept = [
         r
         for r in rows
-        if (not r.get("epoch") or int(r["epoch"]) <= last_epoch) and not any(r.get(f) for f in tested)
+        if (int(r["epoch"]) <= last_epoch if r.get("epoch") else int(r.get("step") or 0) < first_step)
+        and not any(r.get(f) for f in tested)
     ]
     write_csv(csv_file, kept, tuple(fields or ()))
 
@@ -306,7 +328,7 @@ def config_as_resumed(run_dir: Path) -> Any:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    config = OmegaConf.load(run_dir / CONFIG_FILE)
+    config = read_config(run_dir / CONFIG_FILE)
     for change in OverridesParser.create().parse_overrides(resume_changes(run_dir)):
         OmegaConf.update(config, change.key_or_group, change.value(), merge=False)
     return config
@@ -378,7 +400,6 @@ def write_split(path: Path, rows: list[dict]) -> None:
 def read_split(path: Path) -> list[dict]:
     """A saved split, checked for the columns and partition names this project writes."""
     from brain_mri.data.split import PARTITIONS
-    from brain_mri.errors import BrainMRIError
 
     if not Path(path).is_file():
         raise BrainMRIError(f"The split file {path} does not exist.")
@@ -425,8 +446,6 @@ def training_process(run_dir: Path) -> str | None:
 def check_run_folder(run_dir: Path) -> Path:
     """``run_dir`` as a run that can be resumed: a run folder of this project with a finished epoch,
     which no process on this machine is still training."""
-    from brain_mri.errors import BrainMRIError
-
     running = training_process(run_dir)
     if running:
         raise BrainMRIError(f"{run_dir} is still being trained ({running}): stop that process first.")
@@ -435,10 +454,15 @@ def check_run_folder(run_dir: Path) -> Path:
     if not (run_dir / CONFIG_FILE).is_file():
         raise BrainMRIError(f"{run_dir} is not a run folder of this project (no {CONFIG_FILE}).")
     if not (run_dir / LAST_CHECKPOINT).is_file():
-        raise BrainMRIError(
-            f"{run_dir} has no {LAST_CHECKPOINT}: it stopped before its first epoch ended, so there is "
-            "nothing to resume. Start it again with its settings (see its config.yaml)."
+        saved = sorted((run_dir / CHECKPOINT_DIR).glob("*.ckpt"))
+        why = (
+            f"it was not kept (callbacks.last_checkpoint=null) or was deleted. Its other checkpoints can "
+            f"start a new run: ckpt_path={saved[0]}"
+            if saved
+            else "it stopped before its first epoch ended. Start it again with its settings (see its "
+            "config.yaml)"
         )
+        raise BrainMRIError(f"{run_dir} has no {LAST_CHECKPOINT} to resume from: {why}.")
     for path in sorted(run_dir.rglob("*")):
         shared = (
             f"a link to {os.readlink(path)}"

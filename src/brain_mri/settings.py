@@ -20,6 +20,7 @@ from brain_mri.run_outputs import (
     LAST_CHECKPOINT,
     best_checkpoints,
     check_run_folder,
+    read_config,
     run_folder_of,
 )
 
@@ -215,6 +216,22 @@ def check_epochs_left(epochs_done: int, max_epochs: int) -> None:
         )
 
 
+def check_patience_left(checkpoint: dict, path: str, patience: int | None) -> None:
+    """A run that early stopping ended goes on only with more patience than it ran out of (else it would
+    train one more epoch and stop, or go on if that one happened to be better)."""
+    states = checkpoint.get("callbacks", {})
+    best = next((s["best_model_path"] for k, s in states.items() if s.get("best_model_path")), None)
+    for key, state in states.items():
+        waited = state.get("wait_count", 0) if key.startswith("EarlyStopping") else 0
+        if patience is not None and waited >= patience:
+            raise BrainMRIError(
+                f"Early stopping ended the run of {path} after epoch {checkpoint['epoch']}: no better "
+                f"validation for {waited} epochs (callbacks.early_stopping.patience={patience}). To train "
+                f"on, raise it (e.g. callbacks.early_stopping.patience={waited + 5}); to test its best "
+                f"checkpoint: python eval.py ckpt_path={best or run_folder_of(path)}."
+            )
+
+
 def check_schedule_length(checkpoint: dict, path: str, max_epochs: int) -> None:
     """A one-cycle or cosine schedule is made for its run's length, and Lightning restores it from the
     checkpoint: continuing with another ``trainer.max_epochs`` would step past its end (one-cycle) or
@@ -223,7 +240,7 @@ def check_schedule_length(checkpoint: dict, path: str, max_epochs: int) -> None:
     if scheduler == "constant" or not checkpoint.get("lr_schedulers"):
         return
     config = run_folder_of(path) / CONFIG_FILE
-    planned = OmegaConf.select(OmegaConf.load(config), "trainer.max_epochs") if config.is_file() else None
+    planned = OmegaConf.select(read_config(config), "trainer.max_epochs") if config.is_file() else None
     if planned != max_epochs:
         raise BrainMRIError(
             f"{path} follows a {scheduler} schedule made for trainer.max_epochs={planned} (its run's "
@@ -290,7 +307,7 @@ def check_train_settings(cfg: DictConfig) -> None:
     if not is_whole(max_epochs) or max_epochs < 1:
         problems.append(f"trainer.max_epochs must be a whole number of at least 1, got {max_epochs}.")
     freeze = model.get("freeze_backbone_epochs", 0)
-    if is_whole(freeze) and is_whole(max_epochs) and freeze >= max_epochs:
+    if is_whole(freeze) and is_whole(max_epochs) and freeze >= max_epochs >= 1:
         problems.append(
             f"model.freeze_backbone_epochs={freeze} with trainer.max_epochs={max_epochs}: the backbone would "
             "never train."
@@ -303,7 +320,7 @@ def check_train_settings(cfg: DictConfig) -> None:
     for key in ("seed", "data.split_seed", "callbacks.early_stopping.patience"):
         value = OmegaConf.select(cfg, key, default=0)  # no early stopping: no patience to check
         if not is_whole(value) or value < 0:
-            problems.append(f"{key} must be a whole number of 0 or more, got {value}.")
+            problems.append(f"{key} must be a whole number of 0 or more, got {value!r}.")
     try:
         if cfg.get("resume"):
             check_run_folder(Path(cfg.resume))

@@ -37,7 +37,12 @@ from brain_mri.run_outputs import (
     write_run_info,
     write_split,
 )
-from brain_mri.settings import check_epochs_left, check_schedule_length, check_train_settings
+from brain_mri.settings import (
+    check_epochs_left,
+    check_patience_left,
+    check_schedule_length,
+    check_train_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +143,10 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
         "overrides": overrides,
         "checkpoint": str(last),
         "first_epoch": checkpoint["epoch"] + 1,  # 0-based, as in metrics.csv
+        "first_step": checkpoint["global_step"],
     }
     check_epochs_left(record["first_epoch"], cfg.trainer.max_epochs)
+    check_patience_left(checkpoint, str(last), OmegaConf.select(cfg, "callbacks.early_stopping.patience"))
     return cfg, record
 
 
@@ -148,7 +155,7 @@ def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict
     resume (its config files stay as written when it started) and drops log rows it will redo."""
     if resume:
         record_resume(output_dir, resume)
-        keep_epochs_up_to(output_dir / EPOCH_LOG, resume["first_epoch"] - 1)
+        keep_epochs_up_to(output_dir / EPOCH_LOG, resume["first_epoch"] - 1, resume["first_step"])
         # its results are redone: until then the run reads as incomplete, as a new one does
         (output_dir / METRICS_FILE).unlink(missing_ok=True)
     else:
