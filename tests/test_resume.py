@@ -302,6 +302,15 @@ def test_a_run_that_early_stopping_ended_goes_on_only_with_more_patience(uninter
                 "train", run, f"resume={run}", "trainer.max_epochs=6", "callbacks.early_stopping.patience=3"
             )
         )
+    best = next((run / "checkpoints").glob("epoch*.ckpt"))
+    with pytest.raises(
+        BrainMRIError, match=rf"to test its best checkpoint: python eval\.py ckpt_path={best}\.$"
+    ):
+        train(
+            compose_task(
+                "train", run, f"resume={run}", "trainer.max_epochs=6", "callbacks.early_stopping.patience=2"
+            )
+        )
     assert "resumes" not in read_json(run / "run_info.json")  # refused before anything was written
 
 

@@ -16,6 +16,7 @@ from brain_mri.checkpoints import load_checkpoint
 from brain_mri.data.folder import scan_image_files
 from brain_mri.errors import BrainMRIError, user_error
 from brain_mri.run_outputs import (
+    CHECKPOINT_DIR,
     CONFIG_FILE,
     LAST_CHECKPOINT,
     best_checkpoints,
@@ -220,7 +221,7 @@ def check_patience_left(checkpoint: dict, path: str, patience: int | None) -> No
     """A run that early stopping ended goes on only with more patience than it ran out of (else it would
     train one more epoch and stop, or go on if that one happened to be better)."""
     states = checkpoint.get("callbacks", {})
-    best = next((s["best_model_path"] for k, s in states.items() if s.get("best_model_path")), None)
+    best = next((Path(s["best_model_path"]).name for s in states.values() if s.get("best_model_path")), "")
     for key, state in states.items():
         waited = state.get("wait_count", 0) if key.startswith("EarlyStopping") else 0
         if patience is not None and waited >= patience:
@@ -228,7 +229,7 @@ def check_patience_left(checkpoint: dict, path: str, patience: int | None) -> No
                 f"Early stopping ended the run of {path} after epoch {checkpoint['epoch']}: no better "
                 f"validation for {waited} epochs (callbacks.early_stopping.patience={patience}). To train "
                 f"on, raise it (e.g. callbacks.early_stopping.patience={waited + 5}); to test its best "
-                f"checkpoint: python eval.py ckpt_path={best or run_folder_of(path)}."
+                f"checkpoint: python eval.py ckpt_path={run_folder_of(path) / CHECKPOINT_DIR / best}."
             )
 
 
