@@ -155,8 +155,13 @@ def test_a_resume_refuses_a_run_that_is_still_training(uninterrupted, tmp_path):
 
 def test_a_copied_run_folder_resumes_where_it_is_now(uninterrupted, tmp_path):
     run = shutil.copytree(uninterrupted, tmp_path / "copy")
+    # a best checkpoint of the epoch after last.ckpt, as a process killed between the two saves leaves it
+    orphan = load_checkpoint(run / "checkpoints" / "last.ckpt") | {"epoch": 4}
+    AtomicCheckpointIO().save_checkpoint(orphan, run / "checkpoints" / "epoch004-val_loss0.1000.ckpt")
     train(compose_task("train", run, f"resume={run}", "trainer.max_epochs=5"))
     resumed, original = read_json(run / "metrics.json"), read_json(uninterrupted / "metrics.json")
+    kept = [p.name for p in sorted((run / "checkpoints").glob("*.ckpt"))]
+    assert kept == [Path(resumed["best_checkpoint"]).name, "last.ckpt"]  # the resumed epoch 4 is no best
     assert resumed["epochs_trained"] == 5 and Path(resumed["best_checkpoint"]).parent == run / "checkpoints"
     # the best epoch is still the first: its score came along (Lightning drops it for another folder)
     assert resumed["best_epoch"] == original["best_epoch"] == 0
@@ -286,8 +291,21 @@ def test_resume_needs_a_last_checkpoint(uninterrupted, tmp_path):
     with pytest.raises(BrainMRIError, match=r"no checkpoints/last\.ckpt to resume from: it stopped before"):
         train(compose_task("train", tmp_path, f"resume={tmp_path}"))
     run = shutil.copytree(uninterrupted, tmp_path / "run", ignore=shutil.ignore_patterns("last.ckpt"))
+    (run / ".hydra").mkdir()  # as train.py records its command line
+    (run / ".hydra" / "overrides.yaml").write_text(
+        "- data=synthetic\n- data.image_size=32\n- hydra.run.dir=x\n"
+    )
     best = next((run / "checkpoints").glob("epoch*.ckpt"))
-    with pytest.raises(BrainMRIError, match=rf"was not kept .* or was deleted\. .* ckpt_path={best}\.$"):
+    suggested = f"python train.py data=synthetic data.image_size=32 ckpt_path={best}"
+    with pytest.raises(BrainMRIError, match=rf"was not kept .* or was deleted\. .*: {re.escape(suggested)}$"):
+        train(compose_task("train", run, f"resume={run}", "trainer.max_epochs=5"))
+    (run / "checkpoints" / "last.ckpt").write_bytes(
+        next((run / "checkpoints").glob("epoch*.ckpt")).read_bytes()
+    )
+    (run / "csv" / "metrics.csv").write_text("epoch,step\n0,7,extra\n")  # cut off, then appended to
+    with pytest.raises(
+        BrainMRIError, match=r"metrics\.csv is damaged: line 2 has more fields than its header"
+    ):
         train(compose_task("train", run, f"resume={run}", "trainer.max_epochs=5"))
 
 
@@ -295,7 +313,8 @@ def test_a_run_that_early_stopping_ended_goes_on_only_with_more_patience(uninter
     """Its wait count is 3 after epochs 1-3 failed to beat epoch 0: with patience 3 it would have stopped."""
     run = shutil.copytree(uninterrupted, tmp_path / "run")
     with pytest.raises(
-        BrainMRIError, match=r"Early stopping ended .* after epoch 3: no better validation for 3 "
+        BrainMRIError,
+        match=r"Early stopping ended .*run after epoch 3: its last 3 epochs brought no better validation",
     ):
         train(
             compose_task(

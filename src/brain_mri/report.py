@@ -42,6 +42,7 @@ from brain_mri.run_outputs import (
     read_predictions,
     read_split,
     resume_changes,
+    run_overrides,
     write_csv,
     write_json,
 )
@@ -70,10 +71,8 @@ def find_runs(folder: Path) -> list[Path]:
 
 def read_overrides(run: Path) -> dict[str, str]:
     """The command line's overrides of a run, as its resumes last changed them."""
-    path = run / ".hydra" / "overrides.yaml"
-    items: Any = OmegaConf.to_container(read_config(path)) if path.is_file() else []
-    items = [*items, *resume_changes(run)]
-    return dict(str(item).lstrip("+~").split("=", 1) for item in items if "=" in str(item))
+    items = [*run_overrides(run), *resume_changes(run)]
+    return dict(item.lstrip("+~").split("=", 1) for item in items if "=" in item)
 
 
 def run_config(run: Path) -> Any:

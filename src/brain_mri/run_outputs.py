@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -197,17 +198,16 @@ def keep_epochs_up_to(csv_file: Path, last_epoch: int, first_step: int) -> None:
     ddp_spawn the test row says epoch 0)."""
     if not csv_file.is_file():
         return
-    with open(csv_file, newline="", **ENCODING) as handle:
-        reader = csv.DictReader(handle)
-        fields, rows = reader.fieldnames, list(reader)
-    tested = [f for f in fields or () if f.startswith("test/")]
+    rows = read_csv(csv_file)
+    fields = tuple(rows[0]) if rows else ()
+    tested = [f for f in fields if f.startswith("test/")]
     kept = [
         r
         for r in rows
         if (int(r["epoch"]) <= last_epoch if r.get("epoch") else int(r.get("step") or 0) < first_step)
         and not any(r.get(f) for f in tested)
     ]
-    write_csv(csv_file, kept, tuple(fields or ()))
+    write_csv(csv_file, kept, fields)
 
 
 def predictions_file(partition: str) -> str:
@@ -312,6 +312,12 @@ def write_bad_images(output_dir: Path, bad: list[tuple[str, str]]) -> None:
     if bad:
         rows = [{"path": path, "reason": reason} for path, reason in bad]
         write_csv(output_dir / BAD_IMAGES_FILE, rows, BAD_IMAGE_FIELDS)
+
+
+def run_overrides(run_dir: Path) -> list[str]:
+    """The command line's overrides a run started with (Hydra's ``.hydra/overrides.yaml``)."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    return [str(o) for o in read_config(path)] if path.is_file() else []
 
 
 def resume_changes(run_dir: Path) -> list[str]:
@@ -455,14 +461,17 @@ def check_run_folder(run_dir: Path) -> Path:
         raise BrainMRIError(f"{run_dir} is not a run folder of this project (no {CONFIG_FILE}).")
     if not (run_dir / LAST_CHECKPOINT).is_file():
         saved = sorted((run_dir / CHECKPOINT_DIR).glob("*.ckpt"))
+        settings = [shlex.quote(o) for o in run_overrides(run_dir) if not o.startswith("hydra.")]
+        again = " ".join(["python train.py", *settings])
         why = (
-            f"it was not kept (callbacks.last_checkpoint=null) or was deleted. Its other checkpoints can "
-            f"start a new run: ckpt_path={saved[0]}"
+            f"it was not kept (callbacks.last_checkpoint=null) or was deleted. Another of its checkpoints "
+            f"can start a new run with its settings: {again} ckpt_path={saved[0]}"
             if saved
-            else "it stopped before its first epoch ended. Start it again with its settings (see its "
-            "config.yaml)"
+            else f"it stopped before its first epoch ended. Start it again with its settings: {again}"
         )
-        raise BrainMRIError(f"{run_dir} has no {LAST_CHECKPOINT} to resume from: {why}.")
+        raise BrainMRIError(f"{run_dir} has no {LAST_CHECKPOINT} to resume from: {why}")
+    if (run_dir / EPOCH_LOG).is_file():
+        read_csv(run_dir / EPOCH_LOG)  # a damaged log is one message now, before the resume rewrites it
     for path in sorted(run_dir.rglob("*")):
         shared = (
             f"a link to {os.readlink(path)}"

@@ -226,9 +226,10 @@ def check_patience_left(checkpoint: dict, path: str, patience: int | None) -> No
         waited = state.get("wait_count", 0) if key.startswith("EarlyStopping") else 0
         if patience is not None and waited >= patience:
             raise BrainMRIError(
-                f"Early stopping ended the run of {path} after epoch {checkpoint['epoch']}: no better "
-                f"validation for {waited} epochs (callbacks.early_stopping.patience={patience}). To train "
-                f"on, raise it (e.g. callbacks.early_stopping.patience={waited + 5}); to test its best "
+                f"Early stopping ended {run_folder_of(path)} after epoch {checkpoint['epoch']}: its last "
+                f"{waited} epochs brought no better validation, and callbacks.early_stopping.patience="
+                f"{patience} waits {patience} at most. To train on, raise it (e.g. "
+                f"callbacks.early_stopping.patience={waited + 5}); to test its best "
                 f"checkpoint: python eval.py ckpt_path={run_folder_of(path) / CHECKPOINT_DIR / best}."
             )
 

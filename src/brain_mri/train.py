@@ -25,6 +25,7 @@ from brain_mri.launch import instantiate_group, optimized_value
 from brain_mri.run_outputs import (
     CHECKPOINT_DIR,
     EPOCH_LOG,
+    LAST_CHECKPOINT,
     METRICS_FILE,
     SPLIT_FILE,
     check_run_folder,
@@ -150,6 +151,16 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
     return cfg, record
 
 
+def drop_checkpoints_from(run_dir: Path, first_epoch: int) -> None:
+    """Checkpoints of the epochs a resume trains again: a best one that the interrupted process saved
+    after its last ``last.ckpt`` is known to no checkpoint's state and would stay beside the real best."""
+    for path in sorted((run_dir / CHECKPOINT_DIR).glob("*.ckpt")):
+        epoch = load_checkpoint(path)["epoch"] if path != run_dir / LAST_CHECKPOINT else -1
+        if epoch >= first_epoch:
+            log.info("Removing %s: saved in epoch %d, which this resume trains again.", path.name, epoch)
+            path.unlink()
+
+
 def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict | None) -> None:
     """A new run's config, run_info.json, split.csv and bad_images.csv; a resumed run only records the
     resume (its config files stay as written when it started) and drops log rows it will redo."""
@@ -158,6 +169,7 @@ def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict
         keep_epochs_up_to(output_dir / EPOCH_LOG, resume["first_epoch"] - 1, resume["first_step"])
         # its results are redone: until then the run reads as incomplete, as a new one does
         (output_dir / METRICS_FILE).unlink(missing_ok=True)
+        drop_checkpoints_from(output_dir, resume["first_epoch"])
     else:
         write_resolved_config(output_dir, cfg)
         fingerprint = datamodule.data_fingerprint
