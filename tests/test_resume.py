@@ -33,7 +33,7 @@ from brain_mri.run_outputs import (
     unlock_run_folder,
     write_csv,
 )
-from brain_mri.settings import check_train_settings
+from brain_mri.settings import check_patience_left, check_train_settings
 from brain_mri.train import train, write_run_folder
 from helpers import FAST_TRAINING, PROJECT_ROOT, built_once, compose_task
 
@@ -236,10 +236,21 @@ def test_a_resumed_run_reads_as_incomplete_until_it_ends_again(uninterrupted, tm
         run,
         OmegaConf.create(),
         SimpleNamespace(bad_files=[]),
-        {"overrides": [], "first_epoch": 4, "first_step": 12},
+        {"overrides": [], "first_epoch": 4, "first_step": 12, "checkpoints_removed": []},
     )
     assert not (run / "metrics.json").exists() and read_run(run, tmp_path)["status"] == "incomplete"
     assert len(read_json(run / "run_info.json")["resumes"]) == 1
+
+
+def test_early_stopping_has_ended_a_run_only_after_epochs_without_a_better_one():
+    def last(wait_count: int) -> dict:
+        states = {"EarlyStopping{'monitor': 'val/loss'}": {"wait_count": wait_count}}
+        return {"epoch": 3, "callbacks": states | {"ModelCheckpoint{}": {"best_model_path": "/r/c/e.ckpt"}}}
+
+    check_patience_left(last(0), "/r/checkpoints/last.ckpt", 0)  # patience 0, its last epoch was better
+    check_patience_left(last(1), "/r/checkpoints/last.ckpt", 2)
+    with pytest.raises(BrainMRIError, match=r"ckpt_path=/r/checkpoints/e\.ckpt\.$"):
+        check_patience_left(last(2), "/r/checkpoints/last.ckpt", 2)
 
 
 def test_a_resume_refuses_changes_to_the_runs_settings(uninterrupted):

@@ -75,20 +75,20 @@ def read_overrides(run: Path) -> dict[str, str]:
     return dict(item.lstrip("+~").split("=", 1) for item in items if "=" in item)
 
 
-def run_config(run: Path) -> Any:
-    """The run's resolved config; for a job that failed before writing it, Hydra's composed one."""
-    return read_config(run / CONFIG_FILE if (run / CONFIG_FILE).is_file() else run / ".hydra" / CONFIG_FILE)
-
-
 def read_run(run: Path, root: Path) -> dict:
     """One row of the report: settings, epochs, validation loss, test metrics and status."""
-    config = run_config(run)
+    # the resolved config; for a job that failed before writing it, Hydra's composed one
+    config = read_config(run / CONFIG_FILE if (run / CONFIG_FILE).is_file() else run / ".hydra" / CONFIG_FILE)
     metrics = read_json(run / METRICS_FILE) if (run / METRICS_FILE).is_file() else {}
     epochs = read_epochs(run / EPOCH_LOG)
     validated = [e for e in epochs if "val/loss" in e]
     best = min(validated, key=lambda e: e["val/loss"]) if validated else None
     status = metrics.get("status") or ("completed" if "test/loss" in metrics else "incomplete")
-    row = {"run": run.relative_to(root).as_posix() if run != root else run.name, "folder": run}
+    row = {
+        "run": run.relative_to(root).as_posix() if run != root else run.name,
+        "folder": run,
+        "config": config,
+    }
     select = partial(OmegaConf.select, config, throw_on_resolution_failure=False)
     row |= {name: select(key) for name, key in SETTINGS.items()}
     row["num_folds"] = OmegaConf.select(config, "data.num_folds", default=0)
@@ -104,12 +104,18 @@ def read_run(run: Path, root: Path) -> dict:
     return row
 
 
-def swept_keys(rows: list[dict]) -> list[str]:
-    """Overridden keys that vary across runs and are not already a column (e.g. ``seed``)."""
+def add_swept_columns(rows: list[dict]) -> list[str]:
+    """Overridden keys that vary across runs and are not already a column (e.g. ``seed``), each set in
+    every row: the run's command line value, or its config's (a default) where the command line set none."""
     covered = set(SETTINGS.values()) | {"model"}
     keys = sorted({k for r in rows for k in r["overrides"]} - covered)
     keys = [k for k in keys if not k.startswith(NOT_SETTINGS)]
-    return [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1]
+    swept = [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1]
+    for row in rows:
+        for key in swept:
+            default = OmegaConf.select(row["config"], key, default=None)
+            row[key] = row["overrides"].get(key, None if default is None else str(default))
+    return swept
 
 
 def sort_key(row: dict):
@@ -158,7 +164,7 @@ def cross_validation_summary(
     for row in rows:
         if row["fold"] is not None and row["status"] == "completed":
             key = (row["model"], row["batch_size"], row["lr"], row["weight_decay"])
-            key += tuple(row["overrides"].get(k) for k in extra_keys)
+            key += tuple(row[k] for k in extra_keys)
             configs.setdefault(key, []).append(row)
     summary = []
     for key, members in configs.items():
@@ -249,10 +255,7 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     if not runs:
         raise BrainMRIError(f"No runs under {folder} (a run folder holds {CONFIG_FILE}).")
     rows = sorted((read_run(run, folder) for run in runs), key=sort_key)
-    extra = swept_keys(rows)
-    for row in rows:  # a value the run's command line did not set is its config's (a default)
-        config = run_config(row["folder"])
-        row |= {k: row["overrides"].get(k, OmegaConf.select(config, k, default=None)) for k in extra}
+    extra = add_swept_columns(rows)
     out = folder / "report"
     out.mkdir(exist_ok=True)
     columns = ["run", *SETTINGS, *extra, "epochs", "best_epoch", "val_loss_best", *TEST_COLUMNS, "status"]
@@ -330,7 +333,7 @@ def best_cross_validation(folder: Path, seed: int) -> dict:
         raise BrainMRIError(f"No such folder: {folder}.")
     rows = [read_run(run, folder.resolve()) for run in find_runs(folder.resolve())]
     finished = [
-        e for e in cross_validation_summary(rows, swept_keys(rows), resamples=1, seed=seed) if e["oof"]
+        e for e in cross_validation_summary(rows, add_swept_columns(rows), resamples=1, seed=seed) if e["oof"]
     ]
     if not finished:
         raise BrainMRIError(f"{folder} holds no finished cross-validation (all folds, val_predictions.csv).")

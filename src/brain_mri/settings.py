@@ -221,17 +221,18 @@ def check_patience_left(checkpoint: dict, path: str, patience: int | None) -> No
     """A run that early stopping ended goes on only with more patience than it ran out of (else it would
     train one more epoch and stop, or go on if that one happened to be better)."""
     states = checkpoint.get("callbacks", {})
-    best = next((Path(s["best_model_path"]).name for s in states.values() if s.get("best_model_path")), "")
-    for key, state in states.items():
-        waited = state.get("wait_count", 0) if key.startswith("EarlyStopping") else 0
-        if patience is not None and waited >= patience:
-            raise BrainMRIError(
-                f"Early stopping ended {run_folder_of(path)} after epoch {checkpoint['epoch']}: its last "
-                f"{waited} epochs brought no better validation, and callbacks.early_stopping.patience="
-                f"{patience} waits {patience} at most. To train on, raise it (e.g. "
-                f"callbacks.early_stopping.patience={waited + 5}); to test its best "
-                f"checkpoint: python eval.py ckpt_path={run_folder_of(path) / CHECKPOINT_DIR / best}."
-            )
+    waited = max((s["wait_count"] for k, s in states.items() if k.startswith("EarlyStopping")), default=0)
+    if patience is not None and waited >= max(patience, 1):  # after a better epoch it waits 0: not ended
+        best = next(
+            (Path(s["best_model_path"]).name for s in states.values() if s.get("best_model_path")), ""
+        )
+        raise BrainMRIError(
+            f"Early stopping ended {run_folder_of(path)} after epoch {checkpoint['epoch']}: its last "
+            f"{waited} epochs brought no better validation, and callbacks.early_stopping.patience="
+            f"{patience} waits {patience} at most. To train on, raise it (e.g. "
+            f"callbacks.early_stopping.patience={waited + 5}); to test its best "
+            f"checkpoint: python eval.py ckpt_path={run_folder_of(path) / CHECKPOINT_DIR / best}."
+        )
 
 
 def check_schedule_length(checkpoint: dict, path: str, max_epochs: int) -> None:

@@ -145,20 +145,22 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
         "checkpoint": str(last),
         "first_epoch": checkpoint["epoch"] + 1,  # 0-based, as in metrics.csv
         "first_step": checkpoint["global_step"],
+        "checkpoints_removed": checkpoints_to_redo(run_dir, checkpoint),
     }
     check_epochs_left(record["first_epoch"], cfg.trainer.max_epochs)
     check_patience_left(checkpoint, str(last), OmegaConf.select(cfg, "callbacks.early_stopping.patience"))
     return cfg, record
 
 
-def drop_checkpoints_from(run_dir: Path, first_epoch: int) -> None:
+def checkpoints_to_redo(run_dir: Path, last: dict) -> list[str]:
     """Checkpoints of the epochs a resume trains again: a best one that the interrupted process saved
-    after its last ``last.ckpt`` is known to no checkpoint's state and would stay beside the real best."""
-    for path in sorted((run_dir / CHECKPOINT_DIR).glob("*.ckpt")):
-        epoch = load_checkpoint(path)["epoch"] if path != run_dir / LAST_CHECKPOINT else -1
-        if epoch >= first_epoch:
-            log.info("Removing %s: saved in epoch %d, which this resume trains again.", path.name, epoch)
-            path.unlink()
+    after its last ``last.ckpt`` would stay beside the real best. Only files that ``last`` (its
+    ``last.ckpt``) does not know are read, to see their epoch."""
+    known = {Path(LAST_CHECKPOINT).name}
+    for state in last.get("callbacks", {}).values():
+        known |= {Path(p).name for p in [*state.get("best_k_models", {}), state.get("best_model_path") or ""]}
+    unknown = [p for p in sorted((run_dir / CHECKPOINT_DIR).glob("*.ckpt")) if p.name not in known]
+    return [p.name for p in unknown if load_checkpoint(p)["epoch"] > last["epoch"]]
 
 
 def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict | None) -> None:
@@ -169,7 +171,9 @@ def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict
         keep_epochs_up_to(output_dir / EPOCH_LOG, resume["first_epoch"] - 1, resume["first_step"])
         # its results are redone: until then the run reads as incomplete, as a new one does
         (output_dir / METRICS_FILE).unlink(missing_ok=True)
-        drop_checkpoints_from(output_dir, resume["first_epoch"])
+        for name in resume["checkpoints_removed"]:
+            log.info("Removing %s: saved in an epoch this resume trains again.", name)
+            (output_dir / CHECKPOINT_DIR / name).unlink(missing_ok=True)
     else:
         write_resolved_config(output_dir, cfg)
         fingerprint = datamodule.data_fingerprint
