@@ -58,6 +58,23 @@ def test_run_folder_is_complete_and_consistent(trained_run):
     assert session.session_start_info.hparams["model/arch"].string_value == "resnet18"
 
 
+def test_every_tensorboard_scalar_keeps_its_points_in_step_order(trained_run):
+    """TensorBoard drops a tag's earlier points when its step goes backwards: the hyperparameter record
+    must not log the results again at step 0."""
+    logged = read_csv(trained_run / "csv" / "metrics.csv")
+    epochs = len([r for r in logged if r["val/loss"]])
+    events = EventAccumulator(str(trained_run / "tensorboard"))
+    events.Reload()
+    steps = {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    for tag, tag_steps in steps.items():
+        assert tag_steps == sorted(tag_steps), tag
+    assert len(steps["val/loss_best"]) == epochs == 2 and steps["val/loss_best"] == steps["val/loss"]
+    best = [e.value for e in events.Scalars("val/loss_best")]
+    assert best == pytest.approx([float(r["val/loss_best"]) for r in logged if r["val/loss_best"]])
+    for name in TEST_METRICS:
+        assert steps[f"test/{name}"] == [max(steps["train/loss"]) + 1], name  # once, after the last step
+
+
 def test_tensorboard_shows_the_images_the_model_saw_and_its_test_mistakes(trained_run):
     events = EventAccumulator(str(trained_run / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
