@@ -351,8 +351,11 @@ def record_resume(output_dir: Path, record: dict) -> None:
     write_json(output_dir / RUN_INFO_FILE, info)
 
 
-def write_run_info(output_dir: Path, data_root: str, data_fingerprint: str, images: int) -> None:
-    """What is needed to repeat a run besides its config: versions, code revision, data fingerprint."""
+def write_run_info(
+    output_dir: Path, data_root: str, data_fingerprint: str, images: int, init_from: dict | None = None
+) -> None:
+    """What is needed to repeat a run besides its config: versions, code revision, data fingerprint, and
+    the checkpoint whose weights it started from (``init_from``)."""
     import platform
     import subprocess
     import sys
@@ -395,6 +398,7 @@ def write_run_info(output_dir: Path, data_root: str, data_fingerprint: str, imag
             "data_root": data_root,
             "data_fingerprint": data_fingerprint,
             "data_images": images,
+            **({"init_from": init_from} if init_from else {}),
         },
     )
 

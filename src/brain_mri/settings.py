@@ -248,7 +248,7 @@ def check_schedule_length(checkpoint: dict, path: str, max_epochs: int) -> None:
         raise BrainMRIError(
             f"{path} follows a {scheduler} schedule made for trainer.max_epochs={planned} (its run's "
             f"config), so it cannot continue with trainer.max_epochs={max_epochs}. Start a new run, or "
-            "fine-tune its weights with model.weights_path=<a state dict of them>."
+            f"fine-tune its weights with init_from={path}."
         )
 
 
@@ -289,7 +289,34 @@ def check_restored_settings(checkpoint: dict, path: str, model: DictConfig) -> N
         raise BrainMRIError(
             f"ckpt_path={path} continues that checkpoint's training, its optimizer and schedule included, "
             f"so these cannot differ from it: {'; '.join(changed)}. Set them as the checkpoint has them "
-            "(e.g. the same experiment=...)."
+            f"(e.g. the same experiment=...), or start from its weights alone with new settings: "
+            f"init_from={path}."
+        )
+
+
+def check_full_state(checkpoint: dict, path: str) -> None:
+    """Training continues only from a checkpoint with its optimizer state (``last.ckpt``); a best
+    checkpoint holds the weights alone."""
+    if "optimizer_states" not in checkpoint:
+        raise BrainMRIError(
+            f"ckpt_path={path} holds weights only (a best checkpoint keeps no optimizer state), so its "
+            f"training cannot continue: use its run's {LAST_CHECKPOINT}, or start a new training from "
+            f"these weights with init_from={path}."
+        )
+
+
+def check_initial_weights(checkpoint: dict, path: str, model: DictConfig) -> None:
+    """``init_from=`` copies weights into the network this run builds: the same architecture, and no
+    pretrained weights of its own that would be overwritten."""
+    saved = checkpoint["hyper_parameters"]["arch"]
+    if saved != model.arch:
+        raise BrainMRIError(
+            f"init_from={path} holds a {saved}, but this run builds a {model.arch}: set model={saved}, "
+            f"or start from a {model.arch} checkpoint."
+        )
+    if model.get("weights") or model.get("weights_path"):
+        raise BrainMRIError(
+            f"init_from={path} replaces the network's weights: drop model.weights / model.weights_path."
         )
 
 
@@ -325,15 +352,24 @@ def check_train_settings(cfg: DictConfig) -> None:
         if not is_whole(value) or value < 0:
             problems.append(f"{key} must be a whole number of 0 or more, got {value!r}.")
     try:
+        starts = [f"{key}={cfg[key]}" for key in ("resume", "ckpt_path", "init_from") if cfg.get(key)]
+        if len(starts) > 1:
+            raise BrainMRIError(
+                f"{' and '.join(starts)}: set one. resume= continues a run in its folder, ckpt_path= its "
+                "training in a new folder, init_from= starts a new training from a checkpoint's weights."
+            )
         if cfg.get("resume"):
             check_run_folder(Path(cfg.resume))
         elif cfg.get("ckpt_path") and Path(cfg.ckpt_path).is_dir():
             raise BrainMRIError(checkpoint_folder_message(Path(cfg.ckpt_path)))
         elif cfg.get("ckpt_path") and is_whole(max_epochs):  # a bad file or nothing left to train: now
             checkpoint = load_checkpoint(cfg.ckpt_path)
+            check_full_state(checkpoint, str(cfg.ckpt_path))
             check_epochs_left(checkpoint["epoch"] + 1, max_epochs)
             check_schedule_length(checkpoint, str(cfg.ckpt_path), max_epochs)
             check_restored_settings(checkpoint, str(cfg.ckpt_path), model)
+        elif cfg.get("init_from"):
+            check_initial_weights(load_checkpoint(cfg.init_from), str(cfg.init_from), model)
     except BrainMRIError as err:
         problems.append(str(err))
     try:

@@ -14,7 +14,6 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.callbacks import EPOCHS_TRAINED, task_callbacks
@@ -22,6 +21,7 @@ from brain_mri.checkpoints import AtomicCheckpointIO, load_checkpoint
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import test_and_save
 from brain_mri.launch import instantiate_group, optimized_value
+from brain_mri.loggers import TensorBoardLogger
 from brain_mri.run_outputs import (
     CHECKPOINT_DIR,
     EPOCH_LOG,
@@ -127,7 +127,8 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
         raise BrainMRIError(
             f"resume= continues {run_dir} with its own settings, so these cannot change: "
             f"{', '.join(refused)}. A resume may change {', '.join(RESUME_MAY_CHANGE)}. To train on with "
-            f"other settings (not the optimizer's), start a new run with ckpt_path={last}."
+            f"other settings (not the optimizer's), start a new run with ckpt_path={last}; to fine-tune "
+            f"its weights with any other settings (learning rate, optimizer, recipe, data): init_from={last}."
         )
     cfg = config_as_resumed(run_dir)  # with what earlier resumes changed (a longer run, say)
     assert isinstance(cfg, DictConfig)
@@ -163,9 +164,12 @@ def checkpoints_to_redo(run_dir: Path, last: dict) -> list[str]:
     return [p.name for p in unknown if load_checkpoint(p)["epoch"] > last["epoch"]]
 
 
-def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict | None) -> None:
-    """A new run's config, run_info.json, split.csv and bad_images.csv; a resumed run only records the
-    resume (its config files stay as written when it started) and drops log rows it will redo."""
+def write_run_folder(
+    output_dir: Path, cfg: DictConfig, datamodule, resume: dict | None, start: dict | None = None
+) -> None:
+    """A new run's config, run_info.json (with ``start``, the checkpoint whose weights it started from),
+    split.csv and bad_images.csv; a resumed run only records the resume (its config files stay as written
+    when it started) and drops log rows it will redo."""
     if resume:
         record_resume(output_dir, resume)
         keep_epochs_up_to(output_dir / EPOCH_LOG, resume["first_epoch"] - 1, resume["first_step"])
@@ -177,7 +181,7 @@ def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict
     else:
         write_resolved_config(output_dir, cfg)
         fingerprint = datamodule.data_fingerprint
-        write_run_info(output_dir, str(datamodule.root), fingerprint, len(datamodule.files))
+        write_run_info(output_dir, str(datamodule.root), fingerprint, len(datamodule.files), start)
         write_split(output_dir / SPLIT_FILE, datamodule.split_table)
     write_bad_images(output_dir, datamodule.bad_files)
 
@@ -185,6 +189,24 @@ def write_run_folder(output_dir: Path, cfg: DictConfig, datamodule, resume: dict
 # strategies that start their processes inside every Trainer call (Lightning's registered names). Not
 # ddp_fork / ddp_notebook: testing here would initialise CUDA, after which a later job could not fork.
 SPAWNING_STRATEGIES = ("ddp_spawn",)
+
+
+def validation_loss(cfg: DictConfig, model: L.LightningModule, datamodule) -> float:
+    """The model's validation loss as it is now, on one device at the run's precision, logged nowhere:
+    what a run started from another checkpoint's weights begins with."""
+    trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        strategy="auto",
+        devices=1,
+        num_nodes=1,
+        callbacks=[],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        inference_mode=False,  # the metric states it leaves behind are updated again in training
+    )
+    (results,) = trainer.validate(model, datamodule=datamodule, verbose=False)
+    return float(results["val/loss"])
 
 
 def train(cfg: DictConfig) -> float:
@@ -197,14 +219,25 @@ def train(cfg: DictConfig) -> float:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")  # data problems surface now, before any model is built
+    source = load_checkpoint(cfg.init_from) if cfg.get("init_from") else None
+    inherited = {}
+    if source is not None and cfg.model.get("normalization") is None:  # the input its weights expect
+        inherited["normalization"] = source["hyper_parameters"].get("normalization")
     # the model carries its input contract: class names, input size and crop, so a checkpoint alone is enough
     model = hydra.utils.instantiate(
         cfg.model,
         class_names=datamodule.class_names,
         image_size=datamodule.hparams.image_size,
         crop=datamodule.hparams.crop,
+        **inherited,
     )
-    if model.hparams.freeze_backbone_epochs and not (model.hparams.weights or model.hparams.weights_path):
+    start = None
+    if source is not None:
+        start = {"checkpoint": str(cfg.init_from), "head_replaced": model.start_from(source, cfg.init_from)}
+        start["val/loss_before_training"] = validation_loss(cfg, model, datamodule)
+        log.info("val/loss before training: %.4f", start["val/loss_before_training"])
+    pretrained = model.hparams.weights or model.hparams.weights_path or source is not None
+    if model.hparams.freeze_backbone_epochs and not pretrained:
         log.warning("model.freeze_backbone_epochs without pretrained weights freezes a random backbone.")
     model.provenance |= {
         "train_sha256": datamodule.partition_hashes("train"),
@@ -214,7 +247,9 @@ def train(cfg: DictConfig) -> float:
     loggers = instantiate_group(cfg.get("logger"))
     # resolved now: under ddp_spawn the writer runs in a process where Hydra's resolvers are not set up
     resolved = DictConfig(OmegaConf.to_container(cfg, resolve=True))
-    write = partial(write_run_folder, output_dir, resolved, datamodule, resume)  # a closure would not pickle
+    write = partial(
+        write_run_folder, output_dir, resolved, datamodule, resume, start
+    )  # pickles, unlike a closure
     callbacks = task_callbacks(instantiate_group(cfg.get("callbacks")), output_dir, write, first_stage="fit")
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     log.info(

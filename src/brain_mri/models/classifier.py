@@ -369,6 +369,43 @@ class BrainMRIClassifier(L.LightningModule):
         except AttributeError as err:
             raise BrainMRIError(f"{setting}={name}: {self.hparams.arch} has no such module ({err}).") from err
 
+    def start_from(self, checkpoint: dict, path: str) -> bool:
+        """Copy a checkpoint's network weights into this model (``init_from=``), nothing else: the
+        architecture must match (settings.check_initial_weights says so at start); where the classes
+        differ, the head keeps its fresh initialisation. Returns whether the head was replaced."""
+        saved = checkpoint["hyper_parameters"]
+        arch = self.hparams.arch
+        weights = {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+        saved_classes = resolve_class_names(saved.get("class_names"), saved.get("num_classes"))
+        own_classes = list(self.hparams.class_names)
+        head = BACKBONES[arch].head + "."
+        replace_head = saved_classes != own_classes
+        if replace_head:
+            weights = {k: v for k, v in weights.items() if not k.startswith(head)}
+        try:
+            missing, unexpected = self.net.load_state_dict(weights, strict=False)
+        except RuntimeError as err:
+            raise BrainMRIError(
+                f"init_from={path}: its weights do not fit this {arch} ({str(err).splitlines()[0]})."
+            ) from None
+        if unexpected or any(not (replace_head and name.startswith(head)) for name in missing):
+            raise BrainMRIError(
+                f"init_from={path}: its weights do not fit this {arch} (missing: {missing[:3]}, "
+                f"unexpected: {unexpected[:3]})."
+            )
+        if replace_head:
+            log.info(
+                "Starting from the weights of %s; its classes %s differ from this data's %s, so the head "
+                "(%s) starts anew.",
+                path,
+                saved_classes,
+                own_classes,
+                head[:-1],
+            )
+        else:
+            log.info("Starting from the weights of %s (classes %s).", path, own_classes)
+        return replace_head
+
     @property
     def backbone_parameters(self) -> list[nn.Parameter]:
         """Every weight but the classification head's."""
