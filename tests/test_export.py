@@ -1,15 +1,20 @@
-"""Export: ONNX and TorchScript files that compute what the checkpoint's model computes."""
+"""Export: ONNX and TorchScript files that compute what the checkpoint's model computes, written where the
+user asks or into the task's own output folder."""
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from brain_mri.errors import BrainMRIError
-from brain_mri.export import export, main
+from brain_mri.export import export, export_checkpoint, export_name
 from brain_mri.models import BrainMRIClassifier
 from brain_mri.run_outputs import read_json
+from helpers import PROJECT_ROOT, compose_task, run_script
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +25,7 @@ def checkpoint(trained_run):
 def test_onnx_runtime_gives_the_models_probabilities_for_any_batch_size(checkpoint, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    path = export(checkpoint, "onnx", tmp_path / "model.onnx")
+    path = export_checkpoint(checkpoint, "onnx", tmp_path / "model.onnx")
     model = BrainMRIClassifier.load_from_checkpoint(checkpoint).eval()
     images = torch.rand(5, 3, 32, 32)  # the export traced a batch of 2
     with torch.no_grad():
@@ -34,7 +39,7 @@ def test_onnx_runtime_gives_the_models_probabilities_for_any_batch_size(checkpoi
 
 
 def test_torchscript_gives_the_models_logits(checkpoint, tmp_path):
-    path = export(checkpoint, "torchscript", tmp_path / "model.pt")
+    path = export_checkpoint(checkpoint, "torchscript", tmp_path / "model.pt")
     files = {"contract.json": ""}
     loaded = torch.jit.load(str(path), _extra_files=files)
     images = torch.rand(3, 3, 32, 32)
@@ -44,19 +49,58 @@ def test_torchscript_gives_the_models_logits(checkpoint, tmp_path):
     assert json.loads(files["contract.json"])["class_names"] == ["no", "yes"]
 
 
-def test_export_refuses_what_it_cannot_do(checkpoint, tmp_path, capsys):
-    with pytest.raises(BrainMRIError, match="format must be one of onnx, torchscript"):
-        export(checkpoint, "tflite")
-    with pytest.raises(SystemExit) as stopped:
-        main([f"ckpt_path={tmp_path / 'missing.ckpt'}"])
-    assert stopped.value.code == 1 and "Error: " in capsys.readouterr().err
+def test_the_task_writes_a_run_folders_best_checkpoint_into_its_own_folder_named_after_the_run(
+    trained_run, checkpoint, tmp_path, monkeypatch
+):
+    started_in = tmp_path / "started_in"
+    started_in.mkdir()
+    monkeypatch.chdir(started_in)
+    output_dir = tmp_path / "exports" / "2026-01-01_00-00-00"
+    written = export(compose_task("export", output_dir, f"ckpt_path={trained_run}", "format=torchscript"))
+    assert written == output_dir / f"{trained_run.name}_{Path(checkpoint).stem}.pt"
+    assert torch.jit.load(str(written))(torch.rand(1, 3, 32, 32)).shape == (1, 2)
+    assert not list(started_in.iterdir()) and not list((trained_run / "checkpoints").glob("*.pt"))
 
 
-def test_export_takes_a_run_folder_and_writes_where_asked_or_says_why_not(trained_run, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    written = export(trained_run, "torchscript")  # the run's best checkpoint, named after it, here
-    assert written.resolve().parent == tmp_path.resolve() and written.suffix == ".pt"
-    assert not list((trained_run / "checkpoints").glob("*.pt"))
+def test_the_task_writes_output_where_asked_or_says_why_not(trained_run, tmp_path):
+    asked = tmp_path / "served" / "classifier.pt"
+    overrides = (f"ckpt_path={trained_run}", "format=torchscript")
+    assert export(compose_task("export", tmp_path / "out", *overrides, f"output={asked}")) == asked
+    assert asked.is_file() and not (tmp_path / "out").exists()
     (tmp_path / "a-file").write_text("")
     with pytest.raises(BrainMRIError, match="Cannot write"):
-        export(trained_run, "torchscript", tmp_path / "a-file" / "model.pt")
+        export(compose_task("export", tmp_path / "out", *overrides, f"output={tmp_path / 'a-file' / 'm.pt'}"))
+
+
+def test_exports_are_named_after_the_run_and_a_sweeps_job_after_the_sweep_too():
+    assert export_name(Path("/o/runs/2026-01-01_10-00-00/checkpoints/last.ckpt"), "onnx") == (
+        "2026-01-01_10-00-00_last.onnx"
+    )
+    assert (
+        export_name(Path("/o/cv/modern/3/checkpoints/epoch009.ckpt"), "torchscript") == "modern_3_epoch009.pt"
+    )
+    assert export_name(Path("/somewhere/model.ckpt"), "onnx") == "model.onnx"
+
+
+def test_the_task_and_the_function_refuse_what_they_cannot_do(checkpoint, tmp_path):
+    with pytest.raises(BrainMRIError, match="format must be one of onnx, torchscript"):
+        export_checkpoint(checkpoint, "tflite", tmp_path / "model.tflite")
+    cfg = compose_task("export", tmp_path / "out", f"ckpt_path={tmp_path / 'missing.ckpt'}", "format=tflite")
+    with pytest.raises(BrainMRIError) as refused:
+        export(cfg)
+    assert "format must be one of" in str(refused.value) and "No checkpoint file" in str(refused.value)
+
+
+@pytest.mark.slow
+def test_the_script_stops_before_hydra_writes_its_folder(tmp_path):
+    folder = tmp_path / "export"
+    result = run_script("export.py", "format=tflite", f"hydra.run.dir={folder}")
+    assert result.returncode == 1 and "Error: export.py needs ckpt_path=<...>" in result.stderr
+    assert "Traceback" not in result.stderr and not folder.exists()
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (PROJECT_ROOT / ".git").exists(), reason="not a clone")
+def test_exported_models_are_ignored_by_git_wherever_written():
+    for path in ("model.onnx", "served/model.pt", "outputs/exports/2026-01-01_00-00-00/run_last.onnx"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=PROJECT_ROOT, check=False)
+        assert ignored.returncode == 0, f"{path} is not ignored"

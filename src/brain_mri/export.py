@@ -1,5 +1,8 @@
-"""Export a checkpoint for serving without this package:
-``python -m brain_mri.export ckpt_path=<ckpt> format=onnx|torchscript [output=<file>]``.
+"""The export task: a checkpoint as a file for serving without this package.
+
+``python export.py ckpt_path=<checkpoint | run folder> format=onnx|torchscript [output=<file>]`` writes
+``<run>_<checkpoint>.onnx`` (or ``.pt``) into its own output folder, ``outputs/exports/<date>_<time>/``,
+or to ``output``. :func:`export_checkpoint` is the same for Python.
 
 The exported network takes what ``BrainMRIClassifier.forward`` takes, a float (N, 3, size, size) batch in
 [0, 1] with any N, and returns the same logits (normalisation included). The input contract (class names,
@@ -9,15 +12,20 @@ image size, crop) travels with the file: ONNX metadata properties, or ``contract
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import warnings
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 
 from brain_mri.checkpoints import load_checkpoint, restore_classifier
 from brain_mri.errors import BrainMRIError, stop
-from brain_mri.run_outputs import best_checkpoints
+from brain_mri.launch import OutputFolderCheck, ensure_writable
+from brain_mri.run_outputs import CHECKPOINT_DIR, best_checkpoints, run_folder_of
+
+log = logging.getLogger(__name__)
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
@@ -33,22 +41,79 @@ def input_contract(model) -> dict:
     }
 
 
-def export(ckpt_path: str | Path, format: str = "onnx", output: str | Path | None = None) -> Path:
-    """Write the exported model; returns its path (default: ``<checkpoint name>.onnx`` / ``.pt`` in the
-    current folder, never inside a run folder). ``ckpt_path`` may be a run folder: its best checkpoint."""
-    if format not in FORMATS:
-        raise BrainMRIError(f"format must be one of {', '.join(FORMATS)}, got '{format}'.")
+def check_export_settings(cfg: DictConfig) -> None:
+    """Every problem with the export's settings in one message, before anything is written."""
+    from brain_mri.settings import check_given
+
+    check_given(cfg, ("ckpt_path",), "export.py", "Export (ONNX, TorchScript)")
+    problems = []
+    if cfg.format not in FORMATS:
+        problems.append(f"format must be one of {', '.join(FORMATS)}, got '{cfg.format}'.")
+    try:
+        checkpoint_to_export(cfg.ckpt_path)
+    except BrainMRIError as err:
+        problems.append(str(err))
+    if problems:
+        raise BrainMRIError("\n".join(problems))
+
+
+class ExportSettingsCheck(OutputFolderCheck):
+    """Hydra callback: :class:`OutputFolderCheck` with the export's checks (``check_settings`` of
+    brain_mri.settings knows train, eval and predict only)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        HydraConfig.instance().set_config(config)
+        try:
+            check_export_settings(config)
+        except BrainMRIError as err:
+            stop(err)
+        ensure_writable(config.hydra.run.dir)
+
+
+def export(cfg: DictConfig) -> Path:
+    """Export ``cfg.ckpt_path`` as ``cfg.format``; returns the file written: ``cfg.output``, or the run's
+    name in the task's own output folder (never the folder the command was started from)."""
+    check_export_settings(cfg)  # also checked before Hydra makes the folder, in a single run
+    checkpoint = checkpoint_to_export(cfg.ckpt_path)
+    target = (
+        Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / export_name(checkpoint, cfg.format)
+    )
+    written = export_checkpoint(checkpoint, cfg.format, target)
+    log.info("Exported %s as %s to %s", checkpoint, cfg.format, written.resolve())
+    return written
+
+
+def checkpoint_to_export(ckpt_path: str | Path) -> Path:
+    """The checkpoint file, or the best checkpoint of a run folder; a sweep folder is refused."""
     checkpoints = best_checkpoints(ckpt_path)
     if len(checkpoints) > 1:
         raise BrainMRIError(
             f"{ckpt_path} holds {len(checkpoints)} runs: export one checkpoint or run folder."
         )
-    ckpt_path = checkpoints[0]
-    model = restore_classifier(load_checkpoint(ckpt_path)).eval()
+    return checkpoints[0]
+
+
+def export_name(checkpoint: Path, format: str) -> str:
+    """``<run>_<checkpoint stem>.<ext>``: the run says which model, the stem which of its checkpoints.
+    A sweep's job folder is a number, so the sweep folder's name comes first."""
+    if checkpoint.parent.name != CHECKPOINT_DIR:  # a checkpoint outside a run folder: its own name
+        return checkpoint.stem + FORMATS[format]
+    run = run_folder_of(checkpoint)
+    run_name = f"{run.parent.name}_{run.name}" if run.name.isdigit() else run.name
+    return f"{run_name}_{checkpoint.stem}{FORMATS[format]}"
+
+
+def export_checkpoint(ckpt_path: str | Path, format: str, output: str | Path) -> Path:
+    """Write the exported model to ``output``; returns its path. ``ckpt_path`` may be a run folder: its
+    best checkpoint."""
+    if format not in FORMATS:
+        raise BrainMRIError(f"format must be one of {', '.join(FORMATS)}, got '{format}'.")
+    checkpoint = checkpoint_to_export(ckpt_path)
+    model = restore_classifier(load_checkpoint(checkpoint)).eval()
     contract = input_contract(model)
     if not contract["image_size"]:
-        raise BrainMRIError(f"{ckpt_path} does not record its image size: was it written by train.py?")
-    target = Path(output) if output else Path(Path(ckpt_path).stem + FORMATS[format])
+        raise BrainMRIError(f"{checkpoint} does not record its image size: was it written by train.py?")
+    target = Path(output)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         return write(model, contract, format, target)
@@ -61,7 +126,7 @@ def write(model, contract: dict, format: str, target: Path) -> Path:
     example = torch.rand(2, 3, contract["image_size"], contract["image_size"])
     if format == "torchscript":
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit's own notice
+            warnings.simplefilter("ignore", DeprecationWarning)  # Lightning's and torchmetrics' notices
             traced = model.to_torchscript(method="trace", example_inputs=example)  # Lightning's, jit-safe
         torch.jit.save(traced, str(target), _extra_files={"contract.json": json.dumps(contract)})
         return target
@@ -86,26 +151,3 @@ def write(model, contract: dict, format: str, target: Path) -> Path:
         exported.metadata_props.add(key=key, value=json.dumps(value))
     onnx.save(exported, str(target))
     return target
-
-
-def main(argv: list[str] | None = None) -> None:
-    settings: dict[str, str] = {"format": "onnx"}
-    for item in sys.argv[1:] if argv is None else argv:
-        key, _, value = item.partition("=")
-        if key not in ("ckpt_path", "format", "output") or not value:
-            print(
-                f"Error: expected ckpt_path=<file> [format=onnx|torchscript] [output=<file>], got {item!r}.",
-                file=sys.stderr,
-            )
-            sys.exit(2)
-        settings[key] = value
-    try:
-        if "ckpt_path" not in settings:
-            raise BrainMRIError("ckpt_path=<checkpoint> is required.")
-        print(f"Wrote {export(settings['ckpt_path'], settings['format'], settings.get('output'))}")
-    except BrainMRIError as err:
-        stop(err)
-
-
-if __name__ == "__main__":
-    main()
