@@ -1,0 +1,58 @@
+"""What the commands print when asked: each task's --help shows its usage and its own settings, not the
+config groups of training or the internal ones."""
+
+import re
+
+import pytest
+
+from helpers import PROJECT_ROOT, check, run_script
+
+# the schemas of brain_mri/settings.py, the model configs' shared part, training's groups and callbacks
+INTERNAL_OR_TRAINING = (
+    "schema",
+    "_defaults",
+    "== Configuration groups ==",
+    "hparams_search",
+    "early_stopping",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "own_settings"),
+    [
+        ("eval.py", ("ckpt_path: ???", "tta: none", "class_map: null", "precision: null")),
+        ("predict.py", ("ckpt_path: ???", "input: ???", "explain: false", "chunk_size: 256")),
+        ("export.py", ("ckpt_path: ???", "format: onnx", "output: null")),
+    ],
+)
+def test_a_tasks_help_shows_its_usage_and_own_settings_only(script, own_settings):
+    shown = check(run_script(script, "--help")).stdout
+    assert f"Usage: python {script} ckpt_path=" in shown
+    assert all(setting in shown for setting in own_settings)
+    assert not [name for name in INTERNAL_OR_TRAINING if name in shown]
+
+
+@pytest.mark.slow
+def test_trains_help_lists_every_option_of_its_groups_and_no_internal_one():
+    shown = check(run_script("train.py", "--help")).stdout
+    assert "Usage: python train.py" in shown and "seed: 42" in shown
+    assert "schema" not in shown and "_defaults" not in shown
+    groups = shown.split("== Config (")[0]
+    listed = dict(re.findall(r"^(\w+): ([\w, ]+?)\s*(?:\(|$)", groups, re.M))
+    for group in (
+        "data",
+        "model",
+        "optimizer",
+        "scheduler",
+        "augmentation",
+        "trainer",
+        "logger",
+        "experiment",
+        "hparams_search",
+        "debug",
+    ):
+        options = {
+            p.stem for p in (PROJECT_ROOT / "conf" / group).glob("*.yaml") if not p.stem.startswith("_")
+        }
+        assert set(listed[group].split(", ")) == options, f"conf/hydra/help/train.yaml lists {group}"
