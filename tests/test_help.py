@@ -1,7 +1,10 @@
 """What the commands print when asked: each task's --help shows its usage and its own settings, not the
-config groups of training or the internal ones."""
+config groups of training or the internal ones; ``jupyter lab`` (README: notebooks) is installed."""
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +59,12 @@ def test_trains_help_lists_every_option_of_its_groups_and_no_internal_one():
             p.stem for p in (PROJECT_ROOT / "conf" / group).glob("*.yaml") if not p.stem.startswith("_")
         }
         assert set(listed[group].split(", ")) == options, f"conf/hydra/help/train.yaml lists {group}"
+
+
+def test_the_notebook_extra_installs_jupyter_lab_which_the_readme_runs():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11
+    extras = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert [r for r in extras["notebook"] if re.match(r"jupyterlab\b", r)]
+    jupyter = Path(sys.executable).with_name("jupyter")
+    version = subprocess.run([jupyter, "lab", "--version"], capture_output=True, text=True, check=False)
+    assert version.returncode == 0, "pip install -e '.[notebook]' installs jupyterlab"
