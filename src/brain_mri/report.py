@@ -2,8 +2,9 @@
 
 Reads only what runs wrote (``config.yaml``, ``.hydra/overrides.yaml``, ``metrics.json``,
 ``csv/metrics.csv``, ``predictions.csv``, ``split.csv``), so it works on a sweep that is still running or
-partly failed. Writes ``<folder>/report/``: runs.csv, runs.md, best.json, grid_3d.png, for the best
-run curves_/roc_/confusion_<run>.png, and all of it as one page, index.html.
+partly failed. Writes ``<folder>/report/``: runs.csv, runs.md, best.json, grid_3d.png (the minimum
+validation loss over the swept settings), for the best run curves_/roc_/confusion_<run>.png, and all of it
+as one page, index.html.
 """
 
 from __future__ import annotations
@@ -116,6 +117,12 @@ def add_swept_columns(rows: list[dict]) -> list[str]:
             default = OmegaConf.select(row["config"], key, default=None)
             row[key] = row["overrides"].get(key, None if default is None else str(default))
     return swept
+
+
+def grid_settings(rows: list[dict], extra: list[str]) -> list[str]:
+    """The settings that vary among these runs (folds of one configuration do not)."""
+    candidates = ["model", "batch_size", "lr", "weight_decay", *(k for k in extra if k != "data.fold")]
+    return [k for k in candidates if len({r[k] for r in rows}) > 1]
 
 
 def sort_key(row: dict):
@@ -267,7 +274,7 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     finished = [r for r in rows if r["status"] == "completed"]
     best = None
     if finished:
-        plots.grid_3d(finished, out / "grid_3d.png")
+        plots.grid(finished, grid_settings(finished, extra), plots.LOSS, out / "grid_3d.png")
         best = best_run_figures(finished[0], out, resamples, seed)
         oof = cv[0]["oof"] if cv and cv[0]["oof"] else None
         write_json(
