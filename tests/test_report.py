@@ -8,6 +8,7 @@ import pytest
 
 from brain_mri.errors import BrainMRIError
 from brain_mri.report import build_report, find_runs, main, read_run
+from brain_mri.report_page import gallery_summary, write_page
 from brain_mri.run_outputs import best_checkpoints, read_csv, read_json, write_csv, write_json
 
 FIGURES = ("grid_3d.png", "curves_{}.png", "roc_{}.png", "confusion_{}.png")
@@ -131,6 +132,8 @@ def test_report_on_one_run_folder(trained_run):
     report = build_report(trained_run, resamples=100)
     assert len(report["rows"]) == 1 and report["best"]["run"] == trained_run.name
     assert (trained_run / "report" / f"curves_{trained_run.name}.png").is_file()
+    page = (trained_run / "report" / "index.html").read_text()
+    assert f"{report['best']['test_images']} test images of run {trained_run.name}, " in page
 
 
 def test_cross_validation_is_summarised_per_configuration(small_sweep, tmp_path):
@@ -236,3 +239,25 @@ def test_a_missing_compare_folder_stops_before_the_report_is_written(small_sweep
         main([str(sweep), "--compare", str(tmp_path / "absent")])
     assert stopped.value.code == 1 and "--compare" in capsys.readouterr().err
     assert not (sweep / "report").exists()
+
+
+def test_the_page_names_its_folder_without_the_absolute_path(tmp_path, monkeypatch):
+    out = tmp_path / "outputs" / "grid" / "report"
+    out.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert "<h1>Report: outputs/grid</h1>" in write_page(out, [], None).read_text()
+    monkeypatch.chdir(out)  # not below the current folder: its name alone
+    page = write_page(out, [], None).read_text()
+    assert "<h1>Report: grid</h1>" in page and str(tmp_path) not in page
+
+
+@pytest.mark.parametrize(
+    ("shown", "total", "wrong", "said"),
+    [
+        (26, 26, 3, "26 test images of run 1, 3 misclassified (shown first)."),
+        (1, 1, 0, "1 test image of run 1, none misclassified."),
+        (64, 100, 1, "64 of the 100 test images of run 1, 1 misclassified (shown first)."),
+    ],
+)
+def test_the_gallery_says_how_many_test_images_of_which_run(shown, total, wrong, said):
+    assert gallery_summary("1", shown, total, wrong) == said

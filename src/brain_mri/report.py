@@ -285,7 +285,7 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
         )
     sections = report_sections(rows, columns, cv, repeated, best)
     atomic_write_text(out / "runs.md", render_markdown(sections))
-    write_page(out, sections, finished[0]["folder"] if finished else None)
+    write_page(out, sections, (finished[0]["run"], finished[0]["folder"]) if finished else None)
     return {
         "rows": rows,
         "columns": columns,

@@ -32,6 +32,31 @@ figure img { max-width: 640px; } .gallery img { width: 192px; } .wide { overflow
 """
 
 
+def readable_name(folder: Path) -> str:
+    """The folder as the page names it: its path from the current folder when it lies below it, else its
+    name (an absolute path shows the reader nothing but someone's home folder)."""
+    folder = folder.resolve()
+    try:
+        relative = folder.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return folder.name
+    return relative.as_posix() if relative.parts else folder.name
+
+
+def counted(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def gallery_summary(run_name: str, shown: int, total: int, wrong: int) -> str:
+    """What the gallery shows: e.g. "26 test images of run 1, 3 misclassified (shown first)."."""
+    images = (
+        f"{counted(total, 'test image')} of run {run_name}"
+        if shown == total
+        else f"{shown} of the {total} test images of run {run_name}"
+    )
+    return f"{images}, {f'{wrong} misclassified (shown first)' if wrong else 'none misclassified'}."
+
+
 def png_uri(source: Path | Image.Image) -> str:
     if isinstance(source, Image.Image):
         buffer = io.BytesIO()
@@ -53,7 +78,7 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def gallery(run: Path) -> str:
+def gallery(run: Path, run_name: str) -> str:
     """The run's test images with prediction, truth and Grad-CAM; misclassified first. Needs the data
     set where the run read it and the run's best checkpoint; says so on the page when either is gone."""
     from brain_mri.models import BrainMRIClassifier
@@ -71,6 +96,8 @@ def gallery(run: Path) -> str:
         (checkpoint,) = best_checkpoints(run)  # beside the run when it was moved
     except BrainMRIError as err:
         return no_gallery(run, str(err))
+    wrong = sum(r["predicted_class"] != r["class"] for r in rows)
+    total = len(rows)
     rows.sort(key=lambda r: (r["predicted_class"] == r["class"], r["path"]))
     rows = rows[:GALLERY_LIMIT]
     model = BrainMRIClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
@@ -90,9 +117,8 @@ def gallery(run: Path) -> str:
             )
     except BrainMRIError as err:  # e.g. a checkpoint saved before Grad-CAM layers were recorded
         return no_gallery(run, str(err))
-    wrong = sum(r["predicted_class"] != r["class"] for r in rows)
     return (
-        f"<p>{len(rows)} test images of {html.escape(run.name)}, {wrong} misclassified (first). "
+        f"<p>{html.escape(gallery_summary(run_name, len(rows), total, wrong))} "
         "Grad-CAM of the predicted class over each slice, as the model saw it.</p>"
         f'<div class="gallery">{"".join(figures)}</div>'
     )
@@ -104,10 +130,11 @@ def no_gallery(run: Path, why: str) -> str:
     return f"<p>No gallery: {html.escape(why)}.</p>"
 
 
-def write_page(out: Path, sections: list, best_run: Path | None) -> Path:
+def write_page(out: Path, sections: list, best_run: tuple[str, Path] | None) -> Path:
     """``report/index.html``: the report's tables (``brain_mri.report.Section``), its figures, and the
-    gallery of ``best_run``."""
-    parts = [f"<h1>Report: {html.escape(str(out.parent))}</h1>"]
+    gallery of ``best_run`` (its name in the report and its folder)."""
+    name = html.escape(readable_name(out.parent))
+    parts = [f"<h1>Report: {name}</h1>"]
     for section in sections:
         parts.append(f"<h2>{html.escape(section.title)}</h2>")
         parts += [f"<p>{html.escape(section.text)}</p>"] if section.text else []
@@ -120,12 +147,17 @@ def write_page(out: Path, sections: list, best_run: Path | None) -> Path:
             for f in figures
         ]
     if best_run is not None:
-        parts += [f"<h2>Test images of the best run ({html.escape(best_run.name)})</h2>", gallery(best_run)]
+        run_name, folder = best_run
+        parts += [
+            f"<h2>Test images of the best run ({html.escape(run_name)})</h2>",
+            gallery(folder, run_name),
+        ]
     else:
         parts.append("<p>No run completed, so there is no best run: the runs table says why each failed.</p>")
     page = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>brain-mri report</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"
+        f"<title>brain-mri report: {name}</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(parts)}</body></html>"
     )
     path = out / PAGE_FILE
     path.write_text(page, encoding="utf-8")
