@@ -2,6 +2,9 @@
 
 import io
 import json
+import logging
+import re
+import urllib.request
 
 import numpy as np
 import pytest
@@ -13,8 +16,10 @@ from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import evaluate
+from brain_mri.launch import run_task, set_aside_unstarted
 from brain_mri.run_outputs import read_csv
-from helpers import compose_task, run_script
+from brain_mri.train import train
+from helpers import FAST_TRAINING, compose_task, run_script
 
 TEST_METRICS = ("accuracy", "auroc", "sensitivity", "specificity", "f1", "cohen_kappa", "loss")
 
@@ -137,12 +142,57 @@ def test_multirun_jobs_share_one_split_and_the_decode_cache(small_sweep):
     assert "lr: 0.001" in hparams[0] and "lr: 0.0001" in hparams[1]
 
 
-def test_missing_data_folder_is_one_clear_message(tmp_path):
-    result = run_script("train.py", f"data.root={tmp_path / 'absent'}", f"hydra.run.dir={tmp_path / 'run'}")
+def test_missing_data_folder_is_one_clear_message_and_leaves_no_run_folder(tmp_path):
+    run = tmp_path / "runs" / "2026-01-01_00-00-00"
+    result = run_script(
+        "train.py", f"data.root={tmp_path / 'absent'}", f"hydra.run.dir={run}", f"paths.log_dir={tmp_path}"
+    )
     assert result.returncode == 1
     assert "Error: No data set at" in result.stderr and "data=synthetic" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
-    assert "Stopped: No data set at" in (tmp_path / "run" / "train.log").read_text()  # the log says why
+    kept = tmp_path / "failed_starts" / "2026-01-01_00-00-00_train.log"
+    assert f"The log: {kept}" in result.stderr and not run.exists()
+    assert "Stopped: No data set at" in kept.read_text()  # the log says why
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.weights=imagenet"], "Downloading the ImageNet weights of resnet18"),  # offline here
+        (["model.positive_class=maybe"], r"model\.positive_class=maybe is not one of the classes"),
+    ],
+)
+def test_a_run_refused_after_hydra_made_its_folder_leaves_only_its_log(
+    phantom_root, tmp_path, monkeypatch, capsys, overrides, message
+):
+    """As train.py leaves it: Hydra's .hydra/ and the log, which moves to failed_starts/."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no ImageNet weights cached
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # and no way out
+    monkeypatch.setattr(urllib.request, "_opener", None)
+    run = tmp_path / "runs" / "2026-01-01_00-00-00"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 42\n")
+    handler = logging.FileHandler(run / "train.log")
+    logging.getLogger().addHandler(handler)
+    try:
+        cfg = compose_task(
+            "train", run, *FAST_TRAINING, f"data.root={phantom_root}", f"paths.log_dir={tmp_path}", *overrides
+        )
+        with pytest.raises(SystemExit):
+            run_task(train, cfg)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    assert re.search(message, capsys.readouterr().err)
+    assert not run.exists() and list((tmp_path / "runs").iterdir()) == []
+    kept = (tmp_path / "failed_starts" / "2026-01-01_00-00-00_train.log").read_text()
+    assert re.search(f"Stopped: {message}", kept)
+
+
+def test_a_resumed_run_that_is_refused_keeps_its_folder(trained_run, tmp_path):
+    """Only a folder with nothing but Hydra's files and a log is set aside."""
+    assert set_aside_unstarted(trained_run, tmp_path / "failed_starts") is None
+    assert (trained_run / "metrics.json").is_file() and not (tmp_path / "failed_starts").exists()
 
 
 @pytest.mark.parametrize(

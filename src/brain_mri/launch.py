@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +72,29 @@ def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
         if not isinstance(err, BrainMRIError):
             raise
         write_to_log_files(f"Stopped: {err}")
-        stop(err)
+        kept = set_aside_unstarted(Path(cfg.paths.output_dir), Path(cfg.paths.log_dir) / FAILED_STARTS_DIR)
+        stop(f"{err}\nThe log: {kept}" if kept else err)
+
+
+FAILED_STARTS_DIR = "failed_starts"  # under paths.log_dir: the logs of runs that stopped before any work
+
+
+def set_aside_unstarted(output_dir: Path, failed_starts: Path) -> Path | None:
+    """A task that stopped before writing anything of its own (only Hydra's ``.hydra/`` and the log are
+    there) leaves no folder among the runs: its log is moved to ``failed_starts`` and the folder removed.
+    Returns where the log went, or None when the folder holds the task's own files (a resumed run's)."""
+    try:
+        entries = list(output_dir.iterdir())
+    except OSError:
+        return None
+    logs = [entry for entry in entries if entry.suffix == ".log" and entry.is_file()]
+    if len(logs) != 1 or any(entry.name != ".hydra" and entry not in logs for entry in entries):
+        return None
+    failed_starts.mkdir(parents=True, exist_ok=True)
+    kept = failed_starts / f"{output_dir.name}_{logs[0].name}"
+    shutil.move(logs[0], kept)  # Hydra's log handler writes on into the moved file
+    shutil.rmtree(output_dir)
+    return kept
 
 
 def write_to_log_files(message: str) -> None:
