@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from brain_mri.errors import BrainMRIError
-from brain_mri.report import build_report, find_runs, main, read_run
+from brain_mri.report import build_report, compare, find_runs, main, read_run
 from brain_mri.report_page import gallery_summary, write_page
 from brain_mri.run_outputs import best_checkpoints, read_csv, read_json, write_csv, write_json
 
@@ -241,13 +241,103 @@ def test_a_missing_compare_folder_stops_before_the_report_is_written(small_sweep
     assert not (sweep / "report").exists()
 
 
+def posed_as(source, target, data, fingerprint=None, fold=None, val_loss=None):
+    """A copy of a finished run (without checkpoints) that read the data set in a folder named ``data``
+    (another fingerprint: other data); with ``fold``, fold ``fold`` of a 2-fold cross-validation at lr 1e-3
+    that validated on every other image of the run's validation predictions."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.ckpt"))
+    info = read_json(target / "run_info.json")
+    info |= {"data_root": f"/elsewhere/{data}", "data_fingerprint": fingerprint or info["data_fingerprint"]}
+    write_json(target / "run_info.json", info)
+    if fold is not None:
+        config = (target / "config.yaml").read_text().replace("num_folds: 0", "num_folds: 2")
+        config = config.replace("fold: 0", f"fold: {fold}").replace("lr: 0.0001", "lr: 0.001")
+        (target / "config.yaml").write_text(config)
+        predicted = read_csv(target / "val_predictions.csv")
+        write_csv(target / "val_predictions.csv", predicted[fold::2], tuple(predicted[0]))
+    if val_loss is not None:
+        write_json(target / "metrics.json", read_json(target / "metrics.json") | {"val/loss_best": val_loss})
+    return target
+
+
+OTHER_DATA = "f" * 64  # the fingerprint of a data set other than the runs' own
+
+
+def test_runs_on_different_data_sets_are_ranked_separately(small_sweep, tmp_path, capsys):
+    """A phantom run with the lowest loss is the best of its own data set, not of the real-data runs; the
+    data column names the data root's folder, and a config group shows its option, never its contents."""
+    first, second = (small_sweep / job for job in finished_jobs(small_sweep))
+    posed_as(first, tmp_path / "real_a", "brain_tumor_dataset")
+    posed_as(second, tmp_path / "real_b", "brain_tumor_dataset")
+    phantom = posed_as(first, tmp_path / "phantom", "synthetic", OTHER_DATA, val_loss=1e-4)
+    overrides = (phantom / ".hydra" / "overrides.yaml").read_text().splitlines()
+    kept = [line for line in overrides if line not in ("- data=synthetic", "- trainer=cpu")]
+    assert len(kept) == len(overrides) - 2  # both set by the command line, now left to their defaults
+    (phantom / ".hydra" / "overrides.yaml").write_text("\n".join(kept) + "\n")
+
+    main([str(tmp_path), "--resamples", "50"])
+    said = capsys.readouterr().out
+    assert said.count("used 2 different data sets") == 1 and "best run on synthetic: phantom" in said
+    out = tmp_path / "report"
+    rows = read_csv(out / "runs.csv")
+    assert {r["run"]: r["data"] for r in rows} == {
+        "real_a": "brain_tumor_dataset",
+        "real_b": "brain_tumor_dataset",
+        "phantom": "synthetic",
+    }
+    assert [r["run"] for r in rows][-1] == "phantom" and {r["trainer"] for r in rows} == {"cpu"}
+    best = read_json(out / "best.json")
+    assert best["run"] != "phantom" and best["data"] == "brain_tumor_dataset"
+    (other,) = best["other_data_sets"]
+    assert (other["run"], other["data"], other["data_fingerprint"]) == ("phantom", "synthetic", OTHER_DATA)
+    markdown = (out / "runs.md").read_text()
+    assert markdown.count("used 2 different data sets (brain_tumor_dataset, synthetic;") == 1
+    assert (
+        "# Runs on brain_tumor_dataset (2; 0 failed)" in markdown and "# Runs on synthetic (1; 0" in markdown
+    )
+    assert "{" not in markdown  # no config printed as a dict
+    page = (out / "index.html").read_text()
+    assert page.count("used 2 different data sets") == 1 and "best run on synthetic (phantom)" in page
+    assert (out / "grid_3d.png").is_file() and (out / "grid_3d_synthetic.png").is_file()
+
+
+def test_cross_validations_and_comparisons_keep_data_sets_apart(small_sweep, tmp_path):
+    first, second = (small_sweep / job for job in finished_jobs(small_sweep))
+    mixed, real, phantom = tmp_path / "mixed", tmp_path / "real", tmp_path / "phantom"
+    for fold, job in enumerate((first, second)):
+        for folder in (mixed, real):
+            posed_as(job, folder / "real" / str(fold), "brain_tumor_dataset", fold=fold)
+        for folder in (mixed, phantom):  # the same configuration, the lower loss, on other data
+            posed_as(job, folder / "synthetic" / str(fold), "synthetic", OTHER_DATA, fold=fold, val_loss=1e-4)
+    validated = len(read_csv(first / "val_predictions.csv"))
+
+    summary = build_report(mixed, resamples=50)["cross_validation"]
+    assert [(e["data"], e["folds"], e["oof images"]) for e in summary] == [
+        ("brain_tumor_dataset", 2, validated),
+        ("synthetic", 2, validated),
+    ]
+    compared = compare(mixed, real, resamples=50)  # on the data set both hold, not the lower loss
+    assert (compared["first_data"], compared["second_data"]) == ("brain_tumor_dataset",) * 2
+    assert compared["estimate"] == 0.0 and compared["images"] == validated  # the same predictions
+    assert compared["notes"] == [
+        f"{mixed} holds cross-validations on 2 data sets; compared: those on brain_tumor_dataset"
+    ]
+    apart = compare(real, phantom, resamples=50)  # one data set each: compared, and said
+    assert "made on different data (brain_tumor_dataset and synthetic" in apart["notes"][0]
+    (phantom / "real").mkdir()  # a third data set on neither side: no common one to choose
+    posed_as(first, phantom / "real" / "0", "brain_tumor_dataset", "0" * 64, fold=0)
+    posed_as(second, phantom / "real" / "1", "brain_tumor_dataset", "0" * 64, fold=1)
+    with pytest.raises(BrainMRIError, match="no cross-validation on the same data set"):
+        compare(real, phantom, resamples=50)
+
+
 def test_the_page_names_its_folder_without_the_absolute_path(tmp_path, monkeypatch):
     out = tmp_path / "outputs" / "grid" / "report"
     out.mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    assert "<h1>Report: outputs/grid</h1>" in write_page(out, [], None).read_text()
+    assert "<h1>Report: outputs/grid</h1>" in write_page(out, [], []).read_text()
     monkeypatch.chdir(out)  # not below the current folder: its name alone
-    page = write_page(out, [], None).read_text()
+    page = write_page(out, [], []).read_text()
     assert "<h1>Report: grid</h1>" in page and str(tmp_path) not in page
 
 

@@ -4,13 +4,15 @@ Reads only what runs wrote (``config.yaml``, ``.hydra/overrides.yaml``, ``metric
 ``csv/metrics.csv``, ``predictions.csv``, ``split.csv``), so it works on a sweep that is still running or
 partly failed. Writes ``<folder>/report/``: runs.csv, runs.md, best.json, grid_3d.png (the minimum
 validation loss over the swept settings), for the best run curves_/roc_/confusion_<run>.png, and all of it
-as one page, index.html.
+as one page, index.html. Runs on different data (``run_info.json``'s data fingerprint) are ranked
+separately: each data set has its own tables, best run and grid figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import statistics
 from functools import partial
 from pathlib import Path
@@ -24,12 +26,13 @@ from rich.table import Table
 from brain_mri import plots
 from brain_mri.bootstrap import METRIC_NAMES, bootstrap_intervals, paired_difference
 from brain_mri.errors import BrainMRIError, stop
-from brain_mri.report_page import write_page
+from brain_mri.report_page import BestRun, write_page
 from brain_mri.run_outputs import (
     CONFIG_FILE,
     EPOCH_LOG,
     METRICS_FILE,
     PREDICTIONS_FILE,
+    RUN_INFO_FILE,
     SPLIT_FILE,
     VAL_PREDICTIONS_FILE,
     atomic_write_text,
@@ -93,6 +96,10 @@ def read_run(run: Path, root: Path) -> dict:
     select = partial(OmegaConf.select, config, throw_on_resolution_failure=False)
     row |= {name: select(key) for name, key in SETTINGS.items()}
     row["num_folds"] = OmegaConf.select(config, "data.num_folds", default=0)
+    info = read_json(run / RUN_INFO_FILE) if (run / RUN_INFO_FILE).is_file() else {}
+    # a job that failed before recording its data: where its config would have read it (None if unresolved)
+    row["data_root"] = info.get("data_root") or select("data.root")
+    row["data_fingerprint"] = info.get("data_fingerprint")
     if not row["num_folds"]:
         row["fold"] = None
     row |= {  # an unfinished run's from its log, counted from epoch 0 as metrics.json counts them
@@ -107,16 +114,90 @@ def read_run(run: Path, root: Path) -> dict:
 
 def add_swept_columns(rows: list[dict]) -> list[str]:
     """Overridden keys that vary across runs and are not already a column (e.g. ``seed``), each set in
-    every row: the run's command line value, or its config's (a default) where the command line set none."""
-    covered = set(SETTINGS.values()) | {"model"}
+    every row: the run's command line value, or its config's (a default) where the command line set none;
+    for a config group (``trainer=gpu``) the option Hydra chose, not the group's contents. The ``data``
+    group is the ``data`` column (see ``group_by_data``)."""
+    covered = set(SETTINGS.values()) | {"model", "data"}
     keys = sorted({k for r in rows for k in r["overrides"]} - covered)
     keys = [k for k in keys if not k.startswith(NOT_SETTINGS)]
     swept = [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1]
     for row in rows:
         for key in swept:
             default = OmegaConf.select(row["config"], key, default=None)
+            if OmegaConf.is_config(default):
+                default = hydra_choices(row["folder"]).get(key)
             row[key] = row["overrides"].get(key, None if default is None else str(default))
     return swept
+
+
+def hydra_choices(run: Path) -> dict:
+    """The option of each config group Hydra composed the run from (``.hydra/hydra.yaml``); empty for a
+    run that was not started by Hydra's command line."""
+    path = run / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return {}
+    choices = OmegaConf.select(read_config(path), "hydra.runtime.choices", throw_on_resolution_failure=False)
+    return {str(group): option for group, option in choices.items()} if OmegaConf.is_config(choices) else {}
+
+
+class DataSet(NamedTuple):
+    """Runs on the same data: only these are ranked against each other."""
+
+    key: str  # the data fingerprint; "root:<name>" for runs that recorded none
+    label: str  # the data root's folder name, with the fingerprint's start where two data sets share it
+    rows: list[dict]  # best first
+
+
+def root_name(row: dict) -> str | None:
+    """The name of the folder the run read its data from (``brain_tumor_dataset``, ``synthetic``)."""
+    return Path(row["data_root"]).name or None if row["data_root"] else None
+
+
+def group_by_data(rows: list[dict]) -> list[DataSet]:
+    """The rows per data set, the one with the most runs first; sets each row's ``data_key`` and ``data``
+    (its data set's label). A data set is its fingerprint (paths and contents of its images); a run that
+    recorded none (it failed before reading the data) joins the only data set read from a folder of the
+    same name, or when its folder is unknown, the only data set there is."""
+    fingerprints_by_name: dict[str | None, set[str]] = {}
+    for row in rows:
+        if row["data_fingerprint"]:
+            fingerprints_by_name.setdefault(root_name(row), set()).add(row["data_fingerprint"])
+    every = {fingerprint for named in fingerprints_by_name.values() for fingerprint in named}
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        name = root_name(row)
+        candidates = fingerprints_by_name.get(name, set()) if name else every
+        key = row["data_fingerprint"] or (
+            next(iter(candidates)) if len(candidates) == 1 else f"root:{name or 'unknown'}"
+        )
+        groups.setdefault(key, []).append(row)
+    names = {
+        key: next((n for n in map(root_name, members) if n), "unknown") for key, members in groups.items()
+    }
+
+    def label(key: str, name: str) -> str:
+        if list(names.values()).count(name) == 1:
+            return name
+        return f"{name} ({'no fingerprint' if key.startswith('root:') else key[:8]})"
+
+    labels = {key: label(key, name) for key, name in names.items()}
+    for key, members in groups.items():
+        for row in members:
+            row["data_key"], row["data"] = key, labels[key]
+    order = sorted(groups, key=lambda key: (-len(groups[key]), labels[key]))
+    return [DataSet(key, labels[key], sorted(groups[key], key=sort_key)) for key in order]
+
+
+def data_sets_note(data_sets: list[DataSet]) -> str:
+    """Said once, in every form of the report, when the runs used more than one data set."""
+    if len(data_sets) < 2:
+        return ""
+    labels = ", ".join(data_set.label for data_set in data_sets)
+    return (
+        f"These runs used {len(data_sets)} different data sets ({labels}; told apart by the data fingerprint "
+        "each run recorded) and are ranked separately: a loss or metric on one data set does not compare "
+        "with one on another."
+    )
 
 
 def grid_settings(rows: list[dict], extra: list[str]) -> list[str]:
@@ -168,15 +249,16 @@ def cross_validation_summary(
     once every fold has finished, the out-of-fold metrics with bootstrap intervals."""
     extra_keys = [k for k in extra if k != "data.fold"]
     configs: dict[tuple, list[dict]] = {}
-    for row in rows:
+    for row in rows:  # never folds of two data sets together
         if row["fold"] is not None and row["status"] == "completed":
-            key = (row["model"], row["batch_size"], row["lr"], row["weight_decay"])
+            key = (row["data_key"], row["model"], row["batch_size"], row["lr"], row["weight_decay"])
             key += tuple(row[k] for k in extra_keys)
             configs.setdefault(key, []).append(row)
     summary = []
     for key, members in configs.items():
-        entry = dict(zip(("model", "batch_size", "lr", "weight_decay"), key[:4], strict=True))
-        entry["swept"] = dict(zip(extra_keys, key[4:], strict=True))
+        entry = {"data_key": key[0], "data": members[0]["data"]}
+        entry |= dict(zip(("model", "batch_size", "lr", "weight_decay"), key[1:5], strict=True))
+        entry["swept"] = dict(zip(extra_keys, key[5:], strict=True))
         entry |= entry["swept"]
         entry["folds"] = len(members)
         entry["runs"] = [m["folder"] for m in members]
@@ -242,6 +324,7 @@ def best_run_figures(row: dict, out: Path, resamples: int, seed: int) -> dict:
     plots.confusion(labels, predicted, classes, f"test, {row['run']}", out / f"confusion_{name}.png")
     return {
         "run": row["run"],
+        "folder": run,
         "classes": classes,
         "positive_class": None if positive is None else classes[positive],
         "averaging": "binary, positive class" if positive is not None else "macro over classes (one-vs-rest)",
@@ -254,46 +337,86 @@ def best_run_figures(row: dict, out: Path, resamples: int, seed: int) -> dict:
 
 
 def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
-    """Write every report file; returns the rows, the cross-validation summary and the best run."""
+    """Write every report file; returns the rows, the cross-validation summaries, the best run (of the
+    first data set) and per data set its rows, summaries and best run."""
     folder = folder.resolve()
     if not folder.is_dir():
         raise BrainMRIError(f"{folder} is not a folder: give a sweep or run folder.")
     runs = find_runs(folder)
     if not runs:
         raise BrainMRIError(f"No runs under {folder} (a run folder holds {CONFIG_FILE}).")
-    rows = sorted((read_run(run, folder) for run in runs), key=sort_key)
+    rows = [read_run(run, folder) for run in runs]
     extra = add_swept_columns(rows)
+    data_sets = group_by_data(rows)
+    rows = [row for data_set in data_sets for row in data_set.rows]
     out = folder / "report"
     out.mkdir(exist_ok=True)
-    columns = ["run", *SETTINGS, *extra, "epochs", "best_epoch", "val_loss_best", *TEST_COLUMNS, "status"]
-    write_csv(out / "runs.csv", rows, (*columns, "error"))
+    columns = ["run", "data", *SETTINGS, *extra, "epochs", "best_epoch", "val_loss_best"]
+    columns += [*TEST_COLUMNS, "status"]
+    write_csv(out / "runs.csv", rows, (*columns, "error", "data_fingerprint"))
     if all(r["fold"] is None for r in rows):
         columns.remove("fold")
-    cv = cross_validation_summary(rows, extra, resamples, seed)
-    repeated = repeated_cross_validation(cv)
-    finished = [r for r in rows if r["status"] == "completed"]
-    best = None
-    if finished:
-        plots.grid(finished, grid_settings(finished, extra), plots.LOSS, out / "grid_3d.png")
-        best = best_run_figures(finished[0], out, resamples, seed)
-        oof = cv[0]["oof"] if cv and cv[0]["oof"] else None
-        write_json(
-            out / "best.json",
-            {k: v for k, v in best.items() if k != "metrics"}
-            | flat_metrics(best["metrics"])
-            | ({"out_of_fold": out_of_fold_record(cv[0])} if oof else {}),
+    reports = [
+        report_data_set(data_set, index, extra, out, resamples, seed)
+        for index, data_set in enumerate(data_sets)
+    ]
+    records = [best_record(part) for part in reports if part["best"]]
+    if records:  # the first data set's best run, and the others' after it
+        write_json(out / "best.json", records[0] | ({"other_data_sets": records[1:]} if records[1:] else {}))
+    several = len(data_sets) > 1
+    sections = [
+        section
+        for data_set, part in zip(data_sets, reports, strict=True)
+        for section in report_sections(
+            data_set, columns, part["cross_validation"], part["repeated"], part["best"]
         )
-    sections = report_sections(rows, columns, cv, repeated, best)
-    atomic_write_text(out / "runs.md", render_markdown(sections))
-    write_page(out, sections, (finished[0]["run"], finished[0]["folder"]) if finished else None)
+    ]
+    note = data_sets_note(data_sets)
+    atomic_write_text(out / "runs.md", render_markdown(sections, note))
+    bests = [part["best"] for part in reports if part["best"]]
+    best_runs = [BestRun(best["run"], best["folder"], best["data"] if several else None) for best in bests]
+    write_page(out, sections, best_runs, note)
     return {
         "rows": rows,
         "columns": columns,
-        "cross_validation": cv,
-        "repeated": repeated,
-        "best": best,
+        "cross_validation": [entry for part in reports for entry in part["cross_validation"]],
+        "repeated": [entry for part in reports for entry in part["repeated"]],
+        "best": bests[0] if bests else None,
+        "data_sets": reports,
+        "note": note,
         "folder": out,
     }
+
+
+def report_data_set(
+    data_set: DataSet, index: int, extra: list[str], out: Path, resamples: int, seed: int
+) -> dict:
+    """One data set's cross-validation summaries, grid figure and best run; the first data set's grid is
+    ``grid_3d.png``, another's ``grid_3d_<data set>.png``."""
+    cv = cross_validation_summary(data_set.rows, extra, resamples, seed)
+    finished = [r for r in data_set.rows if r["status"] == "completed"]
+    best = None
+    if finished:
+        suffix = "" if index == 0 else "_" + re.sub(r"[^\w.-]+", "_", data_set.label).strip("_")
+        title = f"{plots.LOSS}, {data_set.label}"
+        plots.grid(finished, grid_settings(finished, extra), title, out / f"grid_3d{suffix}.png")
+        best = best_run_figures(finished[0], out, resamples, seed)
+        best |= {"data": data_set.label, "data_fingerprint": finished[0]["data_fingerprint"]}
+    return {
+        "data": data_set.label,
+        "rows": data_set.rows,
+        "cross_validation": cv,
+        "repeated": repeated_cross_validation(cv),
+        "best": best,
+    }
+
+
+def best_record(part: dict) -> dict:
+    """What best.json says of a data set's best run, and of its best configuration's out-of-fold
+    predictions once every fold has finished."""
+    best, cv = part["best"], part["cross_validation"]
+    record = {k: v for k, v in best.items() if k not in ("metrics", "folder")} | flat_metrics(best["metrics"])
+    return record | ({"out_of_fold": out_of_fold_record(cv[0])} if cv and cv[0]["oof"] else {})
 
 
 def flat_metrics(metrics: dict, prefix: str = "") -> dict:
@@ -334,22 +457,56 @@ def repeated_cross_validation(cv: list[dict]) -> list[dict]:
     return summary
 
 
-def best_cross_validation(folder: Path, seed: int) -> dict:
-    """The finished cross-validation with the lowest mean validation loss in a sweep folder."""
+def finished_cross_validations(folder: Path, seed: int) -> dict[str, list[dict]]:
+    """A sweep folder's finished cross-validations per data set (its key), lowest mean validation loss
+    first, each named by its configuration."""
     if not folder.is_dir():
         raise BrainMRIError(f"No such folder: {folder}.")
     rows = [read_run(run, folder.resolve()) for run in find_runs(folder.resolve())]
-    finished = [
-        e for e in cross_validation_summary(rows, add_swept_columns(rows), resamples=1, seed=seed) if e["oof"]
-    ]
-    if not finished:
+    extra = add_swept_columns(rows)
+    found = {}
+    for data_set in group_by_data(rows):
+        summary = cross_validation_summary(data_set.rows, extra, resamples=1, seed=seed)
+        finished = [entry for entry in summary if entry["oof"]]
+        for entry in finished:
+            entry["name"] = ", ".join(
+                f"{k}={entry[k]}" for k in ("model", "batch_size", "lr", "weight_decay", *entry["swept"])
+            )
+        if finished:
+            found[data_set.key] = finished
+    if not found:
         raise BrainMRIError(f"{folder} holds no finished cross-validation (all folds, val_predictions.csv).")
-    entry = finished[0]
-    entry["name"] = ", ".join(
-        f"{k}={entry[k]}" for k in ("model", "batch_size", "lr", "weight_decay", *entry["swept"])
-    )
-    entry["alternatives"] = len(finished) - 1
-    return entry
+    return found
+
+
+def compared_data(first: Path, second: Path, seed: int) -> tuple[list[list[dict]], list[str]]:
+    """The finished cross-validations of each folder on the data set they are compared on, and notes on
+    the choice: the first data set of the first folder that the second holds as well; folders that share
+    none are compared only when each holds one data set (the images both predicted are compared)."""
+    found = [finished_cross_validations(folder, seed) for folder in (first, second)]
+    common = [key for key in found[0] if key in found[1]]
+    if common:
+        keys = [common[0], common[0]]
+    elif len(found[0]) == len(found[1]) == 1:
+        keys = [next(iter(side)) for side in found]
+    else:
+        labels = [", ".join(entries[0]["data"] for entries in side.values()) for side in found]
+        raise BrainMRIError(
+            f"{first} (data: {labels[0]}) and {second} (data: {labels[1]}) hold no cross-validation on "
+            "the same data set: compare sweeps made on the same data."
+        )
+    chosen = [side[key] for side, key in zip(found, keys, strict=True)]
+    notes = [
+        f"{folder} holds cross-validations on {len(side)} data sets; compared: those on {entries[0]['data']}"
+        for folder, side, entries in zip((first, second), found, chosen, strict=True)
+        if len(side) > 1
+    ]
+    if keys[0] != keys[1]:
+        notes.append(
+            f"the two sweeps were made on different data ({chosen[0][0]['data']} and {chosen[1][0]['data']}: "
+            "other data fingerprints)"
+        )
+    return chosen, notes
 
 
 def recorded_settings(run: Path) -> dict[str, Any]:
@@ -382,7 +539,8 @@ def compare(first: Path, second: Path, resamples: int = 2000, seed: int = 0) -> 
     configuration of two sweep folders, on the images both predicted."""
     if first.resolve() == second.resolve():
         raise BrainMRIError("--compare needs another sweep folder than the one reported on.")
-    entries = [best_cross_validation(folder, seed) for folder in (first, second)]
+    chosen, notes = compared_data(first, second, seed)
+    entries = [side[0] for side in chosen]
     a, b = (entry["oof"] for entry in entries)
     if a["classes"] != b["classes"]:
         raise BrainMRIError(f"The two sweeps have other classes: {a['classes']} and {b['classes']}.")
@@ -404,11 +562,11 @@ def compare(first: Path, second: Path, resamples: int = 2000, seed: int = 0) -> 
         resamples=resamples,
         seed=seed,
     )
-    notes = [
-        f"{folder} holds {entry['alternatives'] + 1} finished cross-validations; compared: the one with the "
-        f"lowest mean validation loss ({entry['name']})"
-        for folder, entry in zip((first, second), entries, strict=True)
-        if entry["alternatives"]
+    notes += [
+        f"{folder} holds {len(side)} finished cross-validations on {side[0]['data']}; compared: the one with "
+        f"the lowest mean validation loss ({side[0]['name']})"
+        for folder, side in zip((first, second), chosen, strict=True)
+        if len(side) > 1
     ]
     if len(shared) < max(a["images"], b["images"]):
         notes.append(
@@ -421,6 +579,8 @@ def compare(first: Path, second: Path, resamples: int = 2000, seed: int = 0) -> 
         "first_configuration": entries[0]["name"],
         "second": str(second),
         "second_configuration": entries[1]["name"],
+        "first_data": entries[0]["data"],
+        "second_data": entries[1]["data"],
         "settings_that_differ": differing_settings(entries[0]["runs"][0], entries[1]["runs"][0]),
         "metric": "out-of-fold AUROC, first minus second",
         "notes": notes,
@@ -432,25 +592,25 @@ class Section(NamedTuple):
     text: str  # what the table shows, in a sentence or two (may be empty)
     rows: list[dict]
     columns: list[str]
+    level: int = 2  # heading level: 1 opens a data set's part (its runs), 2 the tables that follow
 
 
 def report_sections(
-    rows: list[dict], columns: list[str], cv: list[dict], repeated: list[dict], best: dict | None
+    data_set: DataSet, columns: list[str], cv: list[dict], repeated: list[dict], best: dict | None
 ) -> list[Section]:
-    """The report's tables, in order; rendered as Markdown (runs.md) and HTML (index.html)."""
+    """One data set's tables, in order; rendered as Markdown (runs.md) and HTML (index.html)."""
+    rows, on = data_set.rows, f"on {data_set.label}"
     failed = sum(r["status"] == "failed" for r in rows)
     columns = [*columns, "error"] if failed else columns  # why each failed run failed
-    sections = [
-        Section(f"Runs ({len(rows)}; {failed} failed), sorted by minimum validation loss", "", rows, columns)
-    ]
+    title = f"Runs {on} ({len(rows)}; {failed} failed), sorted by minimum validation loss"
+    sections = [Section(title, "", rows, columns, level=1)]
     if cv:
         cv_columns = ["model", "batch_size", "lr", "weight_decay", "folds"]
         cv_columns += [
             f"{n} {s}" for n in ("val_loss_best", "test/auroc", "test/accuracy") for s in ("mean", "std")
         ]
-        sections.append(
-            Section("Cross-validation: mean and standard deviation across folds", "", cv, cv_columns)
-        )
+        title = f"Cross-validation {on}: mean and standard deviation across folds"
+        sections.append(Section(title, "", cv, cv_columns))
     with_oof = [entry for entry in cv if entry["oof"]]
     if with_oof:
         oof_columns = ["model", "batch_size", "lr", "weight_decay", "folds", "oof images"]
@@ -459,11 +619,11 @@ def report_sections(
             "Every non-test image is predicted once, by the fold model that did not train on it (its best "
             "checkpoint); 95 % bootstrap intervals over those images."
         )
-        sections.append(Section("Cross-validation: out-of-fold metrics", text, with_oof, oof_columns))
+        sections.append(Section(f"Cross-validation {on}: out-of-fold metrics", text, with_oof, oof_columns))
     if repeated:
         columns = ["model", "batch_size", "lr", "weight_decay", "seeds"]
         columns += [f"oof {n} {s}" for n in ("auroc", "accuracy") for s in ("mean", "std")]
-        title = "Repeated cross-validation: out-of-fold metrics, mean and spread over seeds"
+        title = f"Repeated cross-validation {on}: out-of-fold metrics, mean and spread over seeds"
         sections.append(Section(title, "", repeated, columns))
     if best:
         level = int(100 * best["bootstrap"]["level"])
@@ -474,59 +634,53 @@ def report_sections(
             "runs (seeds, splits)."
         )
         metrics = [{"metric": n, **v} for n, v in best["metrics"].items()]
-        title = f"Best run: {best['run']} ({best['test_images']} test images)"
+        title = f"Best run {on}: {best['run']} ({best['test_images']} test images)"
         sections.append(Section(title, text, metrics, ["metric", "estimate", "low", "high"]))
     return sections
 
 
-def render_markdown(sections: list[Section]) -> str:
-    parts = []
-    for level, section in enumerate(sections):
-        parts += [f"{'#' if level == 0 else chr(10) + '##'} {section.title}\n"]
+def render_markdown(sections: list[Section], note: str = "") -> str:
+    parts = [f"**Note:** {note}\n"] if note else []
+    for section in sections:
+        parts += [f"{chr(10) if parts else ''}{'#' * section.level} {section.title}\n"]
         parts += [f"{section.text}\n"] if section.text else []
         parts.append(markdown_table(section.rows, section.columns))
     return "\n".join(parts) + "\n"
 
 
+SUMMARY_COLUMNS = (
+    *("run", "model", "batch_size", "lr", "fold", "epochs"),
+    *("val_loss_best", "test/auroc", "test/accuracy", "status"),
+)
+
+
 def print_summary(report: dict, limit: int = 10) -> None:
-    table = Table(title=f"Runs, best first (report in {report['folder']})")
-    shown = [
-        c
-        for c in report["columns"]
-        if c
-        in (
-            "run",
-            "model",
-            "batch_size",
-            "lr",
-            "fold",
-            "epochs",
-            "val_loss_best",
-            "test/auroc",
-            "test/accuracy",
-            "status",
-        )
-    ]
-    for column in shown:
-        table.add_column(column)
-    for row in report["rows"][:limit]:
-        table.add_row(*(format_value(row.get(c)) for c in shown))
+    """Per data set: its best runs, its cross-validations and its best run's test AUROC; failed runs."""
     console = Console()
     if not console.is_terminal:
         console.width = 160
-    console.print(table)
-    for entry in [e for e in report["cross_validation"] if e["oof"]][:limit]:
-        auroc = entry["oof"]["metrics"]["auroc"]
-        console.print(
-            f"{entry['model']}, {entry['oof']['folds']}-fold: out-of-fold AUROC {auroc['estimate']:.3f} "
-            f"(95 % CI {auroc['low']:.3f}-{auroc['high']:.3f}, {entry['oof']['images']} images)"
-        )
-    if report["best"]:
-        auroc = report["best"]["metrics"]["auroc"]
-        console.print(
-            f"best run {report['best']['run']}: test AUROC {auroc['estimate']:.3f} "
-            f"(95 % CI {auroc['low']:.3f}-{auroc['high']:.3f})"
-        )
+    if report["note"]:
+        console.print(f"Note: {report['note']}")
+    shown = [c for c in report["columns"] if c in SUMMARY_COLUMNS]
+    for part in report["data_sets"]:
+        table = Table(title=f"Runs on {part['data']}, best first (report in {report['folder']})")
+        for column in shown:
+            table.add_column(column)
+        for row in part["rows"][:limit]:
+            table.add_row(*(format_value(row.get(c)) for c in shown))
+        console.print(table)
+        for entry in [e for e in part["cross_validation"] if e["oof"]][:limit]:
+            auroc = entry["oof"]["metrics"]["auroc"]
+            console.print(
+                f"{entry['model']}, {entry['oof']['folds']}-fold: out-of-fold AUROC {auroc['estimate']:.3f} "
+                f"(95 % CI {auroc['low']:.3f}-{auroc['high']:.3f}, {entry['oof']['images']} images)"
+            )
+        if part["best"]:
+            auroc = part["best"]["metrics"]["auroc"]
+            console.print(
+                f"best run on {part['data']}: {part['best']['run']}, test AUROC {auroc['estimate']:.3f} "
+                f"(95 % CI {auroc['low']:.3f}-{auroc['high']:.3f})"
+            )
     for row in [r for r in report["rows"] if r["status"] == "failed"][:limit]:
         console.print(f"failed: {row['run']}: {format_value(row.get('error'), one_line=True)}")
 

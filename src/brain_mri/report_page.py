@@ -1,6 +1,7 @@
 """The report as one self-contained HTML page (``report/index.html``): tables, figures and a gallery of
-the best run's test images under their Grad-CAM maps, misclassified first. Figures are embedded as data
-URIs, so the page needs no network and no other file; it can be mailed or attached to a paper review.
+the test images of the best run (of each data set) under their Grad-CAM maps, misclassified first.
+Figures are embedded as data URIs, so the page needs no network and no other file; it can be mailed or
+attached to a paper review.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import html
 import io
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 from PIL import Image
 
@@ -30,6 +32,15 @@ figure { display: inline-block; margin: 0.5em; vertical-align: top; }
 figure img { max-width: 640px; } .gallery img { width: 192px; } .wide { overflow-x: auto; }
 .wrong figcaption { color: #b00; font-weight: bold; } figcaption { font-size: 0.8em; max-width: 192px; }
 """
+
+
+class BestRun(NamedTuple):
+    """A run whose test images the page shows: its name in the report, its folder, and the data set it
+    is the best of (None when the report holds one data set)."""
+
+    name: str
+    folder: Path
+    data: str | None
 
 
 def readable_name(folder: Path) -> str:
@@ -130,13 +141,15 @@ def no_gallery(run: Path, why: str) -> str:
     return f"<p>No gallery: {html.escape(why)}.</p>"
 
 
-def write_page(out: Path, sections: list, best_run: tuple[str, Path] | None) -> Path:
-    """``report/index.html``: the report's tables (``brain_mri.report.Section``), its figures, and the
-    gallery of ``best_run`` (its name in the report and its folder)."""
+def write_page(out: Path, sections: list, best_runs: list[BestRun], note: str = "") -> Path:
+    """``report/index.html``: the report's tables (``brain_mri.report.Section``, whose level 1 is the
+    page's h2), its figures, and the gallery of each of ``best_runs``; ``note`` opens the page."""
     name = html.escape(readable_name(out.parent))
     parts = [f"<h1>Report: {name}</h1>"]
+    parts += [f"<p><strong>{html.escape(note)}</strong></p>"] if note else []
     for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        level = section.level + 1
+        parts.append(f"<h{level}>{html.escape(section.title)}</h{level}>")
         parts += [f"<p>{html.escape(section.text)}</p>"] if section.text else []
         parts.append(f'<div class="wide">{table(section.rows, section.columns)}</div>')
     figures = sorted(out.glob("*.png"))
@@ -146,13 +159,13 @@ def write_page(out: Path, sections: list, best_run: tuple[str, Path] | None) -> 
             f'<figure><img src="{png_uri(f)}" alt="{f.stem}"><figcaption>{f.stem}</figcaption></figure>'
             for f in figures
         ]
-    if best_run is not None:
-        run_name, folder = best_run
+    for best in best_runs:
+        on = f" on {best.data}" if best.data else ""
         parts += [
-            f"<h2>Test images of the best run ({html.escape(run_name)})</h2>",
-            gallery(folder, run_name),
+            f"<h2>Test images of the best run{html.escape(on)} ({html.escape(best.name)})</h2>",
+            gallery(best.folder, best.name),
         ]
-    else:
+    if not best_runs:
         parts.append("<p>No run completed, so there is no best run: the runs table says why each failed.</p>")
     page = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
