@@ -17,13 +17,12 @@ import warnings
 from pathlib import Path
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from brain_mri.checkpoints import load_checkpoint, restore_classifier
-from brain_mri.errors import BrainMRIError, stop
-from brain_mri.launch import OutputFolderCheck, ensure_writable
+from brain_mri.errors import BrainMRIError
 from brain_mri.run_outputs import CHECKPOINT_DIR, best_checkpoints, run_folder_of
+from brain_mri.settings import check_export_settings
 
 log = logging.getLogger(__name__)
 
@@ -39,35 +38,6 @@ def input_contract(model) -> dict:
         "input": "float32 (N, 3, image_size, image_size) in [0, 1], the grayscale repeated 3 times",
         "output": "logits (N, classes); softmax gives the class probabilities",
     }
-
-
-def check_export_settings(cfg: DictConfig) -> None:
-    """Every problem with the export's settings in one message, before anything is written."""
-    from brain_mri.settings import check_given
-
-    check_given(cfg, ("ckpt_path",), "export.py", "Export (ONNX, TorchScript)")
-    problems = []
-    if cfg.format not in FORMATS:
-        problems.append(f"format must be one of {', '.join(FORMATS)}, got '{cfg.format}'.")
-    try:
-        checkpoint_to_export(cfg.ckpt_path)
-    except BrainMRIError as err:
-        problems.append(str(err))
-    if problems:
-        raise BrainMRIError("\n".join(problems))
-
-
-class ExportSettingsCheck(OutputFolderCheck):
-    """Hydra callback: :class:`OutputFolderCheck` with the export's checks (``check_settings`` of
-    brain_mri.settings knows train, eval and predict only)."""
-
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        HydraConfig.instance().set_config(config)
-        try:
-            check_export_settings(config)
-        except BrainMRIError as err:
-            stop(err)
-        ensure_writable(config.hydra.run.dir)
 
 
 def export(cfg: DictConfig) -> Path:

@@ -445,7 +445,27 @@ def check_predict_settings(cfg: DictConfig) -> None:
         raise BrainMRIError("\n".join(problems))
 
 
+def check_export_settings(cfg: DictConfig) -> None:
+    from brain_mri.export import FORMATS, checkpoint_to_export
+
+    check_given(cfg, ("ckpt_path",), "export.py", "Export (ONNX, TorchScript)")
+    problems = []
+    if cfg.format not in FORMATS:
+        problems.append(f"format must be one of {', '.join(FORMATS)}, got '{cfg.format}'.")
+    try:
+        checkpoint_to_export(cfg.ckpt_path)
+    except BrainMRIError as err:
+        problems.append(str(err))
+    if problems:
+        raise BrainMRIError("\n".join(problems))
+
+
 def check_settings(cfg: DictConfig) -> None:
     """The checks of the task the config is for (``task_name``)."""
-    checks = {"train": check_train_settings, "eval": check_eval_settings, "predict": check_predict_settings}
+    checks = {
+        "train": check_train_settings,
+        "eval": check_eval_settings,
+        "predict": check_predict_settings,
+        "export": check_export_settings,
+    }
     checks[cfg.task_name](cfg)
