@@ -4,12 +4,12 @@ once the Trainer has set up its processes and every process knows its rank."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -82,23 +82,29 @@ def stop_logging_into(folder: Path) -> None:
                 Path(handler.baseFilename).unlink(missing_ok=True)
 
 
-class PredictionsWriter(BasePredictionWriter):
+class PredictionsWriter(L.Callback):
     """``predictions.csv`` (and ``val_predictions.csv``) from ``Trainer.predict`` over the data module's
     ``predict_partitions``: made on the accelerator at the run's precision, in whichever process predicts
     (also under ddp_spawn, where predictions are not returned to the main process), written by global
-    rank zero. A model that averages several models or views also returns their spread, written too."""
+    rank zero. A model that averages several models or views also returns their spread, written too.
+    (Not a Lightning ``BasePredictionWriter``: rows follow the data module's file order, so it needs no
+    batch indices, which the data module's own batch sampler does not give.)"""
 
     def __init__(self, output_dir: Path):
-        super().__init__(write_interval="epoch")
         self.output_dir = Path(output_dir)
+        self.batches: dict[int, list] = {}
 
-    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        if not trainer.is_global_zero:
-            return
-        partitions = trainer.datamodule.predict_partitions
-        per_loader = predictions if len(partitions) > 1 else [predictions]  # Lightning nests several
-        for partition, batches in zip(partitions, per_loader, strict=True):
-            self.write(trainer, pl_module, partition, batches)
+    def on_predict_epoch_start(self, trainer, pl_module) -> None:
+        self.batches = {}
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.batches.setdefault(dataloader_idx, []).append(outputs)
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            for index, partition in enumerate(trainer.datamodule.predict_partitions):
+                self.write(trainer, pl_module, partition, self.batches[index])
+        self.batches = {}
 
     def write(self, trainer, pl_module, partition: str, batches: list) -> None:
         """One partition's file; batches are probabilities, or (probabilities, spread) from an ensemble."""
@@ -135,6 +141,59 @@ class EarlyStopping(LightningEarlyStopping):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.stopping_reason_message and trainer.is_global_zero:  # why it ended before max_epochs
             log.info("Stopped early after epoch %d: %s", self.stopped_epoch, self.stopping_reason_message)
+
+
+class EpochSummary(L.Callback):
+    """One line per epoch (its losses, validation AUROC and seconds) in the job's log, ``train.log``, and
+    on the console when that is not a terminal: in a batch job's output, where no progress bar draws."""
+
+    progress = logging.getLogger("brain_mri.progress")
+    shown = ("train/loss", "val/loss", "val/auroc")
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    @classmethod
+    def not_this_logger(cls, record: logging.LogRecord) -> bool:
+        return record.name != cls.progress.name
+
+    def consoles(self) -> list[logging.Handler]:
+        """The root logger's console handlers that write to a terminal (the progress bar is there)."""
+        return [
+            handler
+            for handler in logging.getLogger().handlers
+            if type(handler) is logging.StreamHandler and getattr(handler.stream, "isatty", lambda: False)()
+        ]
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for handler in self.consoles():
+            handler.addFilter(self.not_this_logger)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(self.not_this_logger)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After the epoch's validation, which Lightning runs before this hook."""
+        if not trainer.is_global_zero:
+            return
+        values = [
+            f"{name} {float(trainer.callback_metrics[name]):.4f}"
+            for name in self.shown
+            if name in trainer.callback_metrics
+        ]
+        epoch = trainer.current_epoch
+        self.progress.info(
+            "Epoch %d (%d of %d): %s, %.1f s",
+            epoch,
+            epoch + 1,
+            trainer.max_epochs,
+            ", ".join(values),
+            time.monotonic() - self.started,
+        )
 
 
 def task_callbacks(
