@@ -14,12 +14,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
+from brain_mri.callbacks import EpochSummary
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import evaluate
 from brain_mri.launch import run_task, set_aside_unstarted
 from brain_mri.run_outputs import read_csv
 from brain_mri.train import train
-from helpers import FAST_TRAINING, compose_task, run_script
+from helpers import FAST_TRAINING, check, compose_task, run_script
 
 TEST_METRICS = ("accuracy", "auroc", "sensitivity", "specificity", "f1", "cohen_kappa", "loss")
 
@@ -153,6 +154,54 @@ def test_missing_data_folder_is_one_clear_message_and_leaves_no_run_folder(tmp_p
     kept = tmp_path / "failed_starts" / "2026-01-01_00-00-00_train.log"
     assert f"The log: {kept}" in result.stderr and not run.exists()
     assert "Stopped: No data set at" in kept.read_text()  # the log says why
+
+
+@pytest.mark.slow
+def test_the_quick_start_prints_no_warning_and_a_line_per_epoch_when_not_on_a_terminal(
+    phantom_root, tmp_path
+):
+    """stdout and stderr are files here, as in a batch job: no progress bar, but one line per epoch."""
+    run = tmp_path / "run"
+    result = check(
+        run_script(
+            "train.py",
+            "data=synthetic",
+            f"data.root={phantom_root}",
+            "trainer.max_epochs=2",
+            f"hydra.run.dir={run}",
+        )
+    )
+    noise = [
+        line for line in result.stderr.splitlines() if re.search(r"warn|deprecat|\.py:\d+|tip:", line, re.I)
+    ]
+    assert noise == []
+    for text in (result.stdout, (run / "train.log").read_text()):
+        epochs = [line.split(" - ", 1)[1] for line in text.splitlines() if "[brain_mri.progress]" in line]
+        assert [line.split(":")[0] for line in epochs] == ["Epoch 0 (1 of 2)", "Epoch 1 (2 of 2)"]
+        assert all(
+            re.search(r"train/loss [\d.]+, val/loss [\d.]+, val/auroc [\d.]+, [\d.]+ s$", e) for e in epochs
+        )
+
+
+def test_the_epoch_line_stays_off_a_terminal_where_the_progress_bar_is():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal, file = logging.StreamHandler(Terminal()), logging.StreamHandler(io.StringIO())
+    root = logging.getLogger()
+    root.addHandler(terminal)
+    root.addHandler(file)
+    summary = EpochSummary()
+    try:
+        summary.setup(None, None, "fit")  # type: ignore[arg-type]
+        summary.progress.warning("Epoch 0 (1 of 1): train/loss 0.5")
+        summary.teardown(None, None, "fit")  # type: ignore[arg-type]
+    finally:
+        root.removeHandler(terminal)
+        root.removeHandler(file)
+    assert terminal.stream.getvalue() == "" and "Epoch 0 (1 of 1)" in file.stream.getvalue()
+    assert not terminal.filters
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,12 @@
 import atexit
 import gc
 
-from brain_mri.data import BrainMRIDataModule
-from brain_mri.models import BrainMRIClassifier
+from brain_mri.third_party_noise import silence_third_party_noise
+
+silence_third_party_noise()  # before anything below imports Lightning
+
+from brain_mri.data import BrainMRIDataModule  # noqa: E402
+from brain_mri.models import BrainMRIClassifier  # noqa: E402
 
 __all__ = ["BrainMRIClassifier", "BrainMRIDataModule"]
 __version__ = "0.1.0"

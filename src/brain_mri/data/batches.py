@@ -321,6 +321,8 @@ class BrainMRIDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 batches become the model's float input on the device; training batches are augmented."""
+        if isinstance(batch, torch.Tensor):  # the model summary's example input: already the model's input
+            return batch
         images, labels = batch
         images = to_model_input(images)
         if self.augmentation is not None and self.trainer is not None and self.trainer.training:

@@ -235,6 +235,8 @@ class BrainMRIClassifier(L.LightningModule):
         # comparable between recipes
         self.train_criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.add_metrics(num_classes)
+        if image_size:  # the model summary's input: with it, the summary gives sizes and FLOPs
+            self.example_input_array = torch.zeros(1, 3, image_size, image_size)
 
     def add_metrics(self, num_classes: int) -> None:
         """The loss and metric objects of every stage (shared with :class:`EnsembleClassifier`)."""
