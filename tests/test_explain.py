@@ -4,6 +4,7 @@ import csv
 from pathlib import Path
 
 import hydra
+import lightning
 import numpy as np
 import pytest
 import torch
@@ -17,9 +18,8 @@ from brain_mri.models import BrainMRIClassifier, EnsembleClassifier
 from brain_mri.models.backbones import BACKBONES
 from brain_mri.predict import predict
 from brain_mri.preprocessing import prepare_images
-from brain_mri.run_outputs import read_csv, read_json
-from brain_mri.train import train
-from helpers import FAST_TRAINING, built_once, compose_task
+from brain_mri.run_outputs import read_csv
+from helpers import built_once, compose_task
 
 SIZE = 160  # ResNet-18's last feature map is 5x5 here
 
@@ -31,25 +31,44 @@ def lesion_phantoms(tmp_path_factory) -> Path:
     )
 
 
+def brightness_detector(size: int) -> BrainMRIClassifier:
+    """ResNet-18 set by hand so that its evidence for a tumour is the slice's brightness smoothed over
+    about 16 pixels (its layer3 map, 10x10 at 160 px, ``cam_layer``): on the phantoms that is highest at
+    the lesion, so Grad-CAM must find it there, on any machine. Every weight is zero but a box filter on
+    one channel in the stem and in each block, which downsamples through its blurring path alone.
+
+    (Trained instead, from scratch on these phantoms, ResNet-18 put its Grad-CAM peak inside the lesion for
+    0 to 23 of 26 slices depending on the seed, even at 100 % training accuracy: whether a trained model
+    looks at the lesion is a measurement, not a property a test can rely on.)"""
+    model = BrainMRIClassifier(class_names=["no", "yes"], image_size=size, cam_layer="layer3")
+    net = model.net
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.zero_()
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):  # identity in eval mode
+                module.weight.fill_(1)
+                module.running_mean.zero_()
+                module.running_var.fill_(1)
+        net.conv1.weight[0] = 1 / (3 * 7 * 7)  # channel 0: the mean over 7x7 pixels of the 3 channels
+        for stage in (net.layer1, net.layer2, net.layer3, net.layer4):
+            for block in stage:
+                block.conv1.weight[0, 0] = 1 / 9
+                block.conv2.weight[0, 0] = 1 / 9
+        net.fc.weight[1, 0], net.fc.weight[0, 0] = 1.0, -1.0  # brighter: more likely a tumour
+    return model.eval()
+
+
 @pytest.fixture(scope="session")
-def lesion_checkpoint(tmp_path_factory, lesion_phantoms) -> str:
-    """ResNet-18 trained on 160-pixel phantoms until it tells them apart (4 epochs of 7 batches of 4,
-    fp32): its best checkpoint. (Fewer steps leave the batch-norm statistics unsettled and the best epoch
-    the first, whose maps follow brightness, not lesions: 8 images a batch gave 0 of 18 peaks inside.)"""
-
-    def train_once(run: Path) -> None:
-        overrides = [
-            *FAST_TRAINING,
-            f"data.root={lesion_phantoms}",
-            f"data.image_size={SIZE}",
-            "data.batch_size=4",
-            "trainer.max_epochs=4",
-            "trainer.precision=32-true",
-        ]
-        train(compose_task("train", run, *overrides))
-
-    run = built_once(tmp_path_factory, "lesion_run", train_once)
-    return read_json(run / "metrics.json")["best_checkpoint"]
+def lesion_checkpoint(tmp_path_factory) -> Path:
+    """The hand-set detector as a checkpoint file, as training would leave it."""
+    model = brightness_detector(SIZE)
+    path = tmp_path_factory.mktemp("detector") / "detector.ckpt"
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    torch.save(
+        checkpoint | {"epoch": 0, "global_step": 0, "pytorch-lightning_version": lightning.__version__}, path
+    )
+    return path
 
 
 @pytest.fixture
@@ -74,7 +93,7 @@ def peaks_inside(maps: torch.Tensor, where: list[dict]) -> int:
     return inside
 
 
-def test_the_heat_map_peaks_inside_the_lesion(lesion_model, lesion_phantoms):
+def test_the_heat_map_peaks_where_the_models_evidence_is(lesion_model, lesion_phantoms):
     where = lesions(lesion_phantoms)
     assert len(where) == 18  # every positive phantom, the two planted copies included
     images = prepare_images([lesion_phantoms / w["path"] for w in where], SIZE, "none")
@@ -82,13 +101,12 @@ def test_the_heat_map_peaks_inside_the_lesion(lesion_model, lesion_phantoms):
     maps = grad_cam(lesion_model, images, tumour)
     peaks = maps.amax(dim=(1, 2))
     assert maps.shape == (len(where), SIZE, SIZE) and maps.min() >= 0 and (peaks.eq(1) | peaks.eq(0)).all()
-    # most peaks (13 of 18 here) fall inside the lesion; a 5x5 map places its peak only to within half a
-    # cell (0.1 of the width), so small lesions may be missed
-    assert peaks_inside(maps, where) > 0.5 * len(where)
-    # mirrored views are mapped back: an ensemble with flip points at the same lesions
+    # 18 of 18 here; a 10x10 map places its peak to within half a cell, so a small lesion may be missed
+    assert peaks_inside(maps, where) >= 16
+    # mirrored views are mapped back: an ensemble with flip points at the same lesions (18 of 18 here)
     mirrored = grad_cam(EnsembleClassifier([lesion_model, lesion_model], tta="flip"), images, tumour)
-    assert peaks_inside(mirrored, where) > 0.5 * len(where)
-    assert peaks_inside(maps.flip(-1), where) < 0.3 * len(where)  # a map left mirrored would miss
+    assert peaks_inside(mirrored, where) >= 16
+    assert peaks_inside(maps.flip(-1), where) <= 9  # a map left mirrored would miss (5 of 18 here)
 
 
 @pytest.mark.parametrize("arch", sorted(BACKBONES))
@@ -139,7 +157,7 @@ def test_a_checkpoint_saved_without_a_layer_is_explained_on_the_layer_given(lesi
     lesion_model.hparams.cam_layer = None  # as in checkpoints saved before cam_layer was recorded
     with pytest.raises(BrainMRIError, match=r"pass cam_layer=<module>, as conf/model/resnet18\.yaml"):
         grad_cam(lesion_model, images, targets)
-    assert torch.equal(grad_cam(lesion_model, images, targets, "layer4"), own)
+    assert torch.equal(grad_cam(lesion_model, images, targets, "layer3"), own)
     with pytest.raises(BrainMRIError, match="cam_layer=layer9: resnet18 has no such module"):
         grad_cam(lesion_model, images, targets, "layer9")
     with pytest.raises(BrainMRIError, match=r"cam_layer=fc: its output is not a feature map \(N, C, H, W\)"):
