@@ -10,7 +10,7 @@ import torch
 
 from brain_mri.evaluate import evaluate
 from brain_mri.hardware import best_precision
-from brain_mri.run_outputs import LOCK_FILE, read_json
+from brain_mri.run_outputs import LOCK_FILE, read_csv, read_json
 from helpers import FAST_TRAINING, PROJECT_ROOT, check, compose_task, run_script
 
 DDP = [*FAST_TRAINING, "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1"]
@@ -25,7 +25,9 @@ def test_ddp_metrics_equal_a_single_process_evaluation(phantom_root, tmp_path):
     single = read_json(tmp_path / "eval" / "metrics.json")
     for name in ("loss", "accuracy", "auroc", "sensitivity", "specificity", "f1", "cohen_kappa"):
         assert metrics[f"test/{name}"] == pytest.approx(single[f"test/{name}"], abs=1e-5), name
-    assert (run / "predictions.csv").read_text() == (tmp_path / "eval" / "predictions.csv").read_text()
+    ddp, one = (read_csv(folder / "predictions.csv") for folder in (run, tmp_path / "eval"))
+    assert [r["path"] for r in ddp] == [r["path"] for r in one]
+    assert [float(r["prob_yes"]) for r in ddp] == pytest.approx([float(r["prob_yes"]) for r in one], abs=1e-6)
     written = sorted(p.name for p in run.iterdir())
     assert "split.csv" in written and not [name for name in written if name.startswith(".pl_hydra")]
     assert [name for name in written if name.endswith(".log")] == ["train.log"]  # not train_ddp_process_1

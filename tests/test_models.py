@@ -61,19 +61,21 @@ def test_optimizer_is_chosen_by_name(name, kind):
 
 
 def test_a_diverging_run_stops_as_failed_and_keeps_its_best_checkpoint(phantom_root, tmp_path):
-    """SGD at lr 10, one batch per epoch: epoch 0 ends with a finite (huge) loss, epoch 1 with NaN."""
+    """The model's output turns NaN in the validation of epoch 1, after a finite epoch 0."""
     cfg = compose_task(
         "train",
         tmp_path,
         *FAST_TRAINING,
         f"data.root={phantom_root}",
-        "model.optimizer=sgd",
-        "model.lr=10",
         "trainer.limit_train_batches=1",
         "trainer.max_epochs=4",
         "callbacks.early_stopping=null",
+        "+callbacks.poison._target_=helpers.PoisonAt",
+        "+callbacks.poison.epoch=1",
     )
-    with pytest.raises(BrainMRIError, match=r"diverged: val/loss is nan in epoch 1 \(lr=10.*so far is kept"):
+    with pytest.raises(
+        BrainMRIError, match=r"diverged: val/loss is nan in epoch 1 \(lr=0.001.*so far is kept"
+    ):
         train(cfg)
     assert [p.name[:8] for p in (tmp_path / "checkpoints").glob("epoch*.ckpt")] == ["epoch000"]
     metrics = read_json(tmp_path / "metrics.json")
@@ -81,8 +83,8 @@ def test_a_diverging_run_stops_as_failed_and_keeps_its_best_checkpoint(phantom_r
 
 
 def test_a_run_that_diverges_in_its_first_epoch_says_that_no_checkpoint_was_saved(phantom_root, tmp_path):
-    overrides = ["model.optimizer=sgd", "model.lr=1e12", "trainer.limit_train_batches=1"]
-    overrides += ["trainer.max_epochs=1"]
+    overrides = ["trainer.limit_train_batches=1", "trainer.max_epochs=1"]
+    overrides += ["+callbacks.poison._target_=helpers.PoisonAt", "+callbacks.poison.epoch=0"]
     with pytest.raises(BrainMRIError, match=r"diverged: .* in epoch 0 .*no checkpoint was saved"):
         train(compose_task("train", tmp_path, *FAST_TRAINING, f"data.root={phantom_root}", *overrides))
     assert not list((tmp_path / "checkpoints").glob("*.ckpt"))

@@ -41,7 +41,7 @@ def test_sweep_report_has_every_file_and_the_right_rows(small_sweep, capsys):
         r["partition"] == "test" for r in split
     )
     for name in ("accuracy", "auroc", "sensitivity", "specificity", "f1", "cohen_kappa"):
-        assert best[f"{name}/low"] <= best[f"{name}/estimate"] <= best[f"{name}/high"]
+        assert best[f"{name}/low"] <= best[f"{name}/high"]  # (a percentile interval may miss the estimate)
     assert best["auroc/estimate"] == pytest.approx(float(finished[0]["test/auroc"]), abs=1e-6)
     for figure in FIGURES:
         assert (out / figure.format(best["run"])).stat().st_size > 5000
