@@ -1,5 +1,5 @@
 """What the commands print when asked: each task's --help shows its usage and its own settings, not the
-config groups of training or the internal ones; ``jupyter lab`` (README: notebooks) is installed."""
+config groups of training or the internal ones; ``jupyter lab`` (for notebooks/) is installed."""
 
 import re
 import subprocess

@@ -407,7 +407,7 @@ def check_given(cfg: DictConfig, keys: tuple[str, ...], script: str, section: st
     """Paths a task cannot start without: left out, null or empty, they are named in one message."""
     missing = [f"{key}=<...>" for key in keys if OmegaConf.is_missing(cfg, key) or cfg[key] in (None, "")]
     if missing:
-        raise BrainMRIError(f"{script} needs {' and '.join(missing)} (see the README: {section}).")
+        raise BrainMRIError(f"{script} needs {' and '.join(missing)} (see docs/evaluation.md: {section}).")
 
 
 def check_eval_settings(cfg: DictConfig) -> None:

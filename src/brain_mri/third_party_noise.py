@@ -18,7 +18,7 @@ WARNINGS = (
         r"Precision bf16-mixed is not supported by the model summary",
         r"lightning\.pytorch\.utilities\.model_summary",
     ),
-    # on any machine with Slurm installed, also for runs that are not Slurm jobs (README: Slurm section)
+    # on any machine with Slurm installed, also for runs that are not Slurm jobs
     (
         r"The `srun` command is available on your system but is not used",
         r"lightning\.fabric\.plugins\.environments\.slurm",
