@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from brain_mri.checkpoints import load_checkpoint, restore_classifier
+from brain_mri.checkpoints import load_checkpoint
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
 from brain_mri.preprocessing import prepare_images
@@ -42,7 +42,9 @@ def test_load_from_checkpoint_in_a_fresh_python(trained_run):
 def test_a_checkpoint_alone_prepares_new_images_and_repeats_the_runs_predictions(trained_run):
     """The best checkpoint, loaded with weights_only, prepares the test image files from its own input
     contract and predicts what the run (fp32, as here) wrote to predictions.csv."""
-    model = restore_classifier(load_checkpoint(read_json(trained_run / "metrics.json")["best_checkpoint"]))
+    model = BrainMRIClassifier.restored(
+        load_checkpoint(read_json(trained_run / "metrics.json")["best_checkpoint"])
+    )
     rows = read_csv(trained_run / "predictions.csv")
     root = Path(read_json(trained_run / "run_info.json")["data_root"])
     images = prepare_images([root / r["path"] for r in rows], model.hparams.image_size)
@@ -78,7 +80,7 @@ def test_weights_for_another_head_give_a_clear_message(trained_run):
     checkpoint = load_checkpoint(trained_run / "checkpoints" / "last.ckpt")
     checkpoint["hyper_parameters"] |= {"num_classes": 3, "class_names": ["a", "b", "c"]}
     with pytest.raises(BrainMRIError, match="do not fit a resnet18 with 3 classes"):
-        restore_classifier(checkpoint)
+        BrainMRIClassifier.restored(checkpoint)
 
 
 def test_a_damaged_checkpoint_is_refused_even_alone(trained_run, tmp_path):

@@ -1,4 +1,5 @@
-"""Load checkpoints safely (``weights_only=True``) and turn them into a classifier, with clear errors."""
+"""Load and write checkpoints safely (``weights_only=True``, checksums, atomic saves), with clear errors.
+Turning one into a classifier is the model's own job (``BrainMRIClassifier.restored``)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,10 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
-
-if TYPE_CHECKING:
-    from brain_mri.models import BrainMRIClassifier
 
 from brain_mri.errors import BrainMRIError
 
@@ -81,24 +78,6 @@ def load_checkpoint(path: str | Path) -> dict:
     if "state_dict" not in checkpoint or "arch" not in hyperparameters:
         raise BrainMRIError(f"{path} is not a BrainMRIClassifier checkpoint (no model hyperparameters).")
     return checkpoint
-
-
-def restore_classifier(checkpoint: dict) -> BrainMRIClassifier:
-    """A classifier built from the checkpoint's hyperparameters, with its weights and provenance loaded."""
-    # imported here: the model module imports this one (it verifies checksums with it)
-    from brain_mri.models.classifier import BrainMRIClassifier, restoring_weights
-
-    with restoring_weights():
-        model = BrainMRIClassifier(**checkpoint["hyper_parameters"])
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as err:
-        raise BrainMRIError(
-            f"The checkpoint's weights do not fit a {model.hparams.arch} with {model.hparams.num_classes} "
-            f"classes: {str(err).splitlines()[0]}"
-        ) from None
-    model.on_load_checkpoint(checkpoint)
-    return model
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.callbacks import task_callbacks
-from brain_mri.checkpoints import load_checkpoint, restore_classifier
+from brain_mri.checkpoints import load_checkpoint
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.errors import BrainMRIError
 from brain_mri.hardware import precision_for_checkpoint
@@ -136,7 +136,7 @@ def models_to_evaluate(ckpt_path: str, tta: str) -> tuple[BrainMRIClassifier, li
     """The model ``ckpt_path`` names (a checkpoint; a run or sweep folder: the ensemble of the best
     checkpoint of every completed run under it), averaged over views with ``tta=flip``."""
     checkpoints = best_checkpoints(ckpt_path)
-    members = [restore_classifier(load_checkpoint(path)) for path in checkpoints]
+    members = [BrainMRIClassifier.restored(load_checkpoint(path)) for path in checkpoints]
     if len(members) == 1 and tta == "none":
         log.info("Model: %s", checkpoints[0])
         return members[0], checkpoints

@@ -19,14 +19,13 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from brain_mri.checkpoints import load_checkpoint, restore_classifier
+from brain_mri.checkpoints import load_checkpoint
 from brain_mri.errors import BrainMRIError
-from brain_mri.run_outputs import CHECKPOINT_DIR, best_checkpoints, run_folder_of
-from brain_mri.settings import check_export_settings
+from brain_mri.models import BrainMRIClassifier
+from brain_mri.run_outputs import CHECKPOINT_DIR, one_checkpoint, run_folder_of
+from brain_mri.settings import EXPORT_FORMATS, check_export_settings
 
 log = logging.getLogger(__name__)
-
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
 def input_contract(model) -> dict:
@@ -44,7 +43,7 @@ def export(cfg: DictConfig) -> Path:
     """Export ``cfg.ckpt_path`` as ``cfg.format``; returns the file written: ``cfg.output``, or the run's
     name in the task's own output folder (never the folder the command was started from)."""
     check_export_settings(cfg)  # also checked before Hydra makes the folder, in a single run
-    checkpoint = checkpoint_to_export(cfg.ckpt_path)
+    checkpoint = one_checkpoint(cfg.ckpt_path)
     target = (
         Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / export_name(checkpoint, cfg.format)
     )
@@ -53,33 +52,23 @@ def export(cfg: DictConfig) -> Path:
     return written
 
 
-def checkpoint_to_export(ckpt_path: str | Path) -> Path:
-    """The checkpoint file, or the best checkpoint of a run folder; a sweep folder is refused."""
-    checkpoints = best_checkpoints(ckpt_path)
-    if len(checkpoints) > 1:
-        raise BrainMRIError(
-            f"{ckpt_path} holds {len(checkpoints)} runs: export one checkpoint or run folder."
-        )
-    return checkpoints[0]
-
-
 def export_name(checkpoint: Path, format: str) -> str:
     """``<run>_<checkpoint stem>.<ext>``: the run says which model, the stem which of its checkpoints.
     A sweep's job folder is a number, so the sweep folder's name comes first."""
     if checkpoint.parent.name != CHECKPOINT_DIR:  # a checkpoint outside a run folder: its own name
-        return checkpoint.stem + FORMATS[format]
+        return checkpoint.stem + EXPORT_FORMATS[format]
     run = run_folder_of(checkpoint)
     run_name = f"{run.parent.name}_{run.name}" if run.name.isdigit() else run.name
-    return f"{run_name}_{checkpoint.stem}{FORMATS[format]}"
+    return f"{run_name}_{checkpoint.stem}{EXPORT_FORMATS[format]}"
 
 
 def export_checkpoint(ckpt_path: str | Path, format: str, output: str | Path) -> Path:
     """Write the exported model to ``output``; returns its path. ``ckpt_path`` may be a run folder: its
     best checkpoint."""
-    if format not in FORMATS:
-        raise BrainMRIError(f"format must be one of {', '.join(FORMATS)}, got '{format}'.")
-    checkpoint = checkpoint_to_export(ckpt_path)
-    model = restore_classifier(load_checkpoint(checkpoint)).eval()
+    if format not in EXPORT_FORMATS:
+        raise BrainMRIError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got '{format}'.")
+    checkpoint = one_checkpoint(ckpt_path)
+    model = BrainMRIClassifier.restored(load_checkpoint(checkpoint)).eval()
     contract = input_contract(model)
     if not contract["image_size"]:
         raise BrainMRIError(f"{checkpoint} does not record its image size: was it written by train.py?")

@@ -103,6 +103,16 @@ def best_checkpoints(path: str | Path) -> list[Path]:
     return found
 
 
+def one_checkpoint(ckpt_path: str | Path) -> Path:
+    """The checkpoint file, or the best checkpoint of a run folder; a sweep folder is refused."""
+    checkpoints = best_checkpoints(ckpt_path)
+    if len(checkpoints) > 1:
+        raise BrainMRIError(
+            f"{ckpt_path} holds {len(checkpoints)} runs: export one checkpoint or run folder."
+        )
+    return checkpoints[0]
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file beside ``path`` and rename it into place: a reader sees the old file or
     the whole new one, never a half-written file, even when the writer is killed."""

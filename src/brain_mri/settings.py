@@ -21,6 +21,7 @@ from brain_mri.run_outputs import (
     LAST_CHECKPOINT,
     best_checkpoints,
     check_run_folder,
+    one_checkpoint,
     read_config,
     run_folder_of,
 )
@@ -445,15 +446,16 @@ def check_predict_settings(cfg: DictConfig) -> None:
         raise BrainMRIError("\n".join(problems))
 
 
-def check_export_settings(cfg: DictConfig) -> None:
-    from brain_mri.export import FORMATS, checkpoint_to_export
+EXPORT_FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}  # export.py format=...: the file's extension
 
+
+def check_export_settings(cfg: DictConfig) -> None:
     check_given(cfg, ("ckpt_path",), "export.py", "Export (ONNX, TorchScript)")
     problems = []
-    if cfg.format not in FORMATS:
-        problems.append(f"format must be one of {', '.join(FORMATS)}, got '{cfg.format}'.")
+    if cfg.format not in EXPORT_FORMATS:
+        problems.append(f"format must be one of {', '.join(EXPORT_FORMATS)}, got '{cfg.format}'.")
     try:
-        checkpoint_to_export(cfg.ckpt_path)
+        one_checkpoint(cfg.ckpt_path)
     except BrainMRIError as err:
         problems.append(str(err))
     if problems:

@@ -337,6 +337,22 @@ class BrainMRIClassifier(L.LightningModule):
         return self(images).float().softmax(dim=1)
 
     @classmethod
+    def restored(cls, checkpoint: dict) -> BrainMRIClassifier:
+        """A classifier built from a loaded checkpoint's hyperparameters (``checkpoints.load_checkpoint``),
+        with its weights and provenance; pretrained weights are not fetched."""
+        with restoring_weights():
+            model = cls(**checkpoint["hyper_parameters"])
+        try:
+            model.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as err:
+            raise BrainMRIError(
+                f"The checkpoint's weights do not fit a {model.hparams.arch} with "
+                f"{model.hparams.num_classes} classes: {str(err).splitlines()[0]}"
+            ) from None
+        model.on_load_checkpoint(checkpoint)
+        return model
+
+    @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
         """Lightning's, after checking the file's CRC-32 checksums: a damaged file is refused, never
         loaded as wrong weights."""
