@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning as L
-from lightning.pytorch.callbacks import WeightAveraging
 from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.callbacks import task_callbacks
@@ -18,41 +16,19 @@ from brain_mri.data import BrainMRIDataModule
 from brain_mri.errors import BrainMRIError
 from brain_mri.hardware import precision_for_checkpoint
 from brain_mri.launch import instantiate_group, optimized_value
-from brain_mri.models import BrainMRIClassifier, EnsembleClassifier
+from brain_mri.models.loading import load_model
 from brain_mri.run_outputs import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     SPLIT_FILE,
-    best_checkpoints,
     read_split,
     run_folder_of,
     write_bad_images,
-    write_json,
 )
+from brain_mri.scoring import test_and_save
 from brain_mri.settings import check_eval_settings
 
 log = logging.getLogger(__name__)
-
-
-def seen_in_training(model: BrainMRIClassifier, hashes: list[str]) -> dict[str, int]:
-    """How many of the evaluated images (by content hash) the model was trained or validated on."""
-    trained, validated = set(model.provenance["train_sha256"]), set(model.provenance["val_sha256"])
-    seen = {
-        "images_evaluated": len(hashes),
-        "images_seen_in_training": sum(h in trained for h in hashes),
-        "images_seen_in_validation": sum(h in validated for h in hashes),
-    }
-    if seen["images_seen_in_training"] or seen["images_seen_in_validation"]:
-        log.warning(
-            "%d of the %d evaluated images were in this model's training partition and %d in its "
-            "validation partition: these metrics overstate how well it does on new images.",
-            seen["images_seen_in_training"],
-            len(hashes),
-            seen["images_seen_in_validation"],
-        )
-    elif not model.provenance["train_sha256"]:
-        log.warning("The checkpoint does not record which images it was trained on; cannot check.")
-    return seen
 
 
 def evaluation_data(
@@ -101,51 +77,6 @@ def evaluation_data(
     return BrainMRIDataModule(**settings, split_file=str(saved_split))
 
 
-def test_and_save(
-    trainer: L.Trainer,
-    model: BrainMRIClassifier,
-    datamodule: BrainMRIDataModule,
-    output_dir: Path,
-    ckpt_path: str | None = None,
-    extra: dict | None = None,
-    predict_validation: bool = False,
-) -> dict:
-    """Test on the test partition (across all processes under DDP), then predict every test image with
-    the Trainer, whose :class:`PredictionsWriter` writes ``predictions.csv`` (and, ``predict_validation``,
-    ``val_predictions.csv``); the rank-zero process writes ``metrics.json``. Returns what it holds.
-
-    Used by training (on the best checkpoint) and by ``eval.py``, so both write the same files the same way.
-    """
-    # A weight-averaging callback would load the checkpoint's raw weights over the averaged ones it saved
-    # as the state dict (Lightning's WeightAveraging.on_load_checkpoint): test what was checkpointed.
-    kept = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]  # type: ignore[attr-defined]
-    trainer.callbacks = kept  # type: ignore[attr-defined]
-    metrics: dict[str, Any] = dict(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0])
-    if predict_validation and len(datamodule.partition_indices("val")):  # val_predictions.csv too
-        datamodule.predict_partitions = ("test", "val")
-    trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
-    datamodule.predict_partitions = ("test",)
-    metrics |= seen_in_training(model, datamodule.partition_hashes("test"))
-    metrics |= {**(extra or {}), "positive_class": model.hparams.get("positive_class"), "status": "completed"}
-    if trainer.is_global_zero:
-        write_json(output_dir / METRICS_FILE, metrics)
-    return metrics
-
-
-def models_to_evaluate(ckpt_path: str, tta: str) -> tuple[BrainMRIClassifier, list[Path]]:
-    """The model ``ckpt_path`` names (a checkpoint; a run or sweep folder: the ensemble of the best
-    checkpoint of every completed run under it), averaged over views with ``tta=flip``."""
-    checkpoints = best_checkpoints(ckpt_path)
-    members = [BrainMRIClassifier.restored(load_checkpoint(path)) for path in checkpoints]
-    if len(members) == 1 and tta == "none":
-        log.info("Model: %s", checkpoints[0])
-        return members[0], checkpoints
-    names = [str(path) for path in checkpoints]
-    views = "" if tta == "none" else f" over the views of tta={tta}"
-    log.info("Averaging %d model(s)%s: %s", len(members), views, ", ".join(names))
-    return EnsembleClassifier(members, tta, names), checkpoints
-
-
 def same_test_partition(checkpoints: list[Path]) -> None:
     """Ensemble members tested on their runs' test partition must share it (folds of one split do)."""
     tests = {
@@ -170,7 +101,7 @@ def evaluate(cfg: DictConfig) -> float:
     """Test ``cfg.ckpt_path`` (a checkpoint, or the ensemble of a run or sweep folder) on the test partition
     of its run's split, or on every image of a folder."""
     check_eval_settings(cfg)  # also checked before Hydra makes the folder, in a single run
-    model, checkpoints = models_to_evaluate(str(cfg.ckpt_path), cfg.eval.tta)
+    model, checkpoints = load_model(str(cfg.ckpt_path), cfg.eval.tta)
     if cfg.eval.on == "test" and not cfg.data.split_file:
         same_test_partition(checkpoints)
     trained = load_checkpoint(checkpoints[0]).get("datamodule_hyper_parameters")

@@ -20,10 +20,10 @@ from rich.progress import Progress
 
 from brain_mri.data.folder import unreadable_reason
 from brain_mri.errors import BrainMRIError
-from brain_mri.evaluate import models_to_evaluate
 from brain_mri.explain import explanation_path, grad_cam, overlay
 from brain_mri.hardware import autocast, precision_for_checkpoint
 from brain_mri.models import BrainMRIClassifier
+from brain_mri.models.loading import load_model
 from brain_mri.preprocessing import model_pixels, read_grayscale, to_model_input
 from brain_mri.run_outputs import (
     PREDICTIONS_FILE,
@@ -131,7 +131,7 @@ def predict(cfg: DictConfig) -> float:
     from brain_mri.settings import check_predict_settings
 
     check_predict_settings(cfg)
-    model, checkpoints = models_to_evaluate(str(cfg.ckpt_path), cfg.tta)
+    model, checkpoints = load_model(str(cfg.ckpt_path), cfg.tta)
     precision, note = precision_for_checkpoint(model.provenance["precision"], "cpu")
     if note:
         log.warning("Predicting in %s: %s.", precision, note)

@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from brain_mri.callbacks import EPOCHS_TRAINED, task_callbacks
 from brain_mri.checkpoints import AtomicCheckpointIO, load_checkpoint
 from brain_mri.errors import BrainMRIError
-from brain_mri.evaluate import test_and_save
 from brain_mri.launch import instantiate_group, optimized_value
 from brain_mri.loggers import TensorBoardLogger
 from brain_mri.run_outputs import (
@@ -38,6 +37,7 @@ from brain_mri.run_outputs import (
     write_run_info,
     write_split,
 )
+from brain_mri.scoring import test_and_save
 from brain_mri.settings import (
     check_epochs_left,
     check_patience_left,
