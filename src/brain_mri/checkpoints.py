@@ -3,7 +3,6 @@ Turning one into a classifier is the model's own job (``BrainMRIClassifier.resto
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from brain_mri.atomic import atomic_path
 from brain_mri.errors import BrainMRIError
 
 
@@ -89,14 +89,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(path) as temporary:
             super().save_checkpoint(checkpoint, temporary, storage_options)
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         """Always ``weights_only=True``, whatever the caller asks."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from pathlib import Path
 
@@ -11,16 +10,14 @@ import numpy as np
 from matplotlib.figure import Figure  # figures without pyplot: no display, no global state
 from matplotlib.ticker import MaxNLocator
 
+from brain_mri.atomic import atomic_path
+
 
 def _save(figure, path: Path) -> Path:
     """Drawn to a temporary file and renamed into place, like every file the project writes."""
     figure.tight_layout()
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
+    with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=120)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 

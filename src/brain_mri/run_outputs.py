@@ -10,9 +10,11 @@ import os
 import re
 import shlex
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from brain_mri.atomic import atomic_path
 from brain_mri.errors import BrainMRIError
 
 SPLIT_FILE = "split.csv"
@@ -116,15 +118,8 @@ def one_checkpoint(ckpt_path: str | Path) -> Path:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file beside ``path`` and rename it into place: a reader sees the old file or
     the whole new one, never a half-written file, even when the writer is killed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w", newline="", **ENCODING) as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(path) as temporary, open(temporary, "w", newline="", **ENCODING) as handle:
+        handle.write(text)
 
 
 def write_csv(path: Path, rows: list[dict], fields: tuple[str, ...]) -> None:
@@ -268,12 +263,12 @@ class CsvAppender:
 
     def __init__(self, path: Path, fields: tuple[str, ...]):
         self.path = path
-        self.partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         self.fields = fields
+        self.stack = ExitStack()
 
     def __enter__(self) -> CsvAppender:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.partial, "w", newline="", **ENCODING)  # closed in __exit__
+        partial = self.stack.enter_context(atomic_path(self.path))
+        self.file = self.stack.enter_context(open(partial, "w", newline="", **ENCODING))
         self.writer = csv.DictWriter(
             self.file, fieldnames=self.fields, lineterminator="\n", extrasaction="ignore"
         )
@@ -284,11 +279,7 @@ class CsvAppender:
         self.writer.writerow(row)
 
     def __exit__(self, kind, error, trace) -> None:
-        self.file.close()
-        if kind is None:
-            os.replace(self.partial, self.path)
-        else:
-            self.partial.unlink(missing_ok=True)
+        self.stack.__exit__(kind, error, trace)  # closes the file, then renames it or removes it
 
 
 class Predictions(NamedTuple):

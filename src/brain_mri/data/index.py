@@ -4,16 +4,15 @@ jobs of a sweep skip decoding."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from brain_mri.atomic import atomic_path
 from brain_mri.data.duplicates import DEFAULT_THRESHOLD, content_fingerprint, duplicate_groups
 from brain_mri.data.folder import (
     ImageFile,
@@ -61,16 +60,11 @@ class DecodeCache:
     def put(self, sha256: str, pixels: np.ndarray, fingerprint: np.ndarray) -> None:
         if not self.writable:
             return
-        path = self._path(sha256)
-        temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(temporary, pixels=pixels, fingerprint=fingerprint)
-            os.replace(temporary, path)
+            with atomic_path(self._path(sha256)) as temporary:
+                np.savez(temporary, pixels=pixels, fingerprint=fingerprint)
         except OSError as err:
             self.writable = False
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
             log.warning("Cannot write the decode cache in %s (%s); running without it.", self.folder, err)
 
 
