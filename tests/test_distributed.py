@@ -10,7 +10,8 @@ import torch
 
 from brain_mri.evaluate import evaluate
 from brain_mri.hardware import best_precision
-from brain_mri.run_outputs import LOCK_FILE, read_csv, read_json
+from brain_mri.resume import LOCK_FILE
+from brain_mri.run_outputs import read_csv, read_json
 from helpers import FAST_TRAINING, PROJECT_ROOT, check, compose_task, run_script
 
 DDP = [*FAST_TRAINING, "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1"]

@@ -24,16 +24,15 @@ from brain_mri.data.split import data_fingerprint
 from brain_mri.errors import BrainMRIError
 from brain_mri.evaluate import evaluate
 from brain_mri.report import read_run
-from brain_mri.run_outputs import (
+from brain_mri.resume import (
     LOCK_FILE,
+    check_patience_left,
     keep_epochs_up_to,
     lock_run_folder,
-    read_csv,
-    read_json,
     unlock_run_folder,
-    write_csv,
 )
-from brain_mri.settings import check_patience_left, check_train_settings
+from brain_mri.run_outputs import read_csv, read_json, write_csv
+from brain_mri.settings import check_train_settings
 from brain_mri.train import train, write_run_folder
 from helpers import FAST_TRAINING, PROJECT_ROOT, built_once, compose_task
 

@@ -16,14 +16,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from brain_mri import plots
 from brain_mri.checkpoints import keeps_best_checkpoints
 from brain_mri.explain import grad_cam
+from brain_mri.resume import lock_run_folder, unlock_run_folder
 from brain_mri.run_outputs import (
     METRICS_FILE,
     failure_record,
-    lock_run_folder,
     prediction_fields,
     prediction_rows,
     predictions_file,
-    unlock_run_folder,
     write_csv,
     write_json,
 )

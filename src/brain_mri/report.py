@@ -27,6 +27,7 @@ from brain_mri import plots
 from brain_mri.bootstrap import METRIC_NAMES, bootstrap_intervals, paired_difference
 from brain_mri.errors import BrainMRIError, stop
 from brain_mri.report_page import BestRun, write_page
+from brain_mri.resume import config_as_resumed, resume_changes
 from brain_mri.run_outputs import (
     CONFIG_FILE,
     EPOCH_LOG,
@@ -36,7 +37,6 @@ from brain_mri.run_outputs import (
     SPLIT_FILE,
     VAL_PREDICTIONS_FILE,
     atomic_write_text,
-    config_as_resumed,
     files_named,
     is_inside,
     natural_order,
@@ -45,7 +45,6 @@ from brain_mri.run_outputs import (
     read_json,
     read_predictions,
     read_split,
-    resume_changes,
     run_overrides,
     write_csv,
     write_json,

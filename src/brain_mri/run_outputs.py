@@ -8,7 +8,6 @@ import json
 import math
 import os
 import re
-import shlex
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -197,24 +196,6 @@ def read_epochs(csv_file: Path) -> list[dict]:
     return [epochs[e] for e in sorted(epochs)]
 
 
-def keep_epochs_up_to(csv_file: Path, last_epoch: int, first_step: int) -> None:
-    """Drop CSV log rows of epochs after ``last_epoch``, rows without an epoch (the learning rate) from
-    ``first_step`` on, and the test row: a resumed run logs those again and tests anew at its end (under
-    ddp_spawn the test row says epoch 0)."""
-    if not csv_file.is_file():
-        return
-    rows = read_csv(csv_file)
-    fields = tuple(rows[0]) if rows else ()
-    tested = [f for f in fields if f.startswith("test/")]
-    kept = [
-        r
-        for r in rows
-        if (int(r["epoch"]) <= last_epoch if r.get("epoch") else int(r.get("step") or 0) < first_step)
-        and not any(r.get(f) for f in tested)
-    ]
-    write_csv(csv_file, kept, fields)
-
-
 def predictions_file(partition: str) -> str:
     return PREDICTIONS_FILE if partition == "test" else VAL_PREDICTIONS_FILE
 
@@ -321,37 +302,6 @@ def run_overrides(run_dir: Path) -> list[str]:
     return [str(o) for o in read_config(path)] if path.is_file() else []
 
 
-def resume_changes(run_dir: Path) -> list[str]:
-    """The overrides of a run's resumes, in order (``run_info.json``; its config files stay as they were
-    written when it started)."""
-    info = read_json(run_dir / RUN_INFO_FILE) if (run_dir / RUN_INFO_FILE).is_file() else {}
-    return [
-        o for resume in info.get("resumes", []) for o in resume["overrides"] if not o.startswith("resume=")
-    ]
-
-
-def config_as_resumed(run_dir: Path) -> Any:
-    """A run's resolved config with the changes its resumes made (a later resume goes on with them)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
-    config = read_config(run_dir / CONFIG_FILE)
-    for change in OverridesParser.create().parse_overrides(resume_changes(run_dir)):
-        OmegaConf.update(config, change.key_or_group, change.value(), merge=False)
-    return config
-
-
-def record_resume(output_dir: Path, record: dict) -> None:
-    """Append one resume (time, command, overrides, checkpoint, first epoch) to ``run_info.json``; the
-    run's own config files stay as they were written when it started."""
-    from datetime import datetime, timezone
-
-    info = read_json(output_dir / RUN_INFO_FILE) if (output_dir / RUN_INFO_FILE).is_file() else {}
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    info["resumes"] = [*info.get("resumes", []), {"time": started, **record}]
-    write_json(output_dir / RUN_INFO_FILE, info)
-
-
 def write_run_info(
     output_dir: Path, data_root: str, data_fingerprint: str, images: int, init_from: dict | None = None
 ) -> None:
@@ -421,74 +371,3 @@ def read_split(path: Path) -> list[dict]:
     if unknown:
         raise BrainMRIError(f"{path} names unknown partitions {sorted(unknown)}; expected {PARTITIONS}.")
     return rows
-
-
-LOCK_FILE = "training.lock"
-
-
-def lock_run_folder(run_dir: Path) -> None:
-    """Mark the run folder as being trained by this process (removed when training ends)."""
-    import os
-    import platform
-
-    write_json(run_dir / LOCK_FILE, {"host": platform.node(), "pid": os.getpid()})
-
-
-def unlock_run_folder(run_dir: Path) -> None:
-    (run_dir / LOCK_FILE).unlink(missing_ok=True)
-
-
-def training_process(run_dir: Path) -> str | None:
-    """The process still training in ``run_dir`` on this machine ("pid N on host"), or None: a lock left
-    by a killed process, or by another machine, whose processes cannot be seen from here, does not count."""
-    import os
-    import platform
-
-    try:
-        lock = read_json(run_dir / LOCK_FILE)
-        if lock.get("host") != platform.node():
-            return None
-        os.kill(int(lock["pid"]), 0)  # signal 0: only asks whether the process exists
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return f"pid {lock['pid']} on {lock['host']}"
-
-
-def check_run_folder(run_dir: Path) -> Path:
-    """``run_dir`` as a run that can be resumed: a run folder of this project with a finished epoch,
-    which no process on this machine is still training."""
-    running = training_process(run_dir)
-    if running:
-        raise BrainMRIError(f"{run_dir} is still being trained ({running}): stop that process first.")
-    if not run_dir.is_dir():
-        raise BrainMRIError(f"No run folder at {run_dir} to resume.")
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise BrainMRIError(f"{run_dir} is not a run folder of this project (no {CONFIG_FILE}).")
-    if not (run_dir / LAST_CHECKPOINT).is_file():
-        saved = sorted((run_dir / CHECKPOINT_DIR).glob("*.ckpt"))
-        settings = [shlex.quote(o) for o in run_overrides(run_dir) if not o.startswith("hydra.")]
-        again = " ".join(["python train.py", *settings])
-        why = (
-            f"it was not kept (callbacks.last_checkpoint=null) or was deleted. Another of its checkpoints "
-            f"can start a new run with its settings: {again} ckpt_path={saved[0]}"
-            if saved
-            else f"it stopped before its first epoch ended. Start it again with its settings: {again}"
-        )
-        raise BrainMRIError(f"{run_dir} has no {LAST_CHECKPOINT} to resume from: {why}")
-    if (run_dir / EPOCH_LOG).is_file():
-        read_csv(run_dir / EPOCH_LOG)  # a damaged log is one message now, before the resume rewrites it
-    for path in sorted(run_dir.rglob("*")):
-        shared = (
-            f"a link to {os.readlink(path)}"
-            if path.is_symlink()
-            else "hard-linked to another file"
-            if path.is_file() and path.stat().st_nlink > 1
-            else None
-        )
-        if shared:
-            raise BrainMRIError(
-                f"{path} is {shared}: a resume writes into the run's files (its log, tables and "
-                "checkpoints), so it would change the run they belong to. Copy the run with its files "
-                "(cp -a, not cp -s or cp -l) and resume the copy."
-            )
-    return run_dir / LAST_CHECKPOINT

@@ -15,16 +15,15 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from brain_mri.checkpoints import load_checkpoint
 from brain_mri.data.folder import scan_image_files
 from brain_mri.errors import BrainMRIError, user_error
-from brain_mri.run_outputs import (
-    CHECKPOINT_DIR,
-    CONFIG_FILE,
-    LAST_CHECKPOINT,
-    best_checkpoints,
+from brain_mri.resume import (
+    check_epochs_left,
+    check_full_state,
+    check_restored_settings,
     check_run_folder,
-    one_checkpoint,
-    read_config,
-    run_folder_of,
+    check_schedule_length,
+    checkpoint_folder_message,
 )
+from brain_mri.run_outputs import best_checkpoints, one_checkpoint
 
 
 @dataclass
@@ -207,103 +206,6 @@ def training_memory(arch: str, image_size: int, batch_size: int, files: int) -> 
     decoded = files * image_size * image_size
     per_image = 3 * image_size * image_size + activations_per_image(arch, image_size)
     return decoded, 2 * 4 * per_image * batch_size
-
-
-def check_epochs_left(epochs_done: int, max_epochs: int) -> None:
-    """A run continued from a checkpoint must have epochs left to train."""
-    if epochs_done >= max_epochs:
-        raise BrainMRIError(
-            f"The checkpoint has already trained {epochs_done} epochs and trainer.max_epochs={max_epochs}: "
-            f"nothing is left. To train longer, raise it (e.g. trainer.max_epochs={epochs_done + 10})."
-        )
-
-
-def check_patience_left(checkpoint: dict, path: str, patience: int | None) -> None:
-    """A run that early stopping ended goes on only with more patience than it ran out of (else it would
-    train one more epoch and stop, or go on if that one happened to be better)."""
-    states = checkpoint.get("callbacks", {})
-    waited = max((s["wait_count"] for k, s in states.items() if k.startswith("EarlyStopping")), default=0)
-    if patience is not None and waited >= max(patience, 1):  # after a better epoch it waits 0: not ended
-        best = next(
-            (Path(s["best_model_path"]).name for s in states.values() if s.get("best_model_path")), ""
-        )
-        raise BrainMRIError(
-            f"Early stopping ended {run_folder_of(path)} after epoch {checkpoint['epoch']}: its last "
-            f"{waited} epochs brought no better validation, and callbacks.early_stopping.patience="
-            f"{patience} waits {patience} at most. To train on, raise it (e.g. "
-            f"callbacks.early_stopping.patience={waited + 5}); to test its best "
-            f"checkpoint: python eval.py ckpt_path={run_folder_of(path) / CHECKPOINT_DIR / best}."
-        )
-
-
-def check_schedule_length(checkpoint: dict, path: str, max_epochs: int) -> None:
-    """A one-cycle or cosine schedule is made for its run's length, and Lightning restores it from the
-    checkpoint: continuing with another ``trainer.max_epochs`` would step past its end (one-cycle) or
-    jump back up (cosine)."""
-    scheduler = checkpoint.get("hyper_parameters", {}).get("scheduler", "constant")
-    if scheduler == "constant" or not checkpoint.get("lr_schedulers"):
-        return
-    config = run_folder_of(path) / CONFIG_FILE
-    planned = OmegaConf.select(read_config(config), "trainer.max_epochs") if config.is_file() else None
-    if planned != max_epochs:
-        raise BrainMRIError(
-            f"{path} follows a {scheduler} schedule made for trainer.max_epochs={planned} (its run's "
-            f"config), so it cannot continue with trainer.max_epochs={max_epochs}. Start a new run, or "
-            f"fine-tune its weights with init_from={path}."
-        )
-
-
-def checkpoint_folder_message(folder: Path) -> str:
-    """Training continues from a checkpoint file; for a run folder or its checkpoints/, say which."""
-    run = next((f for f in (folder, folder.parent) if (f / LAST_CHECKPOINT).is_file()), None)
-    message = f"ckpt_path={folder} is a folder; training continues from a checkpoint file."
-    if run is not None:
-        message += (
-            f" To continue that run in its folder: resume={run}; to start a new run from its state: "
-            f"ckpt_path={run / LAST_CHECKPOINT}."
-        )
-    return message
-
-
-# ckpt_path= restores the checkpoint's optimizer and schedule with their state (Lightning's full restore):
-# another optimizer fails to load, and another learning rate would be replaced by the saved one in silence
-RESTORED_WITH_THE_OPTIMIZER = (
-    "arch",
-    "optimizer",
-    "lr",
-    "weight_decay",
-    "scheduler",
-    "warmup_fraction",
-    "decay_norms_and_biases",
-    "freeze_backbone_epochs",
-)
-
-
-def check_restored_settings(checkpoint: dict, path: str, model: DictConfig) -> None:
-    saved = checkpoint["hyper_parameters"]
-    changed = [
-        f"model.{key}={model.get(key)} (the checkpoint's: {saved[key]})"
-        for key in RESTORED_WITH_THE_OPTIMIZER
-        if key in saved and key in model and model.get(key) != saved[key]
-    ]
-    if changed:
-        raise BrainMRIError(
-            f"ckpt_path={path} continues that checkpoint's training, its optimizer and schedule included, "
-            f"so these cannot differ from it: {'; '.join(changed)}. Set them as the checkpoint has them "
-            f"(e.g. the same experiment=...), or start from its weights alone with new settings: "
-            f"init_from={path}."
-        )
-
-
-def check_full_state(checkpoint: dict, path: str) -> None:
-    """Training continues only from a checkpoint with its optimizer state (``last.ckpt``); a best
-    checkpoint holds the weights alone."""
-    if "optimizer_states" not in checkpoint:
-        raise BrainMRIError(
-            f"ckpt_path={path} holds weights only (a best checkpoint keeps no optimizer state), so its "
-            f"training cannot continue: use its run's {LAST_CHECKPOINT}, or start a new training from "
-            f"these weights with init_from={path}."
-        )
 
 
 def check_initial_weights(checkpoint: dict, path: str, model: DictConfig) -> None:

@@ -3,58 +3,32 @@
 from __future__ import annotations
 
 import logging
-import sys
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import hydra
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.callbacks import EPOCHS_TRAINED, task_callbacks
-from brain_mri.checkpoints import AtomicCheckpointIO, load_checkpoint
+from brain_mri.checkpoints import load_checkpoint
 from brain_mri.errors import BrainMRIError
 from brain_mri.launch import instantiate_group, optimized_value
 from brain_mri.loggers import TensorBoardLogger
+from brain_mri.resume import config_for_resume, prepare_resumed_folder
 from brain_mri.run_outputs import (
-    CHECKPOINT_DIR,
-    EPOCH_LOG,
-    LAST_CHECKPOINT,
-    METRICS_FILE,
     SPLIT_FILE,
-    check_run_folder,
-    config_as_resumed,
-    is_inside,
-    keep_epochs_up_to,
-    record_resume,
     write_bad_images,
     write_resolved_config,
     write_run_info,
     write_split,
 )
 from brain_mri.scoring import test_and_save
-from brain_mri.settings import (
-    check_epochs_left,
-    check_patience_left,
-    check_schedule_length,
-    check_train_settings,
-)
+from brain_mri.settings import check_train_settings
 
 log = logging.getLogger(__name__)
-
-# What a resumed run may change: how long it goes on, and settings that do not change its numbers.
-RESUME_MAY_CHANGE = (
-    "trainer.max_epochs",
-    "trainer.max_time",
-    "callbacks.early_stopping.patience",
-    "data.num_workers",
-    "data.cache_dir",
-)
 
 
 def log_hyperparameters(
@@ -72,98 +46,6 @@ def log_hyperparameters(
         logger.save()
 
 
-def command_line_overrides() -> list[str]:
-    """The task's overrides from the command line (none when the task is called outside Hydra's main)."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def relocated(node: Any, old: str, new: str) -> Any:
-    """``node`` (dicts, lists, strings, other values) with every path inside the ``old`` run folder,
-    dictionary keys included, moved into ``new``."""
-    if isinstance(node, dict):
-        return {relocated(key, old, new): relocated(value, old, new) for key, value in node.items()}
-    if isinstance(node, list):
-        return [relocated(value, old, new) for value in node]
-    return new + node[len(old) :] if is_inside(node, old) else node
-
-
-def folder_trained_in(checkpoint: dict) -> str | None:
-    """The run folder a checkpoint's checkpoint callbacks saved into when it was written."""
-    for state in checkpoint.get("callbacks", {}).values():
-        if isinstance(state, dict) and state.get("dirpath"):
-            return str(Path(state["dirpath"]).parent)
-    return None
-
-
-def move_run(cfg: DictConfig, run_dir: Path, last: dict) -> DictConfig:
-    """A copied or moved run, made to continue where it is now. Its checkpoints name the folder they were
-    saved in (their checkpoint callbacks' state, which Lightning drops, with the best score so far, for
-    another folder): they are rewritten in place, atomically, as they belong to this folder. Once ``last``
-    (its ``last.ckpt``) names this folder, all of them do. Its resolved config spells out the folder the
-    run started in, in each callback and logger."""
-    new = str(run_dir.resolve())
-    if Path(folder_trained_in(last) or new).resolve() != Path(new):
-        for path in sorted((run_dir / CHECKPOINT_DIR).glob("*.ckpt")):
-            checkpoint = load_checkpoint(path)
-            old = folder_trained_in(checkpoint)
-            if old is not None and Path(old).resolve() != Path(new):
-                log.info("%s was saved in %s; the run continues in %s.", path.name, old, new)
-                checkpoint["callbacks"] = relocated(checkpoint["callbacks"], old, new)
-                AtomicCheckpointIO().save_checkpoint(checkpoint, path)
-    moved = OmegaConf.create(relocated(OmegaConf.to_container(cfg), str(cfg.paths.output_dir), new))
-    assert isinstance(moved, DictConfig)
-    return moved
-
-
-def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, dict]:
-    """The interrupted run's own config, set to continue from its ``last.ckpt`` on its own split, with the
-    command line's changes that a resume may make (``RESUME_MAY_CHANGE``); any other change is refused.
-    Returns the config and the record of this resume for ``run_info.json``."""
-    last = check_run_folder(run_dir)
-    overrides = command_line_overrides()
-    keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)]
-    refused = sorted({key for key in keys if key not in (*RESUME_MAY_CHANGE, "resume")})
-    if refused:
-        raise BrainMRIError(
-            f"resume= continues {run_dir} with its own settings, so these cannot change: "
-            f"{', '.join(refused)}. A resume may change {', '.join(RESUME_MAY_CHANGE)}. To train on with "
-            f"other settings (not the optimizer's), start a new run with ckpt_path={last}; to fine-tune "
-            f"its weights with any other settings (learning rate, optimizer, recipe, data): init_from={last}."
-        )
-    cfg = config_as_resumed(run_dir)  # with what earlier resumes changed (a longer run, say)
-    assert isinstance(cfg, DictConfig)
-    checkpoint = load_checkpoint(last)
-    cfg = move_run(cfg, run_dir, checkpoint)  # a copied or moved run continues where it is now
-
-    for key in keys:
-        if key != "resume":
-            OmegaConf.update(cfg, key, OmegaConf.select(composed, key), merge=False)
-    cfg.ckpt_path, cfg.data.split_file = str(last), str(run_dir / SPLIT_FILE)
-    check_schedule_length(checkpoint, str(last), cfg.trainer.max_epochs)
-    record = {
-        "command": " ".join(sys.argv),
-        "overrides": overrides,
-        "checkpoint": str(last),
-        "first_epoch": checkpoint["epoch"] + 1,  # 0-based, as in metrics.csv
-        "first_step": checkpoint["global_step"],
-        "checkpoints_removed": checkpoints_to_redo(run_dir, checkpoint),
-    }
-    check_epochs_left(record["first_epoch"], cfg.trainer.max_epochs)
-    check_patience_left(checkpoint, str(last), OmegaConf.select(cfg, "callbacks.early_stopping.patience"))
-    return cfg, record
-
-
-def checkpoints_to_redo(run_dir: Path, last: dict) -> list[str]:
-    """Checkpoints of the epochs a resume trains again: a best one that the interrupted process saved
-    after its last ``last.ckpt`` would stay beside the real best. Only files that ``last`` (its
-    ``last.ckpt``) does not know are read, to see their epoch."""
-    known = {Path(LAST_CHECKPOINT).name}
-    for state in last.get("callbacks", {}).values():
-        known |= {Path(p).name for p in [*state.get("best_k_models", {}), state.get("best_model_path") or ""]}
-    unknown = [p for p in sorted((run_dir / CHECKPOINT_DIR).glob("*.ckpt")) if p.name not in known]
-    return [p.name for p in unknown if load_checkpoint(p)["epoch"] > last["epoch"]]
-
-
 def write_run_folder(
     output_dir: Path, cfg: DictConfig, datamodule, resume: dict | None, start: dict | None = None
 ) -> None:
@@ -171,13 +53,7 @@ def write_run_folder(
     split.csv and bad_images.csv; a resumed run only records the resume (its config files stay as written
     when it started) and drops log rows it will redo."""
     if resume:
-        record_resume(output_dir, resume)
-        keep_epochs_up_to(output_dir / EPOCH_LOG, resume["first_epoch"] - 1, resume["first_step"])
-        # its results are redone: until then the run reads as incomplete, as a new one does
-        (output_dir / METRICS_FILE).unlink(missing_ok=True)
-        for name in resume["checkpoints_removed"]:
-            log.info("Removing %s: saved in an epoch this resume trains again.", name)
-            (output_dir / CHECKPOINT_DIR / name).unlink(missing_ok=True)
+        prepare_resumed_folder(output_dir, resume)
     else:
         write_resolved_config(output_dir, cfg)
         fingerprint = datamodule.data_fingerprint
