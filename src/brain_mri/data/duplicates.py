@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageFilter
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 FINGERPRINT_SIZE = 32
 DEFAULT_THRESHOLD = 0.9
@@ -31,23 +33,21 @@ def content_fingerprint(gray: Image.Image) -> np.ndarray:
 
 
 def duplicate_groups(fingerprints: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-    """Group ids (0, 1, ... in order of first member) linking every pair with similarity >= threshold."""
+    """Group ids (0, 1, ... in order of first member): the connected components of the graph that links
+    every pair with similarity >= threshold (so a chain of copies is one group)."""
     count = len(fingerprints)
-    parent = np.arange(count)
-
-    def root_of(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    chunk = 1024
+    rows, columns = [], []
+    chunk = 1024  # similarities a block of rows at a time: memory stays linear in the number of images
     for start in range(0, count, chunk):
-        similarity = fingerprints[start : start + chunk] @ fingerprints.T
-        for i, j in zip(*np.nonzero(similarity >= threshold), strict=True):
-            a, b = root_of(start + i), root_of(j)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    roots = [root_of(i) for i in range(count)]
-    ids: dict[int, int] = {}
-    return np.array([ids.setdefault(r, len(ids)) for r in roots])
+        i, j = np.nonzero(fingerprints[start : start + chunk] @ fingerprints.T >= threshold)
+        rows.append(i + start)
+        columns.append(j)
+    links = np.concatenate(rows) if rows else np.empty(0, dtype=int)
+    graph = coo_matrix(
+        (np.ones(len(links)), (links, np.concatenate(columns) if columns else links)), (count,) * 2
+    )
+    _, components = connected_components(graph, directed=False)
+    _, first = np.unique(components, return_index=True)  # number the groups by their first member
+    order = np.empty(len(first), dtype=int)
+    order[np.argsort(first)] = np.arange(len(first))
+    return order[components]
