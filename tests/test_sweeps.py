@@ -37,7 +37,7 @@ def test_grid_is_the_studys_three_models_by_four_batch_sizes_by_four_learning_ra
 @pytest.mark.slow
 def test_optuna_search_runs_two_trials(phantom_root, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    check(
+    result = check(
         run_script(
             "train.py",
             "hparams_search=optuna",
@@ -55,6 +55,7 @@ def test_optuna_search_runs_two_trials(phantom_root, tmp_path):
     assert {"model.lr", "model.weight_decay"} <= set(
         best.best_params
     )  # the rest is fixed on the command line
+    assert "alembic" not in result.stdout + result.stderr  # its plugin set-up lines are silenced
 
 
 def log_span(log_file) -> tuple[datetime, datetime]:

@@ -27,18 +27,22 @@ WARNINGS = (
     (r"`torch\.jit\.(trace|trace_method|save|load)` is deprecated", r"torch\.jit\."),
 )
 
-# Lightning's adverts for its cloud services, logged at INFO on every run
-LIGHTNING_TIPS = "💡 Tip: For seamless cloud"
-
-
-def not_an_advert(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith(LIGHTNING_TIPS)
+# (logger, message at its start): notices logged at INFO on every run or search
+NOTICES = (
+    ("lightning.pytorch.utilities.rank_zero", "💡 Tip: For seamless cloud"),  # Lightning's adverts
+    ("alembic.runtime.plugins", "setup plugin "),  # seven lines when Optuna imports its storage
+    ("alembic.runtime.migration", "Context impl "),  # a database storage's schema set-up
+    ("alembic.runtime.migration", "Will assume "),
+)
 
 
 def silence_third_party_noise() -> None:
     """Install the filters (idempotent: warnings and logging drop repeated filters)."""
     for message, module in WARNINGS:
         warnings.filterwarnings("ignore", message=message, module=module)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(not_an_advert)
-    # Optuna's database storage logs each step of its schema migration (seven lines per search)
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    for name in {logger for logger, _ in NOTICES}:
+        logging.getLogger(name).addFilter(not_a_notice)
+
+
+def not_a_notice(record: logging.LogRecord) -> bool:
+    return not any(record.name == logger and str(record.msg).startswith(start) for logger, start in NOTICES)
