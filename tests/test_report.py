@@ -3,6 +3,7 @@ import os
 import re
 import shutil
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 
@@ -351,3 +352,15 @@ def test_the_page_names_its_folder_without_the_absolute_path(tmp_path, monkeypat
 )
 def test_the_gallery_says_how_many_test_images_of_which_run(shown, total, wrong, said):
     assert gallery_summary("1", shown, total, wrong) == said
+
+
+def test_names_from_folders_files_and_settings_reach_the_page_escaped(tmp_path):
+    hostile = '"><svg onload=alert(5)>'
+    out = tmp_path / f"sweep{hostile}" / "report"
+    out.mkdir(parents=True)
+    (out / f"curves_{hostile}.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # a figure named after a run
+    section = SimpleNamespace(
+        title=hostile, text=hostile, rows=[{hostile: hostile}], columns=[hostile], level=1
+    )
+    page = write_page(out, [section], [], note=hostile).read_text()
+    assert "<svg" not in page and page.count("&lt;svg onload=alert(5)&gt;") >= 7

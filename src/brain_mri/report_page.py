@@ -7,12 +7,12 @@ attached to a paper review.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import logging
 from pathlib import Path
 from typing import NamedTuple
 
+import jinja2
 from PIL import Image
 
 from brain_mri.errors import BrainMRIError
@@ -78,23 +78,38 @@ def png_uri(source: Path | Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def table(rows: list[dict], columns: list[str]) -> str:
-    def cell(value) -> str:
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        return html.escape("" if value is None else str(value))
-
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def cell(value) -> str:
+    """A table cell's text: floats to 4 significant digits, nothing for a missing value."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
 
 
-def gallery(run: Path, run_name: str) -> str:
+class Figure(NamedTuple):
+    """One image of the page: its data URI, its alternative text and caption, misclassified or not."""
+
+    uri: str
+    caption: str
+    wrong: bool = False
+
+
+class Gallery(NamedTuple):
+    """The test images of a best run on the page, or why there are none."""
+
+    heading: str
+    summary: str = ""
+    figures: tuple[Figure, ...] = ()
+    missing: str = ""
+
+
+def gallery(best: BestRun) -> Gallery:
     """The run's test images with prediction, truth and Grad-CAM; misclassified first. Needs the data
     set where the run read it and the run's best checkpoint; says so on the page when either is gone."""
     from brain_mri.models import BrainMRIClassifier
     from brain_mri.predict import predict_files
 
+    run, on = best.folder, f" on {best.data}" if best.data else ""
+    heading = f"Test images of the best run{on} ({best.name})"
     rows = read_csv(run / PREDICTIONS_FILE)
     root = Path(read_json(run / RUN_INFO_FILE)["data_root"])
     missing = [r["path"] for r in rows if not (root / r["path"]).is_file()]
@@ -106,7 +121,7 @@ def gallery(run: Path, run_name: str) -> str:
             )
         (checkpoint,) = best_checkpoints(run)  # beside the run when it was moved
     except BrainMRIError as err:
-        return no_gallery(run, str(err))
+        return no_gallery(heading, run, str(err))
     wrong = sum(r["predicted_class"] != r["class"] for r in rows)
     total = len(rows)
     rows.sort(key=lambda r: (r["predicted_class"] == r["class"], r["path"]))
@@ -117,60 +132,43 @@ def gallery(run: Path, run_name: str) -> str:
         found = predict_files(model, files, progress=False, explain=True, min_image_size=1)
         figures = []
         for row, prediction in zip(rows, found, strict=True):
-            wrong = row["predicted_class"] != row["class"]
+            misclassified = row["predicted_class"] != row["class"]
             caption = f"{row['predicted_class']} {prediction.probabilities.max():.2f}"
             assert prediction.heat_map is not None  # explain=True
             picture = overlay(prediction.pixels, prediction.heat_map, caption)
-            figures.append(
-                f'<figure class="{"wrong" if wrong else "right"}"><img src="{png_uri(picture)}" '
-                f'alt="{html.escape(row["path"])}"><figcaption>{html.escape(row["path"])}: true '
-                f"{html.escape(row['class'])}{' (misclassified)' if wrong else ''}</figcaption></figure>"
-            )
+            label = f"{row['path']}: true {row['class']}{' (misclassified)' if misclassified else ''}"
+            figures.append(Figure(png_uri(picture), label, misclassified))
     except BrainMRIError as err:  # e.g. a checkpoint saved before Grad-CAM layers were recorded
-        return no_gallery(run, str(err))
-    return (
-        f"<p>{html.escape(gallery_summary(run_name, len(rows), total, wrong))} "
-        "Grad-CAM of the predicted class over each slice, as the model saw it.</p>"
-        f'<div class="gallery">{"".join(figures)}</div>'
-    )
+        return no_gallery(heading, run, str(err))
+    summary = gallery_summary(best.name, len(rows), total, wrong)
+    return Gallery(heading, summary, tuple(figures))
 
 
-def no_gallery(run: Path, why: str) -> str:
+def no_gallery(heading: str, run: Path, why: str) -> Gallery:
     """Said on the page and in the terminal: the page is still written, without the gallery."""
     log.warning("The report page has no gallery of %s: %s", run, why)
-    return f"<p>No gallery: {html.escape(why)}.</p>"
+    return Gallery(heading, missing=why)
+
+
+# The page's template (templates/report.html): every value it inserts is escaped
+PAGE = jinja2.Environment(
+    loader=jinja2.PackageLoader("brain_mri"), autoescape=True, trim_blocks=True, lstrip_blocks=True
+).get_template("report.html")
 
 
 def write_page(out: Path, sections: list, best_runs: list[BestRun], note: str = "") -> Path:
     """``report/index.html``: the report's tables (``brain_mri.report.Section``, whose level 1 is the
-    page's h2), its figures, and the gallery of each of ``best_runs``; ``note`` opens the page."""
-    name = html.escape(readable_name(out.parent))
-    parts = [f"<h1>Report: {name}</h1>"]
-    parts += [f"<p><strong>{html.escape(note)}</strong></p>"] if note else []
-    for section in sections:
-        level = section.level + 1
-        parts.append(f"<h{level}>{html.escape(section.title)}</h{level}>")
-        parts += [f"<p>{html.escape(section.text)}</p>"] if section.text else []
-        parts.append(f'<div class="wide">{table(section.rows, section.columns)}</div>')
-    figures = sorted(out.glob("*.png"))
-    if figures:
-        parts.append("<h2>Figures</h2>")
-        parts += [
-            f'<figure><img src="{png_uri(f)}" alt="{f.stem}"><figcaption>{f.stem}</figcaption></figure>'
-            for f in figures
-        ]
-    for best in best_runs:
-        on = f" on {best.data}" if best.data else ""
-        parts += [
-            f"<h2>Test images of the best run{html.escape(on)} ({html.escape(best.name)})</h2>",
-            gallery(best.folder, best.name),
-        ]
-    if not best_runs:
-        parts.append("<p>No run completed, so there is no best run: the runs table says why each failed.</p>")
-    page = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>brain-mri report: {name}</title><style>{STYLE}</style></head>"
-        f"<body>{''.join(parts)}</body></html>"
+    page's h2), its figures, and the gallery of each of ``best_runs``; ``note`` opens the page. Every
+    name that comes from a folder, a file or a setting is escaped by the template."""
+    figures = [Figure(png_uri(f), f.stem) for f in sorted(out.glob("*.png"))]
+    page = PAGE.render(
+        name=readable_name(out.parent),
+        style=STYLE,
+        note=note,
+        sections=sections,
+        cell=cell,
+        figures=figures,
+        galleries=[gallery(best) for best in best_runs],
     )
     path = out / PAGE_FILE
     path.write_text(page, encoding="utf-8")
