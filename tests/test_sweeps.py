@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from brain_mri.errors import BrainMRIError
 from brain_mri.launch import OutputFolderCheck
 from brain_mri.report import build_report, compare
 from brain_mri.run_outputs import read_csv, read_json, write_csv, write_json
-from helpers import FAST_TRAINING, PROJECT_ROOT, check, run_script
+from helpers import FAST_TRAINING, PROJECT_ROOT, built_once, check, run_script
 
 
 def grid_size(*overrides: str) -> int:
@@ -68,68 +69,100 @@ def log_span(log_file) -> tuple[datetime, datetime]:
     return stamps[0], stamps[-1]
 
 
-@pytest.mark.slow
-def test_cross_validation_folds_run_in_parallel_and_share_the_test_partition(phantom_root, tmp_path):
+@pytest.fixture(scope="session")
+def cv_sweep(phantom_root, tmp_path_factory):
+    """A 2-fold cross-validation, its folds run side by side by joblib; built once, only read."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    check(
-        run_script(
-            "train.py",
-            "-m",
-            "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2",
-            "data.num_folds=2",
-            "data.fold=0,1",
-            *FAST_TRAINING,
-            "trainer.max_epochs=1",
-            f"data.root={phantom_root}",
-            f"hydra.sweep.dir={tmp_path}",
-        )
-    )
-    splits = [read_csv(tmp_path / str(i) / "split.csv") for i in (0, 1)]
-    test = [{r["path"] for r in s if r["partition"] == "test"} for s in splits]
-    val = [{r["path"] for r in s if r["partition"] == "val"} for s in splits]
+
+    def run_folds(sweep: Path) -> None:
+        overrides = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "data.num_folds=2"]
+        overrides += ["data.fold=0,1", *FAST_TRAINING, "trainer.max_epochs=1", f"data.root={phantom_root}"]
+        check(run_script("train.py", *overrides, f"hydra.sweep.dir={sweep}"))
+
+    return built_once(tmp_path_factory, "cv_sweep", run_folds)
+
+
+def partitions(sweep: Path, name: str) -> list[set[str]]:
+    return [
+        {r["path"] for r in read_csv(sweep / fold / "split.csv") if r["partition"] == name} for fold in "01"
+    ]
+
+
+def copy_of(sweep: Path, target: Path) -> Path:
+    """A copy to write into (reports, edits), without the checkpoints, which these tests do not read."""
+    return shutil.copytree(sweep, target, ignore=shutil.ignore_patterns("*.ckpt"))
+
+
+@pytest.mark.slow  # the folds are trained by a sweep
+def test_cross_validation_folds_share_the_test_partition_and_validate_the_rest_once(cv_sweep):
+    test, val = partitions(cv_sweep, "test"), partitions(cv_sweep, "val")
     assert test[0] == test[1] and not val[0] & val[1] and not (val[0] | val[1]) & test[0]
     assert len(val[0] | val[1] | test[0]) == 44  # every image is tested or validated once
-    spans = [log_span(tmp_path / str(i) / "train.log") for i in (0, 1)]
-    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # joblib ran the two folds at once
-    assert len({read_json(tmp_path / str(i) / "run_info.json")["process"] for i in (0, 1)}) == 2
 
-    # out-of-fold: each fold's best checkpoint predicted its own validation images
-    best = build_report(tmp_path, resamples=200)["best"]
-    out_of_fold = read_json(tmp_path / "report" / "best.json")["out_of_fold"]
-    assert out_of_fold["label"] == "out-of-fold" and out_of_fold["images"] == len(val[0] | val[1])
-    predicted = [row for i in (0, 1) for row in read_csv(tmp_path / str(i) / "val_predictions.csv")]
-    assert {row["path"] for row in predicted} == val[0] | val[1]
+
+@pytest.mark.slow  # the folds are trained by a sweep
+def test_joblib_runs_the_folds_at_once_in_two_processes(cv_sweep):
+    spans = [log_span(cv_sweep / fold / "train.log") for fold in "01"]
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]
+    assert len({read_json(cv_sweep / fold / "run_info.json")["process"] for fold in "01"}) == 2
+
+
+@pytest.mark.slow  # the folds are trained by a sweep
+def test_out_of_fold_metrics_are_the_folds_own_validation_predictions(cv_sweep, tmp_path):
+    sweep = copy_of(cv_sweep, tmp_path / "cv")
+    best = build_report(sweep, resamples=200)["best"]
+    out_of_fold = read_json(sweep / "report" / "best.json")["out_of_fold"]
+    validated = set.union(*partitions(sweep, "val"))
+    assert out_of_fold["label"] == "out-of-fold" and out_of_fold["images"] == len(validated)
+    predicted = [row for fold in "01" for row in read_csv(sweep / fold / "val_predictions.csv")]
+    assert {row["path"] for row in predicted} == validated
     scores = torch.tensor([float(row["prob_yes"]) for row in predicted])
     labels = torch.tensor([row["class"] == "yes" for row in predicted]).long()
     assert out_of_fold["auroc/estimate"] == pytest.approx(binary_auroc(scores, labels).item(), abs=1e-6)
-    assert "out-of-fold" in (tmp_path / "report" / "runs.md").read_text() and best is not None
-    copy = tmp_path.parent / f"{tmp_path.name}_copy"  # the same predictions: paired, no difference
-    shutil.copytree(tmp_path, copy)
-    same = compare(tmp_path, copy, resamples=100)
-    assert same["estimate"] == same["low"] == same["high"] == 0.0 and same["images"] == out_of_fold["images"]
+    assert "out-of-fold" in (sweep / "report" / "runs.md").read_text() and best is not None
+
+
+@pytest.mark.slow  # the folds are trained by a sweep
+def test_a_comparison_of_the_same_predictions_finds_no_difference(cv_sweep, tmp_path):
+    same = compare(cv_sweep, copy_of(cv_sweep, tmp_path / "copy"), resamples=100)
+    assert same["estimate"] == same["low"] == same["high"] == 0.0
+    assert same["images"] == len(set.union(*partitions(cv_sweep, "val")))
     assert same["notes"] == [] and same["first_configuration"].startswith("model=resnet18")
     assert same["settings_that_differ"] == {}  # the folds' own output folders are not settings
-    for fold in (0, 1):  # as if the copy had been trained in its folder with the brain crop, then resumed
-        recorded = (copy / str(fold) / "config.yaml").read_text().replace(str(tmp_path), str(copy))
-        (copy / str(fold) / "config.yaml").write_text(recorded.replace("crop: none", "crop: brain"))
-        info = read_json(copy / str(fold) / "run_info.json")
-        info["resumes"] = [{"overrides": [f"resume={copy / str(fold)}", "trainer.max_epochs=3"]}]
-        write_json(copy / str(fold) / "run_info.json", info)
-    assert compare(tmp_path, copy, resamples=10)["settings_that_differ"] == {
+
+
+@pytest.mark.slow  # the folds are trained by a sweep
+def test_a_comparison_names_the_settings_the_two_sides_differ_in(cv_sweep, tmp_path):
+    copy = copy_of(cv_sweep, tmp_path / "copy")
+    for fold in "01":  # as if the copy had been trained in its folder with the brain crop, then resumed
+        recorded = (copy / fold / "config.yaml").read_text().replace(str(cv_sweep), str(copy))
+        (copy / fold / "config.yaml").write_text(recorded.replace("crop: none", "crop: brain"))
+        info = read_json(copy / fold / "run_info.json")
+        info["resumes"] = [{"overrides": [f"resume={copy / fold}", "trainer.max_epochs=3"]}]
+        write_json(copy / fold / "run_info.json", info)
+    assert compare(cv_sweep, copy, resamples=10)["settings_that_differ"] == {
         "data.crop": ["none", "brain"],
         "trainer.max_epochs": [1, 3],
     }
-    # two files that swapped their contents under the same names are other images: not paired
+
+
+@pytest.mark.slow  # the folds are trained by a sweep
+def test_files_that_swapped_their_contents_are_other_images_and_not_paired(cv_sweep, tmp_path):
+    copy = copy_of(cv_sweep, tmp_path / "copy")
     split = read_csv(copy / "0" / "split.csv")
     val_rows = [row for row in split if row["partition"] == "val"]
     first, second = val_rows[0], next(row for row in val_rows if row["sha256"] != val_rows[0]["sha256"])
     first["sha256"], second["sha256"] = second["sha256"], first["sha256"]
     write_csv(copy / "0" / "split.csv", split, tuple(split[0]))
-    swapped = compare(tmp_path, copy, resamples=100)
-    assert swapped["images"] == out_of_fold["images"] - 2 and "path and content" in swapped["notes"][0]
+    swapped = compare(cv_sweep, copy, resamples=100)
+    assert swapped["images"] == len(set.union(*partitions(cv_sweep, "val"))) - 2
+    assert "path and content" in swapped["notes"][0]
+
+
+@pytest.mark.slow  # the folds are trained by a sweep
+def test_a_sweep_is_not_compared_with_itself(cv_sweep):
     with pytest.raises(BrainMRIError, match="another sweep folder"):
-        compare(tmp_path, tmp_path)
+        compare(cv_sweep, cv_sweep)
 
 
 def test_a_sweep_in_which_every_job_failed_says_so_and_exits_1(phantom_root, tmp_path):
