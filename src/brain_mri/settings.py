@@ -147,19 +147,16 @@ def register_schemas() -> None:
         store.store(group="schema", name=name, node=node)
 
 
-def available_memory(accelerator: str) -> int | None:
-    """Bytes free where training runs: on the GPU when it is used, else the machine's available memory."""
+def available_memory(accelerator: str) -> int:
+    """Bytes free where training runs: on the GPU when it is used, else the machine's available memory
+    (on any operating system)."""
+    import psutil
+
     from brain_mri.hardware import uses_cuda
 
     if uses_cuda(accelerator) and torch.cuda.is_available():
         return torch.cuda.mem_get_info()[0]
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return psutil.virtual_memory().available
 
 
 def activations_per_image(arch: str, image_size: int) -> int:
@@ -293,8 +290,6 @@ def check_train_settings(cfg: DictConfig) -> None:
 def memory_problems(arch: str, data: Any, accelerator: str) -> list[str]:
     """Whether the decoded images plus one training batch fit in the memory free now; estimated, said."""
     free = available_memory(accelerator)
-    if free is None:
-        return []
     decoded, batch = training_memory(arch, data.image_size, data.batch_size, count_files(Path(data.root)))
     if decoded + batch <= free:
         return []
