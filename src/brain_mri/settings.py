@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import torch
 from hydra.core.config_store import ConfigStore
@@ -25,54 +25,26 @@ from brain_mri.resume import (
 )
 from brain_mri.run_outputs import best_checkpoints, one_checkpoint
 
-
-@dataclass
-class DataSettings:
-    """conf/data/*.yaml: a wrong type (``data.batch_size=abc``) is refused by Hydra with the key's name."""
-
-    _target_: str = "brain_mri.data.BrainMRIDataModule"
-    root: str = MISSING
-    image_size: int = 100
-    batch_size: int = 25
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    split_seed: int = 42
-    num_folds: int = 0
-    fold: int = 0
-    split_file: str | None = None
-    duplicate_threshold: float = 0.9
-    cache_dir: str | None = None
-    crop: str = "none"
-    augmentation: Any = None
-    min_image_size: int = 32
-    on_bad_image: str = "error"
-    num_workers: int = 0
-    pin_memory: bool | None = None
-    download: bool = False
-    synthetic: bool = False
-    synthetic_per_class: int = 40
+# What Hydra can check when it composes a config (``data.batch_size=abc`` is refused with the key's name);
+# a setting of any other type (a list, a policy object) is taken as it is and checked by its constructor.
+CHECKED_TYPES = {int, float, bool, str}
 
 
-@dataclass
-class ModelSettings:
-    """conf/model/*.yaml."""
-
-    _target_: str = "brain_mri.models.BrainMRIClassifier"
-    arch: str = "resnet18"
-    positive_class: str | None = None
-    weights: str | None = None
-    weights_path: str | None = None
-    normalization: str | None = None
-    freeze_backbone_epochs: int = 0
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
-    scheduler: str = "constant"
-    warmup_fraction: float = 0.0
-    label_smoothing: float = 0.0
-    decay_norms_and_biases: bool = True
-    channels_last: bool = True
-    cam_layer: str | None = None
+def schema_from(function: Any, target: str, filled_by_the_task: tuple[str, ...] = ()) -> type:
+    """The config schema of ``function``'s settings, derived from its signature, so that each setting is
+    declared once, with its type and default, where it is used: a required argument is ``???`` in the
+    config, and ``filled_by_the_task`` are left out (the task passes them, e.g. the data's class names)."""
+    hints = get_type_hints(function)
+    fields: list[Any] = [("_target_", str, field(default=target))]
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name == "self" or name in filled_by_the_task:
+            continue
+        hint = hints.get(name, Any)
+        members = set(get_args(hint)) - {type(None)} if get_args(hint) else {hint}
+        checked = hint if members <= CHECKED_TYPES and len(members) == 1 else Any
+        default = MISSING if parameter.default is inspect.Parameter.empty else parameter.default
+        fields.append((name, checked, field(default=default)))
+    return make_dataclass(f"{getattr(function, '__qualname__', target).split('.')[0]}Settings", fields)
 
 
 @dataclass
@@ -82,21 +54,6 @@ class EvalSettings:
     on: str = "test"
     tta: str = "none"
     class_map: Any = None  # {folder: class}; untyped, since a typed dict refuses new keys
-
-
-@dataclass
-class EvalDataSettings:
-    """The ``data`` node of conf/eval.yaml."""
-
-    _target_: str = "brain_mri.evaluate.evaluation_data"
-    ckpt_path: str = MISSING
-    on: str = "test"
-    class_map: Any = None  # {folder: class}; untyped, since a typed dict refuses new keys
-    root: str | None = None
-    split_file: str | None = None
-    on_bad_image: str | None = None
-    batch_size: int | None = None
-    num_workers: int = 0
 
 
 # Trainer arguments with a type Hydra checks when it composes (``trainer.max_epochs=abc`` is refused with
@@ -134,14 +91,30 @@ def trainer_settings() -> type:
     return make_dataclass("TrainerSettings", fields)
 
 
+# Arguments the tasks fill in, never set in a config: the data's classes, and the model's input contract
+IN_TASK_DATA = ("class_names", "class_map")
+IN_TASK_MODEL = ("num_classes", "class_names", "image_size", "crop")
+IN_TASK_EVAL_DATA = ("trained", "class_names", "image_size", "crop")
+
+
 def register_schemas() -> None:
     """Put the schemas where the config files name them (``defaults: [/schema/<name>@_here_, ...]``)."""
+    from brain_mri.data import BrainMRIDataModule
+    from brain_mri.data.evaluation import evaluation_data
+    from brain_mri.models import BrainMRIClassifier
+
     store = ConfigStore.instance()
     for name, node in (
-        ("data", DataSettings),
-        ("model", ModelSettings),
+        ("data", schema_from(BrainMRIDataModule.__init__, "brain_mri.data.BrainMRIDataModule", IN_TASK_DATA)),
+        (
+            "model",
+            schema_from(BrainMRIClassifier.__init__, "brain_mri.models.BrainMRIClassifier", IN_TASK_MODEL),
+        ),
         ("eval", EvalSettings),
-        ("eval_data", EvalDataSettings),
+        (
+            "eval_data",
+            schema_from(evaluation_data, "brain_mri.data.evaluation.evaluation_data", IN_TASK_EVAL_DATA),
+        ),
         ("trainer", trainer_settings()),
     ):
         store.store(group="schema", name=name, node=node)
