@@ -78,3 +78,12 @@ def test_a_grid_of_one_setting_is_a_line_of_its_mean_losses():
     assert list(line.get_xdata()) == pytest.approx([1e-4, 1e-3, 3e-3]) and axis.get_xscale() == "log"
     assert list(line.get_ydata()) == pytest.approx([statistics.fmean([0.4, 0.6]), 0.3, 0.35])
     assert not axis.images and axis.name == "rectilinear"
+
+
+def test_a_grid_with_no_weight_decay_among_its_values_draws_that_axis_linear():
+    """0 (no decay, the study's default) has no logarithm."""
+    settings = ("model", "lr", "weight_decay")
+    cells = [(m, lr, wd) for m in ("resnet18", "vgg11") for lr in (1e-4, 1e-3) for wd in (0, 1e-4)]
+    losses = {cell: [0.1 * i] for i, cell in enumerate(cells)}
+    axis = grid_figure(grid_rows(losses, settings), list(settings), "decay").axes[0]
+    assert (axis.get_xlabel(), axis.get_ylabel()) == ("log10 learning rate", "weight decay")

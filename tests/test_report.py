@@ -9,7 +9,7 @@ import pytest
 
 from brain_mri.errors import BrainMRIError
 from brain_mri.report import build_report, compare, find_runs, main, read_run
-from brain_mri.report_page import gallery_summary, write_page
+from brain_mri.report_page import BestRun, gallery_summary, write_page
 from brain_mri.run_outputs import best_checkpoints, read_csv, read_json, write_csv, write_json
 
 FIGURES = ("grid_3d.png", "curves_{}.png", "roc_{}.png", "confusion_{}.png")
@@ -364,3 +364,13 @@ def test_names_from_folders_files_and_settings_reach_the_page_escaped(tmp_path):
     )
     page = write_page(out, [section], [], note=hostile).read_text()
     assert "<svg" not in page and page.count("&lt;svg onload=alert(5)&gt;") >= 7
+
+
+def test_the_gallery_counts_the_runs_misclassified_test_images(trained_run, tmp_path):
+    rows = read_csv(trained_run / "predictions.csv")
+    wrong = sum(r["predicted_class"] != r["class"] for r in rows)
+    out = tmp_path / "report"
+    out.mkdir()
+    page = write_page(out, [], [BestRun("1", trained_run, None)]).read_text()
+    said = f"{wrong} misclassified (shown first)" if wrong else "none misclassified"
+    assert f"test images of run 1, {said}." in page and page.count('class="wrong"') == wrong

@@ -131,11 +131,15 @@ def _scatter_3d(figure: Figure, rows: list[dict], settings: list[str]) -> None:
     on_axes = sorted(settings, key=lambda s: not numeric[s])[:2]
     coloured = [s for s in settings if s not in on_axes]
     axis = figure.add_subplot(projection="3d")
+    # a log axis for learning rate and weight decay, unless a value is 0 (no decay), which has no log
+    logarithmic = {
+        s: numeric[s] and s in LOG_SETTINGS and all(float(r[s]) > 0 for r in rows) for s in settings
+    }
 
     def position(setting: str, value) -> float:
         if not numeric[setting]:
             return float(_levels(rows, setting).index(value))
-        return math.log10(float(value)) if setting in LOG_SETTINGS else float(value)
+        return math.log10(float(value)) if logarithmic[setting] else float(value)
 
     for combination in sorted({tuple(r[s] for s in coloured) for r in rows}, key=str):
         mine = [r for r in rows if tuple(r[s] for s in coloured) == combination]
@@ -150,7 +154,7 @@ def _scatter_3d(figure: Figure, rows: list[dict], settings: list[str]) -> None:
         on_axes, (axis.set_xlabel, axis.set_ylabel), (axis.set_xticks, axis.set_yticks), strict=True
     ):
         label = SETTING_LABELS.get(setting, setting)
-        set_label(f"log10 {label}" if numeric[setting] and setting in LOG_SETTINGS else label)
+        set_label(f"log10 {label}" if logarithmic[setting] else label)
         if not numeric[setting]:
             levels = _levels(rows, setting)
             set_ticks(range(len(levels)), [_text(level) for level in levels])
