@@ -329,6 +329,8 @@ def test_a_setting_of_the_wrong_type_is_refused_with_its_key(tmp_path, key):
         ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val must be greater than 0"),
         ("model.scheduler=onecycle", "The one-cycle schedule needs 0 < model.warmup_fraction < 1"),
         ("model.label_smoothing=1", "model.label_smoothing must lie in [0, 1)"),
+        ("model.cam_layer=fc", "model.cam_layer=fc: its output is not a feature map (N, C, H, W) but (1, 2)"),
+        ("model.cam_layer=layer9", "model.cam_layer=layer9: resnet18 has no such module"),
     ],
 )
 def test_each_setting_is_one_message_before_the_run_folder(phantom_root, tmp_path, override, message):

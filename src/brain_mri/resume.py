@@ -316,8 +316,8 @@ def check_run_folder(run_dir: Path) -> Path:
         settings = [shlex.quote(o) for o in run_overrides(run_dir) if not o.startswith("hydra.")]
         again = " ".join(["python train.py", *settings])
         why = (
-            f"it was not kept (callbacks.last_checkpoint=null) or was deleted. Another of its checkpoints "
-            f"can start a new run with its settings: {again} ckpt_path={saved[0]}"
+            f"it was not kept (callbacks.last_checkpoint=null) or was deleted. A new run with its settings "
+            f"can train on from its best weights (with a new optimizer state): {again} init_from={saved[0]}"
             if saved
             else f"it stopped before its first epoch ended. Start it again with its settings: {again}"
         )

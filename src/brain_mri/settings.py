@@ -154,6 +154,30 @@ def activations_per_image(arch: str, image_size: int) -> int:
     return count
 
 
+def cam_layer_problem(arch: str, layer: str, image_size: int) -> str | None:
+    """Why ``model.cam_layer`` cannot serve Grad-CAM (no such module, or its output is no feature map at
+    this image size), found on the meta device before training rather than when the run is tested."""
+    from brain_mri.models.backbones import build_backbone
+
+    with torch.device("meta"):
+        net = build_backbone(arch, 2).eval()
+    try:
+        module = net.get_submodule(layer)
+    except AttributeError:
+        return f"model.cam_layer={layer}: {arch} has no such module."
+    shapes: list[tuple[int, ...]] = []
+    hook = module.register_forward_hook(lambda m, i, output: shapes.append(tuple(output.shape)))
+    with torch.no_grad():
+        net(torch.empty(1, 3, image_size, image_size, device="meta"))
+    hook.remove()
+    if len(shapes[0]) != 4:
+        return (
+            f"model.cam_layer={layer}: its output is not a feature map (N, C, H, W) but {shapes[0]}; "
+            "Grad-CAM needs a convolutional layer."
+        )
+    return None
+
+
 def count_files(root: Path) -> int:
     """A quick count of the files in the class folders (0 when the data is not there yet; folders that
     cannot be read are left to the scanner, which names them)."""
@@ -256,6 +280,9 @@ def check_train_settings(cfg: DictConfig) -> None:
         problems.append(str(user_facing))
     if not problems:
         problems += memory_problems(model.arch, cfg.data, str(trainer.get("accelerator", "auto")))
+        layer = model.get("cam_layer")
+        problem = cam_layer_problem(model.arch, layer, cfg.data.image_size) if layer else None
+        problems += [problem] if problem else []
     if problems:
         raise BrainMRIError("\n".join(problems))
 
