@@ -11,6 +11,8 @@ image size, crop) travels with the file: ONNX metadata properties, or ``contract
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import warnings
@@ -76,8 +78,19 @@ def export_checkpoint(ckpt_path: str | Path, format: str, output: str | Path) ->
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         return write(model, contract, format, target)
-    except (OSError, RuntimeError) as err:  # a folder, a missing or read-only place: said, not traced
+    except OSError as err:  # a folder, a missing or read-only place: said, not traced
         raise BrainMRIError(f"Cannot write {target}: {err}") from err
+    except RuntimeError as err:  # an operation the format cannot express (its message goes on for pages)
+        raise BrainMRIError(
+            f"{checkpoint} cannot be exported as {format} at {contract['image_size']} px: "
+            f"{str(err).strip().splitlines()[0].split(' [Caused by')[0]} {EXPORT_HINTS.get(format, '')}"
+        ) from None
+
+
+EXPORT_HINTS = {
+    "onnx": "(ONNX expresses VGG-11's pooling to 7x7 only at image sizes that are multiples of 224.) "
+    "format=torchscript exports every model at any size."
+}
 
 
 def write(model, contract: dict, format: str, target: Path) -> Path:
@@ -93,8 +106,9 @@ def write(model, contract: dict, format: str, target: Path) -> Path:
         import onnx
     except ImportError as err:
         raise BrainMRIError("ONNX export needs the export extra: pip install -e '.[export]'") from err
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter: no onnxscript
+    # the TorchScript-based exporter (no onnxscript needed) prints the whole graph when it fails
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             model,
             (example,),
