@@ -193,3 +193,9 @@ def test_more_folds_than_the_images_allow_asks_for_fewer_folds(phantom_root):
         BrainMRIError, match=r"val partition\(s\) would be empty .*data\.num_folds=60.* fewer folds"
     ):
         datamodule.setup()
+
+
+def test_fractions_that_leave_nothing_to_train_on_ask_for_smaller_fractions(phantom_root):
+    datamodule = BrainMRIDataModule(str(phantom_root), image_size=32, val_fraction=0.9, test_fraction=0.1)
+    with pytest.raises(BrainMRIError, match=r"train partition\(s\) would be empty .* use smaller fractions"):
+        datamodule.setup()

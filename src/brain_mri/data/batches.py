@@ -176,7 +176,13 @@ class BrainMRIDataModule(L.LightningDataModule):
             hp = self.hparams
             folds = hp.num_folds >= 2  # cross-validation: the folds, not val_fraction, size the val partition
             setting = f"data.num_folds={hp.num_folds}" if folds else f"data.val_fraction={hp.val_fraction}"
-            advice = "fewer folds" if folds and "val" in empty else "larger fractions"
+            advice = (
+                "fewer folds"
+                if folds and "val" in empty
+                else "smaller fractions"  # they leave nothing to train on
+                if "train" in empty
+                else "larger fractions"
+            )
             raise BrainMRIError(
                 f"The {' and '.join(empty)} partition(s) would be empty with {len(self.files)} images "
                 f"({setting}, data.test_fraction={hp.test_fraction}): use {advice} or more images."

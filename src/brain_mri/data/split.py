@@ -24,7 +24,12 @@ def check_groups_have_one_class(files: list[ImageFile], groups: np.ndarray) -> N
     conflicts = [m for m in members.values() if len({item.label for item in m}) > 1]
     if conflicts:
         lines = ["  " + ", ".join(item.path for item in m) for m in conflicts]
-        raise BrainMRIError("The same image appears under more than one class:\n" + "\n".join(lines))
+        raise BrainMRIError(
+            "The same image appears under more than one class (duplicate groups that span classes):\n"
+            + "\n".join(lines)
+            + "\nIf these are distinct scans that look alike (neighbouring slices of one protocol), raise "
+            "data.duplicate_threshold (e.g. 0.95): copies score higher than distinct scans."
+        )
 
 
 def grouped_stratified_split(
