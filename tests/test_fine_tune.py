@@ -23,7 +23,7 @@ def test_a_run_from_another_runs_weights_starts_where_they_are_and_trains_with_n
         *FAST_TRAINING,
         f"data.root={phantom_root}",
         f"data.split_file={trained_run / 'split.csv'}",  # the same validation images
-        f"init_from={source['best_checkpoint']}",
+        f"init_from={trained_run}",  # a run folder: its best checkpoint
         "optimizer=sgd",
         "model.lr=1e-4",
         "trainer.max_epochs=1",

@@ -109,7 +109,7 @@ def one_checkpoint(ckpt_path: str | Path) -> Path:
     checkpoints = best_checkpoints(ckpt_path)
     if len(checkpoints) > 1:
         raise BrainMRIError(
-            f"{ckpt_path} holds {len(checkpoints)} runs: export one checkpoint or run folder."
+            f"{ckpt_path} holds {len(checkpoints)} runs: name one checkpoint or run folder."
         )
     return checkpoints[0]
 

@@ -266,7 +266,8 @@ def check_train_settings(cfg: DictConfig) -> None:
             check_schedule_length(checkpoint, str(cfg.ckpt_path), max_epochs)
             check_restored_settings(checkpoint, str(cfg.ckpt_path), model)
         elif cfg.get("init_from"):
-            check_initial_weights(load_checkpoint(cfg.init_from), str(cfg.init_from), model)
+            initial = one_checkpoint(cfg.init_from)  # a run folder: its best checkpoint
+            check_initial_weights(load_checkpoint(initial), str(initial), model)
     except BrainMRIError as err:
         problems.append(str(err))
     try:

@@ -20,6 +20,7 @@ from brain_mri.loggers import TensorBoardLogger
 from brain_mri.resume import config_for_resume, prepare_resumed_folder
 from brain_mri.run_outputs import (
     SPLIT_FILE,
+    one_checkpoint,
     write_bad_images,
     write_resolved_config,
     write_run_info,
@@ -95,7 +96,8 @@ def train(cfg: DictConfig) -> float:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")  # data problems surface now, before any model is built
-    source = load_checkpoint(cfg.init_from) if cfg.get("init_from") else None
+    initial = one_checkpoint(cfg.init_from) if cfg.get("init_from") else None  # a run folder: its best
+    source = load_checkpoint(initial) if initial else None
     inherited = {}
     if source is not None and cfg.model.get("normalization") is None:  # the input its weights expect
         inherited["normalization"] = source["hyper_parameters"].get("normalization")
@@ -109,7 +111,7 @@ def train(cfg: DictConfig) -> float:
     )
     start = None
     if source is not None:
-        start = {"checkpoint": str(cfg.init_from), "head_replaced": model.start_from(source, cfg.init_from)}
+        start = {"checkpoint": str(initial), "head_replaced": model.start_from(source, str(initial))}
         start["val/loss_before_training"] = validation_loss(cfg, model, datamodule)
         log.info("val/loss before training: %.4f", start["val/loss_before_training"])
     pretrained = model.hparams.weights or model.hparams.weights_path or source is not None
