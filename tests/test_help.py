@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PROJECT_ROOT, check, run_script
+from helpers import PROJECT_ROOT, check
 
 # the schemas of brain_mri/settings.py, the model configs' shared part, training's groups and callbacks
 INTERNAL_OR_TRAINING = (
@@ -20,6 +20,33 @@ INTERNAL_OR_TRAINING = (
 )
 
 
+SCRIPTS = ("train.py", "eval.py", "predict.py", "export.py")
+# Every script's --help in one Python process, as each prints it: one interpreter start, not four
+EVERY_HELP = """
+import runpy, sys
+from hydra.core.global_hydra import GlobalHydra
+for script in sys.argv[1:]:
+    print(f"=== {script} ===", flush=True)
+    sys.argv = [script, "--help"]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit:
+        pass
+    GlobalHydra.instance().clear()
+"""
+
+
+@pytest.fixture(scope="module")
+def helps() -> dict[str, str]:
+    shown = check(
+        subprocess.run(
+            [sys.executable, "-c", EVERY_HELP, *SCRIPTS], cwd=PROJECT_ROOT, capture_output=True, text=True
+        )
+    ).stdout
+    parts = re.split(r"^=== (\S+) ===$", shown, flags=re.M)[1:]
+    return dict(zip(parts[::2], parts[1::2], strict=True))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("script", "own_settings"),
@@ -29,16 +56,16 @@ INTERNAL_OR_TRAINING = (
         ("export.py", ("ckpt_path: ???", "format: onnx", "output: null")),
     ],
 )
-def test_a_tasks_help_shows_its_usage_and_own_settings_only(script, own_settings):
-    shown = check(run_script(script, "--help")).stdout
+def test_a_tasks_help_shows_its_usage_and_own_settings_only(helps, script, own_settings):
+    shown = helps[script]
     assert f"Usage: python {script} ckpt_path=" in shown
     assert all(setting in shown for setting in own_settings)
     assert not [name for name in INTERNAL_OR_TRAINING if name in shown]
 
 
 @pytest.mark.slow
-def test_trains_help_lists_every_option_of_its_groups_and_no_internal_one():
-    shown = check(run_script("train.py", "--help")).stdout
+def test_trains_help_lists_every_option_of_its_groups_and_no_internal_one(helps):
+    shown = helps["train.py"]
     assert "Usage: python train.py" in shown and "seed: 42" in shown
     assert "schema" not in shown and "_defaults" not in shown
     groups = shown.split("== Config (")[0]

@@ -108,9 +108,7 @@ def one_checkpoint(ckpt_path: str | Path) -> Path:
     """The checkpoint file, or the best checkpoint of a run folder; a sweep folder is refused."""
     checkpoints = best_checkpoints(ckpt_path)
     if len(checkpoints) > 1:
-        raise BrainMRIError(
-            f"{ckpt_path} holds {len(checkpoints)} runs: name one checkpoint or run folder."
-        )
+        raise BrainMRIError(f"{ckpt_path} holds {len(checkpoints)} runs: name one checkpoint or run folder.")
     return checkpoints[0]
 
 
