@@ -1,9 +1,7 @@
 import numpy as np
-import pytest
 
 from brain_mri.data.duplicates import duplicate_groups
 from brain_mri.data.index import build_index
-from helpers import REAL_DATA
 
 
 def groups_by_path(root):
@@ -39,12 +37,3 @@ def test_a_chain_of_copies_is_one_group_though_its_ends_differ():
     angles = np.radians([0, 20, 40, 90])  # neighbours 20 degrees apart (cosine 0.94), the ends 40 (0.77)
     prints = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
     assert duplicate_groups(prints, threshold=0.9).tolist() == [0, 0, 0, 1]
-
-
-def test_the_larger_real_set_keeps_its_groups():
-    """figshare at data.duplicate_threshold=0.95: the groups the split has been dealt from."""
-    root = REAL_DATA.parent / "figshare_brain_tumor"
-    if not (root / "glioma").is_dir():
-        pytest.skip(f"the figshare set is not at {root}")
-    groups = build_index(root, 32, duplicate_threshold=0.95).groups
-    assert len(groups) == 3064 and groups.max() + 1 == 2945

@@ -167,6 +167,7 @@ def test_the_quick_start_prints_no_warning_and_a_line_per_epoch_when_not_on_a_te
             "train.py",
             "data=synthetic",
             f"data.root={phantom_root}",
+            "data.image_size=32",
             "trainer.max_epochs=2",
             f"hydra.run.dir={run}",
         )
