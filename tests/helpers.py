@@ -21,6 +21,22 @@ from brain_mri.launch import register
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("BRAIN_MRI_DATA", PROJECT_ROOT.parent / "shared/data/brain_tumor_dataset"))
 
+# The config groups under conf/, each a folder of options (the schemas and model/_defaults are internal)
+CONFIG_GROUPS = (
+    "data",
+    "model",
+    "optimizer",
+    "scheduler",
+    "augmentation",
+    "trainer",
+    "callbacks",
+    "logger",
+    "paths",
+    "experiment",
+    "hparams_search",
+    "debug",
+)
+
 # Small and fast: 2 epochs at most, 32-pixel images, single process; fp32 on every CPU (the default
 # precision is bf16 where the CPU has it, so the numbers would depend on the machine).
 FAST_TRAINING = [

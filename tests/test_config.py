@@ -6,25 +6,11 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from helpers import PROJECT_ROOT, compose_task
+from helpers import CONFIG_GROUPS, PROJECT_ROOT, compose_task
 
-GROUPS = (
-    "data",
-    "model",
-    "optimizer",
-    "scheduler",
-    "augmentation",
-    "trainer",
-    "callbacks",
-    "logger",
-    "paths",
-    "experiment",
-    "hparams_search",
-    "debug",
-)
 OPTIONS = [
     f"{group}={path.stem}"
-    for group in GROUPS
+    for group in CONFIG_GROUPS
     for path in sorted((PROJECT_ROOT / "conf" / group).glob("*.yaml"))
 ]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PROJECT_ROOT, check
+from helpers import CONFIG_GROUPS, PROJECT_ROOT, check
 
 # the schemas of brain_mri/settings.py, the model configs' shared part, training's groups and callbacks
 INTERNAL_OR_TRAINING = (
@@ -70,18 +70,7 @@ def test_trains_help_lists_every_option_of_its_groups_and_no_internal_one(helps)
     assert "schema" not in shown and "_defaults" not in shown
     groups = shown.split("== Config (")[0]
     listed = dict(re.findall(r"^(\w+): ([\w, ]+?)\s*(?:\(|$)", groups, re.M))
-    for group in (
-        "data",
-        "model",
-        "optimizer",
-        "scheduler",
-        "augmentation",
-        "trainer",
-        "logger",
-        "experiment",
-        "hparams_search",
-        "debug",
-    ):
+    for group in [g for g in CONFIG_GROUPS if g not in ("callbacks", "paths")]:  # not picked as options
         options = {
             p.stem for p in (PROJECT_ROOT / "conf" / group).glob("*.yaml") if not p.stem.startswith("_")
         }
