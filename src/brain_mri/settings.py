@@ -4,6 +4,7 @@ ranges and memory needs it cannot know, checked before the run folder is written
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
@@ -336,12 +337,7 @@ def check_predict_settings(cfg: DictConfig) -> None:
             problems.append(f"{key} must be a whole number of at least 1, got {cfg[key]}.")
     if not Path(str(cfg.input)).expanduser().exists():
         problems.append(f"input={cfg.input}: no such file or folder.")
-    try:
-        best_checkpoints(cfg.ckpt_path)
-    except BrainMRIError as err:
-        problems.append(str(err))
-    if problems:
-        raise BrainMRIError("\n".join(problems))
+    refuse_all(problems + problem_of(best_checkpoints, cfg.ckpt_path))
 
 
 EXPORT_FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}  # export.py format=...: the file's extension
@@ -352,10 +348,20 @@ def check_export_settings(cfg: DictConfig) -> None:
     problems = []
     if cfg.format not in EXPORT_FORMATS:
         problems.append(f"format must be one of {', '.join(EXPORT_FORMATS)}, got '{cfg.format}'.")
+    refuse_all(problems + problem_of(one_checkpoint, cfg.ckpt_path))
+
+
+def problem_of(check: Callable[..., object], *args: Any) -> list[str]:
+    """What ``check(*args)`` refuses, as a list to add to the others (empty when it passes)."""
     try:
-        one_checkpoint(cfg.ckpt_path)
+        check(*args)
     except BrainMRIError as err:
-        problems.append(str(err))
+        return [str(err)]
+    return []
+
+
+def refuse_all(problems: list[str]) -> None:
+    """Every problem found, in one message."""
     if problems:
         raise BrainMRIError("\n".join(problems))
 
