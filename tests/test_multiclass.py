@@ -2,6 +2,7 @@
 predictions.csv and the report agree; binary metrics use an explicit, configurable positive class."""
 
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -61,3 +62,18 @@ def test_the_positive_class_of_binary_metrics_is_configurable():
     assert targets.tolist() == [1, 0, 0] and torch.allclose(scores, logits.softmax(dim=1)[:, 0])
     with pytest.raises(Exception, match="positive_class=tumour is not one of"):
         BrainMRIClassifier(class_names=["no", "yes"], positive_class="tumour")
+
+
+def test_the_sanity_check_on_batches_of_one_class_raises_no_metric_warning(phantom_root, tmp_path):
+    """Lightning's sanity check validates two batches before training; in batches of two, ordered by
+    class, they miss a class, whose one-vs-rest AUROC torchmetrics would warn about."""
+    data = tmp_path / "data"
+    shutil.copytree(phantom_root, data)
+    others = generate_phantom_dataset(tmp_path / "others", per_class=20, size=64, seed=1)
+    shutil.copytree(others / "yes", data / "other")
+    overrides = [*FAST_TRAINING, f"data.root={data}", "data.batch_size=2", "trainer.max_epochs=1"]
+    overrides += ["trainer.limit_train_batches=1"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(compose_task("train", tmp_path / "run", *overrides))
+    assert not [w for w in caught if "samples in targets" in str(w.message)]

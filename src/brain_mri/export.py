@@ -12,10 +12,12 @@ image size, crop) travels with the file: ONNX metadata properties, or ``contract
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
+import os
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -83,14 +85,38 @@ def export_checkpoint(ckpt_path: str | Path, format: str, output: str | Path) ->
     except RuntimeError as err:  # an operation the format cannot express (its message goes on for pages)
         raise BrainMRIError(
             f"{checkpoint} cannot be exported as {format} at {contract['image_size']} px: "
-            f"{str(err).strip().splitlines()[0].split(' [Caused by')[0]} {EXPORT_HINTS.get(format, '')}"
+            f"{first_sentences(str(err))} {EXPORT_HINTS.get(format, '')}"
         ) from None
+
+
+def first_sentences(message: str) -> str:
+    """What an exporter's error says, without its invitation to file an issue or the graph it quotes."""
+    first = message.strip().splitlines()[0]
+    for tail in (" Please feel free to request support", " [Caused by"):
+        first = first.split(tail)[0]
+    return first
 
 
 EXPORT_HINTS = {
     "onnx": "(ONNX expresses VGG-11's pooling to 7x7 only at image sizes that are multiples of 224.) "
     "format=torchscript exports every model at any size."
 }
+
+
+@contextlib.contextmanager
+def native_stdout_silenced() -> Iterator[None]:
+    """The process's standard output (file descriptor 1) goes nowhere for a while: when the
+    TorchScript-based ONNX exporter (no onnxscript needed) fails, its C++ log prints the whole graph there,
+    though its log is meant to be off (its check reads a function as true)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as nowhere:
+            os.dup2(nowhere.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def write(model, contract: dict, format: str, target: Path) -> Path:
@@ -106,8 +132,7 @@ def write(model, contract: dict, format: str, target: Path) -> Path:
         import onnx
     except ImportError as err:
         raise BrainMRIError("ONNX export needs the export extra: pip install -e '.[export]'") from err
-    # the TorchScript-based exporter (no onnxscript needed) prints the whole graph when it fails
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), native_stdout_silenced():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             model,

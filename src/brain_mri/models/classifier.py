@@ -309,6 +309,10 @@ class BrainMRIClassifier(L.LightningModule):
                 )
 
     def validation_step(self, batch, batch_idx: int) -> None:
+        if self.trainer.sanity_checking:  # a few batches, perhaps of one class: they only have to run
+            images, labels = batch
+            self.criterion(self(images), labels)
+            return
         loss = self._step(batch, self.val_metrics)
         self.val_loss.update(loss, weight=len(batch[1]))
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
