@@ -43,3 +43,12 @@ def test_online_without_consent_does_not_download(tmp_path, monkeypatch):
     )
     with pytest.raises(BrainMRIError, match=r"data\.download=true"):
         download.ensure_dataset(tmp_path / "absent", download=False)
+
+
+def test_asking_for_a_download_offline_says_it_cannot_and_does_not_suggest_it_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "is_online", lambda: False)
+    with pytest.raises(BrainMRIError) as error:
+        download.ensure_dataset(tmp_path / "absent", download=True)
+    message = str(error.value)
+    assert message.startswith("data.download=true: Kaggle cannot be reached from this machine")
+    assert message.count("data.download=true") == 1 and "data=synthetic" in message

@@ -21,13 +21,15 @@ def is_online(host: str = KAGGLE_HOST, timeout: float = 3.0) -> bool:
         return False
 
 
-def missing_data_message(root: Path) -> str:
+def missing_data_message(root: Path, download_offered: bool = True) -> str:
+    """Where the data should be and the ways to get it (the download only where it is still an option)."""
+    download = "  or download it (needs internet) with data.download=true.\n" if download_offered else ""
     return (
         f"No data set at {root}.\n"
         "  Put the Kaggle 'Brain MRI Images for Brain Tumor Detection' set there\n"
         "  (class folders no/ and yes/),\n"
         "  or point to it with data.root=/path/to/brain_tumor_dataset or BRAIN_MRI_DATA=/path/to/it,\n"
-        "  or download it (needs internet) with data.download=true.\n"
+        f"{download}"
         "  To try the project without any data: python train.py data=synthetic"
     )
 
@@ -62,7 +64,10 @@ def ensure_dataset(root: Path, download: bool) -> Path:
     if root.exists():
         return root
     if not is_online():
-        raise BrainMRIError(missing_data_message(root) + "\n  (This machine is offline, so no download.)")
+        offline = "Kaggle cannot be reached from this machine, so it cannot be downloaded."
+        if download:
+            raise BrainMRIError(f"data.download=true: {offline}\n{missing_data_message(root, False)}")
+        raise BrainMRIError(missing_data_message(root) + f"\n  ({offline})")
     if not download and sys.stdin.isatty():
         answer = input(f"No data at {root}. Download {KAGGLE_DATASET} from Kaggle now? [y/N] ")
         download = answer.strip().lower() in ("y", "yes")
