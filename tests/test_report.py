@@ -297,6 +297,9 @@ def test_runs_on_different_data_sets_are_ranked_separately(small_sweep, tmp_path
         "# Runs on brain_tumor_dataset (2; 0 failed)" in markdown and "# Runs on synthetic (1; 0" in markdown
     )
     assert "{" not in markdown  # no config printed as a dict
+    # trainer=cpu set for the real-data runs alone: a difference between data sets, not within one
+    header = markdown.split("# Runs on brain_tumor_dataset")[1].split("\n| ")[1]
+    assert "trainer" not in header and "weight_decay" in header and "weight_decay" in said
     page = (out / "index.html").read_text()
     assert page.count("used 2 different data sets") == 1 and "best run on synthetic (phantom)" in page
     assert (out / "grid_3d.png").is_file() and (out / "grid_3d_synthetic.png").is_file()

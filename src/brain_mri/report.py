@@ -350,11 +350,8 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     rows = [row for data_set in data_sets for row in data_set.rows]
     out = folder / "report"
     out.mkdir(exist_ok=True)
-    columns = ["run", "data", *SETTINGS, *extra, "epochs", "best_epoch", "val_loss_best"]
-    columns += [*TEST_COLUMNS, "status"]
+    columns = run_columns(rows, extra, every_setting=True)  # the whole record: what each run was told
     write_csv(out / "runs.csv", rows, (*columns, "error", "data_fingerprint"))
-    if all(r["fold"] is None for r in rows):
-        columns.remove("fold")
     reports = [
         report_data_set(data_set, index, extra, out, resamples, seed)
         for index, data_set in enumerate(data_sets)
@@ -367,7 +364,7 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
         section
         for data_set, part in zip(data_sets, reports, strict=True)
         for section in report_sections(
-            data_set, columns, part["cross_validation"], part["repeated"], part["best"]
+            data_set, part["columns"], part["cross_validation"], part["repeated"], part["best"]
         )
     ]
     note = data_sets_note(data_sets)
@@ -387,11 +384,32 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     }
 
 
+def run_columns(rows: list[dict], extra: list[str], every_setting: bool = False) -> list[str]:
+    """The runs table's columns: the settings, those of ``extra`` (every one, or those whose value varies
+    among ``rows``), the results."""
+    varying = [key for key in extra if every_setting or len({row.get(key) for row in rows}) > 1]
+    return [
+        "run",
+        "data",
+        *SETTINGS,
+        *varying,
+        "epochs",
+        "best_epoch",
+        "val_loss_best",
+        *TEST_COLUMNS,
+        "status",
+    ]
+
+
 def report_data_set(
     data_set: DataSet, index: int, extra: list[str], out: Path, resamples: int, seed: int
 ) -> dict:
-    """One data set's cross-validation summaries, grid figure and best run; the first data set's grid is
-    ``grid_3d.png``, another's ``grid_3d_<data set>.png``."""
+    """One data set's cross-validation summaries, grid figure and best run, over the settings that vary
+    among its own runs; the first data set's grid is ``grid_3d.png``, another's ``grid_3d_<data set>.png``."""
+    columns = run_columns(data_set.rows, extra)
+    if all(row["fold"] is None for row in data_set.rows):
+        columns.remove("fold")
+    extra = [key for key in extra if key in columns]  # what other data sets' runs set differently: not here
     cv = cross_validation_summary(data_set.rows, extra, resamples, seed)
     finished = [r for r in data_set.rows if r["status"] == "completed"]
     best = None
@@ -403,6 +421,8 @@ def report_data_set(
         best |= {"data": data_set.label, "data_fingerprint": finished[0]["data_fingerprint"]}
     return {
         "data": data_set.label,
+        "columns": columns,
+        "extra": extra,
         "rows": data_set.rows,
         "cross_validation": cv,
         "repeated": repeated_cross_validation(cv),
@@ -648,7 +668,7 @@ def render_markdown(sections: list[Section], note: str = "") -> str:
 
 
 SUMMARY_COLUMNS = (
-    *("run", "model", "batch_size", "lr", "fold", "epochs"),
+    *("run", "model", "batch_size", "lr", "weight_decay", "fold", "epochs"),
     *("val_loss_best", "test/auroc", "test/accuracy", "status"),
 )
 
@@ -660,8 +680,8 @@ def print_summary(report: dict, limit: int = 10) -> None:
         console.width = 160
     if report["note"]:
         console.print(f"Note: {report['note']}")
-    shown = [c for c in report["columns"] if c in SUMMARY_COLUMNS]
     for part in report["data_sets"]:
+        shown = [c for c in part["columns"] if c in SUMMARY_COLUMNS or c in part["extra"]]
         table = Table(title=f"Runs on {part['data']}, best first (report in {report['folder']})")
         for column in shown:
             table.add_column(column)
