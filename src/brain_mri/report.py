@@ -350,7 +350,7 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     rows = [row for data_set in data_sets for row in data_set.rows]
     out = folder / "report"
     out.mkdir(exist_ok=True)
-    columns = run_columns(rows, extra, every_setting=True)  # the whole record: what each run was told
+    columns = run_columns(extra)  # every run's whole record
     write_csv(out / "runs.csv", rows, (*columns, "error", "data_fingerprint"))
     reports = [
         report_data_set(data_set, index, extra, out, resamples, seed)
@@ -384,15 +384,13 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     }
 
 
-def run_columns(rows: list[dict], extra: list[str], every_setting: bool = False) -> list[str]:
-    """The runs table's columns: the settings, those of ``extra`` (every one, or those whose value varies
-    among ``rows``), the results."""
-    varying = [key for key in extra if every_setting or len({row.get(key) for row in rows}) > 1]
+def run_columns(swept: list[str]) -> list[str]:
+    """The runs table's columns: the settings, the other ``swept`` ones, the results."""
     return [
         "run",
         "data",
         *SETTINGS,
-        *varying,
+        *swept,
         "epochs",
         "best_epoch",
         "val_loss_best",
@@ -406,10 +404,11 @@ def report_data_set(
 ) -> dict:
     """One data set's cross-validation summaries, grid figure and best run, over the settings that vary
     among its own runs; the first data set's grid is ``grid_3d.png``, another's ``grid_3d_<data set>.png``."""
-    columns = run_columns(data_set.rows, extra)
+    # the settings that vary among this data set's runs, not those that only differ from another's
+    extra = [key for key in extra if len({row.get(key) for row in data_set.rows}) > 1]
+    columns = run_columns(extra)
     if all(row["fold"] is None for row in data_set.rows):
         columns.remove("fold")
-    extra = [key for key in extra if key in columns]  # what other data sets' runs set differently: not here
     cv = cross_validation_summary(data_set.rows, extra, resamples, seed)
     finished = [r for r in data_set.rows if r["status"] == "completed"]
     best = None

@@ -4,6 +4,7 @@ ranges and memory needs it cannot know, checked before the run folder is written
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
@@ -31,11 +32,14 @@ from brain_mri.run_outputs import best_checkpoints, one_checkpoint
 CHECKED_TYPES = {int, float, bool, str}
 
 
-def schema_from(function: Any, target: str, filled_by_the_task: tuple[str, ...] = ()) -> type:
+def schema_from(
+    function: Any, target: str, filled_by_the_task: tuple[str, ...] = (), types: dict[str, Any] | None = None
+) -> type:
     """The config schema of ``function``'s settings, derived from its signature, so that each setting is
     declared once, with its type and default, where it is used: a required argument is ``???`` in the
-    config, and ``filled_by_the_task`` are left out (the task passes them, e.g. the data's class names)."""
-    hints = get_type_hints(function)
+    config, and ``filled_by_the_task`` are left out (the task passes them, e.g. the data's class names).
+    The type Hydra checks is the argument's own where it is a plain one, or ``types``'s (any other: Any)."""
+    hints = get_type_hints(function) if types is None else {}
     fields: list[Any] = [("_target_", str, field(default=target))]
     for name, parameter in inspect.signature(function).parameters.items():
         if name == "self" or name in filled_by_the_task:
@@ -43,6 +47,8 @@ def schema_from(function: Any, target: str, filled_by_the_task: tuple[str, ...] 
         hint = hints.get(name, Any)
         members = set(get_args(hint)) - {type(None)} if get_args(hint) else {hint}
         checked = hint if members <= CHECKED_TYPES and len(members) == 1 else Any
+        if types is not None:
+            checked = types.get(name, Any)
         default = MISSING if parameter.default is inspect.Parameter.empty else parameter.default
         fields.append((name, checked, field(default=default)))
     return make_dataclass(f"{getattr(function, '__qualname__', target).split('.')[0]}Settings", fields)
@@ -85,11 +91,7 @@ def trainer_settings() -> type:
     """A schema with every argument of Lightning's Trainer, at Lightning's own default."""
     from lightning.pytorch import Trainer
 
-    fields: list[Any] = [("_target_", str, field(default="lightning.pytorch.Trainer"))]
-    for name, parameter in inspect.signature(Trainer.__init__).parameters.items():
-        if name != "self":
-            fields.append((name, TRAINER_TYPES.get(name, Any), field(default=parameter.default)))
-    return make_dataclass("TrainerSettings", fields)
+    return schema_from(Trainer.__init__, "lightning.pytorch.Trainer", types=TRAINER_TYPES)
 
 
 # Arguments the tasks fill in, never set in a config: the data's classes, and the model's input contract
@@ -133,47 +135,44 @@ def available_memory(accelerator: str) -> int:
     return psutil.virtual_memory().available
 
 
-def activations_per_image(arch: str, image_size: int) -> int:
-    """Output elements of every layer for one image, counted on the meta device (no memory, no time)."""
+def output_shapes(arch: str, image_size: int, pick: Callable[[torch.nn.Module], list[torch.nn.Module]]):
+    """The output shapes of the modules ``pick(net)`` chooses, in the order they run, from one forward
+    pass of ``arch`` on the meta device (no memory, no time)."""
     from brain_mri.models.backbones import build_backbone
 
     with torch.device("meta"):
         net = build_backbone(arch, 2).eval()  # eval: batch norm takes a batch of one
-    count = 0
+    modules = pick(net)  # before any hook: a name that is not there raises here
+    shapes: list[tuple[int, ...]] = []
 
-    def add(module, inputs, output) -> None:
-        nonlocal count
+    def record(module, inputs, output) -> None:
         if isinstance(output, torch.Tensor):
-            count += output.numel()
+            shapes.append(tuple(output.shape))
 
-    leaves = [m for m in net.modules() if not list(m.children())]
-    hooks = [m.register_forward_hook(add) for m in leaves]
+    hooks = [module.register_forward_hook(record) for module in modules]
     with torch.no_grad():
         net(torch.empty(1, 3, image_size, image_size, device="meta"))
     for hook in hooks:
         hook.remove()
-    return count
+    return shapes
+
+
+def activations_per_image(arch: str, image_size: int) -> int:
+    """Output elements of every layer for one image."""
+    leaves = output_shapes(arch, image_size, lambda net: [m for m in net.modules() if not list(m.children())])
+    return sum(math.prod(shape) for shape in leaves)
 
 
 def cam_layer_problem(arch: str, layer: str, image_size: int) -> str | None:
     """Why ``model.cam_layer`` cannot serve Grad-CAM (no such module, or its output is no feature map at
-    this image size), found on the meta device before training rather than when the run is tested."""
-    from brain_mri.models.backbones import build_backbone
-
-    with torch.device("meta"):
-        net = build_backbone(arch, 2).eval()
+    this image size), found before training rather than when the run is tested."""
     try:
-        module = net.get_submodule(layer)
+        (shape,) = output_shapes(arch, image_size, lambda net: [net.get_submodule(layer)])
     except AttributeError:
         return f"model.cam_layer={layer}: {arch} has no such module."
-    shapes: list[tuple[int, ...]] = []
-    hook = module.register_forward_hook(lambda m, i, output: shapes.append(tuple(output.shape)))
-    with torch.no_grad():
-        net(torch.empty(1, 3, image_size, image_size, device="meta"))
-    hook.remove()
-    if len(shapes[0]) != 4:
+    if len(shape) != 4:
         return (
-            f"model.cam_layer={layer}: its output is not a feature map (N, C, H, W) but {shapes[0]}; "
+            f"model.cam_layer={layer}: its output is not a feature map (N, C, H, W) but {shape}; "
             "Grad-CAM needs a convolutional layer."
         )
     return None

@@ -36,16 +36,14 @@ def duplicate_groups(fingerprints: np.ndarray, threshold: float = DEFAULT_THRESH
     """Group ids (0, 1, ... in order of first member): the connected components of the graph that links
     every pair with similarity >= threshold (so a chain of copies is one group)."""
     count = len(fingerprints)
-    rows, columns = [], []
+    rows, columns = [np.empty(0, dtype=int)], [np.empty(0, dtype=int)]
     chunk = 1024  # similarities a block of rows at a time: memory stays linear in the number of images
     for start in range(0, count, chunk):
         i, j = np.nonzero(fingerprints[start : start + chunk] @ fingerprints.T >= threshold)
         rows.append(i + start)
         columns.append(j)
-    links = np.concatenate(rows) if rows else np.empty(0, dtype=int)
-    graph = coo_matrix(
-        (np.ones(len(links)), (links, np.concatenate(columns) if columns else links)), (count,) * 2
-    )
+    links = (np.concatenate(rows), np.concatenate(columns))
+    graph = coo_matrix((np.ones(len(links[0])), links), shape=(count, count))
     _, components = connected_components(graph, directed=False)
     _, first = np.unique(components, return_index=True)  # number the groups by their first member
     order = np.empty(len(first), dtype=int)
