@@ -17,7 +17,7 @@ from PIL import Image
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.folder import scan_image_files
 from brain_mri.errors import BrainMRIError
-from brain_mri.launch import OutputFolderCheck
+from brain_mri.launch import OutputFolderCheck, run_task
 from brain_mri.preprocessing import read_grayscale
 from brain_mri.run_outputs import read_json, read_split, write_csv, write_json, write_split
 from brain_mri.train import train
@@ -279,15 +279,23 @@ def test_a_quoted_path_with_a_space_and_accents_reaches_the_config(tmp_path):
 
 
 def check_at_start(run_dir, *overrides: str) -> str:
-    """What the Hydra callback that runs before the run folder is created says of these overrides."""
+    """What a single run says of these overrides before it does any work: Hydra's callback (the output
+    folder), then the task's own checks, through the task runner as train.py runs them."""
     placed = [] if any(o.startswith("resume=") for o in overrides) else [f"hydra.run.dir={run_dir}"]
     with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, *placed], return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.cwd = str(PROJECT_ROOT)
+        cfg.hydra.runtime.output_dir = cfg.hydra.run.dir
     with pytest.raises(SystemExit) as stopped, contextlib.redirect_stderr(io.StringIO()) as stderr:
         OutputFolderCheck().on_run_start(cfg)
-    assert stopped.value.code == 1 and not run_dir.exists()
+        task_cfg = cfg.copy()
+        with open_dict(task_cfg):
+            del task_cfg["hydra"]
+        run_task(train, task_cfg)
+    assert stopped.value.code == 1
+    if not any(o.startswith("resume=") for o in overrides):
+        shutil.rmtree(run_dir, ignore_errors=True)  # made by the callback; train.py removes it (tested apart)
     return stderr.getvalue()
 
 

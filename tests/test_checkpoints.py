@@ -96,3 +96,25 @@ def test_a_damaged_checkpoint_is_refused_even_alone(trained_run, tmp_path):
     copy.write_bytes(data[:1000])  # cut off, as by an interrupted copy
     with pytest.raises(BrainMRIError, match=r"copied.ckpt is damaged or incomplete \(cut off"):
         load_checkpoint(copy)
+
+
+def test_a_checkpoint_is_checksummed_once_per_version_of_the_file(trained_run, tmp_path, monkeypatch):
+    """A ``ckpt_path=`` start checks the file, then Lightning loads it: its CRCs are read once; a file
+    damaged in place after that is a new version, and is refused."""
+    import zipfile
+
+    copy = tmp_path / "copied.ckpt"
+    copy.write_bytes((trained_run / "checkpoints" / "last.ckpt").read_bytes())
+    reads = []
+    testzip = zipfile.ZipFile.testzip
+    monkeypatch.setattr(zipfile.ZipFile, "testzip", lambda self: reads.append(1) or testzip(self))
+    load_checkpoint(copy)
+    load_checkpoint(copy)
+    assert len(reads) == 1
+    data = bytearray(copy.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = bytes(b ^ 0xFF for b in data[middle : middle + 4096])
+    copy.write_bytes(bytes(data))
+    with pytest.raises(BrainMRIError, match=r"fails its checksum"):
+        load_checkpoint(copy)
+    assert len(reads) == 2

@@ -3,6 +3,7 @@ Turning one into a classifier is the model's own job (``BrainMRIClassifier.resto
 
 from __future__ import annotations
 
+import functools
 import pickle
 import zipfile
 from pathlib import Path
@@ -25,7 +26,16 @@ def require_file(path: str | Path) -> Path:
 def verify_checksums(path: Path) -> None:
     """Refuse a damaged checkpoint: every part of the zip container carries a CRC-32 (written by
     ``torch.save``), which is checked here, so a file damaged on disk or in a copy never loads as
-    silently wrong weights, even when it was copied alone, away from its run folder."""
+    silently wrong weights, even when it was copied alone, away from its run folder. Each version of a
+    file is read once per process (a ``ckpt_path=`` start is checked, then loaded by Lightning)."""
+    stat = path.stat()
+    verified_once(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def verified_once(path: Path, modified_ns: int, size: int) -> None:
+    """:func:`verify_checksums` of one version of a file (its time and size name the version); a
+    damaged file raises, and is read again on the next call."""
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()

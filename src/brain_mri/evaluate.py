@@ -53,7 +53,7 @@ def same_test_partition(checkpoints: list[Path]) -> None:
 def evaluate(cfg: DictConfig) -> float:
     """Test ``cfg.ckpt_path`` (a checkpoint, or the ensemble of a run or sweep folder) on the test partition
     of its run's split, or on every image of a folder."""
-    check_eval_settings(cfg)  # also checked before Hydra makes the folder, in a single run
+    check_eval_settings(cfg)
     model, checkpoints = load_model(str(cfg.ckpt_path), cfg.eval.tta)
     if cfg.eval.on == "test" and not cfg.data.split_file:
         same_test_partition(checkpoints)

@@ -46,7 +46,7 @@ def input_contract(model) -> dict:
 def export(cfg: DictConfig) -> Path:
     """Export ``cfg.ckpt_path`` as ``cfg.format``; returns the file written: ``cfg.output``, or the run's
     name in the task's own output folder (never the folder the command was started from)."""
-    check_export_settings(cfg)  # also checked before Hydra makes the folder, in a single run
+    check_export_settings(cfg)
     checkpoint = one_checkpoint(cfg.ckpt_path)
     target = (
         Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / export_name(checkpoint, cfg.format)

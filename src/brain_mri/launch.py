@@ -1,6 +1,7 @@
 """What the Hydra entry points (train.py, eval.py) share: the config resolvers and schemas they need
 (:func:`register`), the task runner that reports user errors plainly and keeps sweeps going, and the
-Hydra callback that checks settings and the output folder before Hydra writes anything."""
+Hydra callback that checks the output folder before Hydra writes anything (each task checks its own
+settings, once, before it reads or writes anything)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from brain_mri.errors import BrainMRIError, stop, user_error
 from brain_mri.hardware import best_precision
 from brain_mri.run_outputs import METRICS_FILE, failure_record, read_json, write_json
-from brain_mri.settings import check_settings, register_schemas
+from brain_mri.settings import register_schemas
 
 log = logging.getLogger(__name__)
 
@@ -139,22 +140,16 @@ def ensure_writable(folder: str) -> None:
 
 
 class OutputFolderCheck(Callback):
-    """Hydra callback: checks a single run's settings, and the run or sweep folder, before Hydra itself
-    writes into it (a sweep's jobs check their settings themselves, and fail one by one)."""
+    """Hydra callback: checks the run or sweep folder before Hydra itself writes into it. The task checks
+    its settings; a run stopped by them leaves its log in ``failed_starts``, not a folder among the runs."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         HydraConfig.instance().set_config(config)  # Hydra sets it only later; the folder's path needs it
-        try:
-            moved = [o for o in config.hydra.overrides.hydra if o.startswith("hydra.run.dir=")]
-            if config.get("resume") and moved:
-                raise BrainMRIError(f"resume= continues a run in its own folder; drop {moved[0]}.")
-            check_settings(config)  # before Hydra creates the run folder
-        except Exception as caught:
-            err = user_error(caught)
-            if err is None:
-                raise
-            stop(err)
-        ensure_writable(config.hydra.run.dir)
+        moved = [o for o in config.hydra.overrides.hydra if o.startswith("hydra.run.dir=")]
+        if config.get("resume") and moved:
+            stop(f"resume= continues a run in its own folder; drop {moved[0]}.")
+        if not config.get("resume"):  # a resume's folder is the run's own: the task checks that one
+            ensure_writable(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         HydraConfig.instance().set_config(config)

@@ -363,14 +363,3 @@ def refuse_all(problems: list[str]) -> None:
     """Every problem found, in one message."""
     if problems:
         raise BrainMRIError("\n".join(problems))
-
-
-def check_settings(cfg: DictConfig) -> None:
-    """The checks of the task the config is for (``task_name``)."""
-    checks = {
-        "train": check_train_settings,
-        "eval": check_eval_settings,
-        "predict": check_predict_settings,
-        "export": check_export_settings,
-    }
-    checks[cfg.task_name](cfg)
