@@ -10,7 +10,7 @@ import torch
 
 from brain_mri.evaluate import evaluate
 from brain_mri.hardware import best_precision
-from brain_mri.resume import LOCK_FILE
+from brain_mri.resume import is_being_trained
 from brain_mri.run_outputs import read_csv, read_json
 from helpers import FAST_TRAINING, PROJECT_ROOT, check, compose_task, run_script
 
@@ -84,7 +84,7 @@ def test_ddp_spawn_runs_inside_a_multirun(phantom_root, tmp_path):
     assert (job / "val_predictions.csv").is_file()
     # the run folder was written when the workers' fit began, not again when this process tested
     assert (job / "run_info.json").stat().st_mtime_ns < (job / "checkpoints" / "last.ckpt").stat().st_mtime_ns
-    assert not (job / LOCK_FILE).exists()  # unlocked by this process at the end
+    assert not is_being_trained(job)  # released by the worker that trained
 
 
 def test_precision_follows_the_hardware(monkeypatch):

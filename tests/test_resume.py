@@ -26,10 +26,11 @@ from brain_mri.evaluate import evaluate
 from brain_mri.report import read_run
 from brain_mri.resume import (
     LOCK_FILE,
+    RunFolderLocked,
     check_patience_left,
+    is_being_trained,
     keep_epochs_up_to,
     lock_run_folder,
-    unlock_run_folder,
 )
 from brain_mri.run_outputs import read_csv, read_json, write_csv
 from brain_mri.settings import check_train_settings
@@ -128,10 +129,10 @@ def test_a_killed_run_resumes_at_the_next_epoch_to_the_same_result(phantom_root,
     assert 1 <= latest < 3, "the run was not killed between its second epoch and its end"
     assert (run / "split.csv").read_bytes() == (uninterrupted / "split.csv").read_bytes()
     config = (run / ".hydra" / "config.yaml").read_text()
-    assert (run / LOCK_FILE).is_file()  # left by the killed process, whose pid is gone: no obstacle
+    assert (run / LOCK_FILE).is_file() and not is_being_trained(run)  # released when the process died
 
     train(compose_task("train", run, f"resume={run}"))  # here: nothing carries over from the killed process
-    assert not (run / LOCK_FILE).exists()
+    assert not is_being_trained(run)
     assert epochs_trained_by_other_processes(run, process.pid) == set(range(latest + 1, 4))
     resumed, whole = read_json(run / "metrics.json"), read_json(uninterrupted / "metrics.json")
     for name in RESULTS:
@@ -162,14 +163,17 @@ def test_a_resume_may_raise_the_patience_saved_in_its_checkpoint():
 
 
 def test_a_resume_refuses_a_run_that_is_still_training(uninterrupted, tmp_path):
-    assert not (uninterrupted / LOCK_FILE).exists()  # a finished run holds no lock
+    assert not is_being_trained(uninterrupted)  # a finished run holds no lock
     run = shutil.copytree(uninterrupted, tmp_path / "run")  # a copy: other workers read the original
-    lock_run_folder(run)  # as if this process were still training it
+    lock = lock_run_folder(run)  # as if another process were still training it
     try:
-        with pytest.raises(BrainMRIError, match=r"is still being trained \(pid"):
+        with pytest.raises(BrainMRIError, match=r"is still being trained by another process"):
             train(compose_task("train", run, f"resume={run}"))
+        with pytest.raises(RunFolderLocked, match=r"is being trained by another process"):
+            lock_run_folder(run)  # a second training that got past that check in the meantime
     finally:
-        unlock_run_folder(run)
+        lock.release()
+    assert not is_being_trained(run)
 
 
 def test_a_copied_run_folder_resumes_where_it_is_now(uninterrupted, tmp_path):

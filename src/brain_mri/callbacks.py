@@ -10,13 +10,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from filelock import FileLock
 from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from brain_mri import plots
 from brain_mri.checkpoints import keeps_best_checkpoints
 from brain_mri.explain import grad_cam
-from brain_mri.resume import lock_run_folder, unlock_run_folder
+from brain_mri.resume import RunFolderLocked, lock_run_folder
 from brain_mri.run_outputs import (
     METRICS_FILE,
     failure_record,
@@ -46,27 +47,35 @@ class RunFolderWriter(L.Callback):
     def __init__(self, output_dir: Path, write: Callable[[], None], first_stage: str):
         self.output_dir, self.write, self.first_stage = Path(output_dir).resolve(), write, first_stage
         self.lock = first_stage == "fit"
+        self.held: FileLock | None = None  # the run folder's lock, in the process that trains
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not trainer.is_global_zero:
             stop_logging_into(self.output_dir)
         elif stage == self.first_stage:  # once per task, not per stage (fit, test, predict)
+            if self.lock:  # first: a folder another process trains in is left as it is
+                self.held = lock_run_folder(self.output_dir)  # raises when another process holds it
             self.write()
-            if self.lock:
-                lock_run_folder(self.output_dir)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.callback_metrics[EPOCHS_TRAINED] = torch.tensor(trainer.current_epoch)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.lock and stage == "predict" and trainer.is_global_zero:  # the task's last stage
-            unlock_run_folder(self.output_dir)
+        if stage == "predict":  # the task's last stage
+            self.release()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
-        if trainer.is_global_zero:
+        locked_out = isinstance(exception, RunFolderLocked)  # the folder is another process's
+        if trainer.is_global_zero and not locked_out:
             write_json(self.output_dir / METRICS_FILE, failure_record(exception))
-            if self.lock:
-                unlock_run_folder(self.output_dir)
+        self.release()
+
+    def release(self) -> None:
+        """Release the run folder's lock if this process holds it (under ddp_spawn a worker held it, and
+        released it when it ended)."""
+        if self.held is not None:
+            self.held.release()
+            self.held = None
 
 
 def stop_logging_into(folder: Path) -> None:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
@@ -273,40 +274,38 @@ def record_resume(output_dir: Path, record: dict) -> None:
 LOCK_FILE = "training.lock"
 
 
-def lock_run_folder(run_dir: Path) -> None:
-    """Mark the run folder as being trained by this process (removed when training ends)."""
-    import os
-    import platform
-
-    write_json(run_dir / LOCK_FILE, {"host": platform.node(), "pid": os.getpid()})
+class RunFolderLocked(BrainMRIError):
+    """Another process trains in the run folder."""
 
 
-def unlock_run_folder(run_dir: Path) -> None:
-    (run_dir / LOCK_FILE).unlink(missing_ok=True)
-
-
-def training_process(run_dir: Path) -> str | None:
-    """The process still training in ``run_dir`` on this machine ("pid N on host"), or None: a lock left
-    by a killed process, or by another machine, whose processes cannot be seen from here, does not count."""
-    import os
-    import platform
-
+def lock_run_folder(run_dir: Path) -> FileLock:
+    """Hold the run folder's lock while this process trains in it, so that a resume cannot run beside it.
+    The operating system releases it when the process ends, however it ends (a killed run leaves no stale
+    lock); the file itself stays."""
+    lock = FileLock(run_dir / LOCK_FILE)
     try:
-        lock = read_json(run_dir / LOCK_FILE)
-        if lock.get("host") != platform.node():
-            return None
-        os.kill(int(lock["pid"]), 0)  # signal 0: only asks whether the process exists
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return f"pid {lock['pid']} on {lock['host']}"
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunFolderLocked(f"{run_dir} is being trained by another process.") from None
+    return lock
+
+
+def is_being_trained(run_dir: Path) -> bool:
+    """Whether a process (on any machine that shares the folder's file system) holds the run's lock."""
+    if not (run_dir / LOCK_FILE).is_file():  # never trained here: no lock file to create in it
+        return False
+    try:
+        with FileLock(run_dir / LOCK_FILE, timeout=0):
+            return False
+    except Timeout:
+        return True
 
 
 def check_run_folder(run_dir: Path) -> Path:
     """``run_dir`` as a run that can be resumed: a run folder of this project with a finished epoch,
     which no process on this machine is still training."""
-    running = training_process(run_dir)
-    if running:
-        raise BrainMRIError(f"{run_dir} is still being trained ({running}): stop that process first.")
+    if is_being_trained(run_dir):
+        raise BrainMRIError(f"{run_dir} is still being trained by another process: stop that process first.")
     if not run_dir.is_dir():
         raise BrainMRIError(f"No run folder at {run_dir} to resume.")
     if not (run_dir / CONFIG_FILE).is_file():
