@@ -323,6 +323,7 @@ def test_a_setting_of_the_wrong_type_is_refused_with_its_key(tmp_path, key):
         ("data.image_size=10", "data.image_size must be at least 32 pixels"),
         ("data.split_seed=-1", "data.split_seed must be a whole number of 0 or more"),
         ("seed=abc", "seed must be a whole number of 0 or more"),
+        ("gallery_images=-1", "gallery_images must be a whole number of 0 or more"),
         ("callbacks.early_stopping.patience=1.5", "callbacks.early_stopping.patience must be a whole number"),
         (
             "callbacks.early_stopping.patience=''",

@@ -163,14 +163,16 @@ def test_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert "nope is not a folder" in capsys.readouterr().err
 
 
-def test_a_page_whose_images_are_gone_says_so_without_a_gallery(trained_run, tmp_path, caplog):
+def test_a_page_shows_the_gallery_the_run_drew_and_says_when_it_drew_none(trained_run, tmp_path, caplog):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    info = read_json(run / "run_info.json")
-    (run / "run_info.json").write_text(json.dumps(info | {"data_root": str(tmp_path / "moved")}))
-    report = build_report(run, resamples=50)
-    page = (report["folder"] / "index.html").read_text()
-    said = f"of the {report['best']['test_images']} test images are not under {tmp_path / 'moved'}"
+    (run / "run_info.json").write_text(json.dumps(read_json(run / "run_info.json") | {"data_root": "/gone"}))
+    page = (build_report(run, resamples=50)["folder"] / "index.html").read_text()
+    drawn = read_csv(run / "gallery.csv")
+    assert drawn and page.count('<figure class="') == len(drawn)  # the report needs no data, no model
+    (run / "gallery.csv").unlink()
+    page = (build_report(run, resamples=50)["folder"] / "index.html").read_text()
+    said = "the run drew no Grad-CAM maps of its test images (gallery_images=0"
     assert "No gallery: " in page and said in page and '<figure class="' not in page
     assert said in caplog.text  # and in the terminal
 

@@ -97,6 +97,20 @@ def test_tensorboard_shows_the_images_the_model_saw_and_its_test_mistakes(traine
     assert set(events.PluginTagToContent("pr_curves")) == {"test/pr_curve/no", "test/pr_curve/yes"}
 
 
+def test_the_run_draws_its_test_images_under_grad_cam_misclassified_first(trained_run):
+    predictions = read_csv(trained_run / "predictions.csv")
+    drawn = read_csv(trained_run / "gallery.csv")
+    assert sorted(r["path"] for r in drawn) == sorted(r["path"] for r in predictions)  # fewer than 64
+    wrong = [r["predicted_class"] != r["class"] for r in drawn]
+    assert wrong == sorted(wrong, reverse=True)  # misclassified first
+    by_path = {r["path"]: r for r in predictions}
+    for row in drawn:
+        assert row["predicted_class"] == by_path[row["path"]]["predicted_class"]
+        picture = np.asarray(Image.open(trained_run / row["image"]).convert("RGB")).astype(int)
+        assert picture.shape[:2] == (256 + 24, 256)  # the overlay and its caption strip
+        assert np.abs(picture[..., 0] - picture[..., 2]).max() > 50  # a map in colour over gray
+
+
 def test_binary_metrics_take_yes_as_the_positive_class(trained_run):
     """Counted by hand from predictions.csv, with label 1 (yes, tumour) positive."""
     rows = read_csv(trained_run / "predictions.csv")

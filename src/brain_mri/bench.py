@@ -34,7 +34,7 @@ from brain_mri.data.synthetic import generate_phantom_dataset
 from brain_mri.explain import overlay
 from brain_mri.hardware import autocast, best_precision
 from brain_mri.models import BrainMRIClassifier, EnsembleClassifier
-from brain_mri.predict import predict_files
+from brain_mri.models.inference import predict_files
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "model"  # run from a clone of the project
@@ -187,7 +187,7 @@ def prediction(model: BrainMRIClassifier, args, precision: str) -> StepTimer:
 def file_prediction(
     model: BrainMRIClassifier, files: list[Path], args, precision: str, explain: bool
 ) -> float:
-    """Images per second of :func:`brain_mri.predict.predict_files` over image files, and with
+    """Images per second of :func:`brain_mri.models.inference.predict_files` over image files, and with
     ``explain`` the overlay PNGs too (encoded in memory), as ``predict.py explain=true`` writes them."""
     predict_files(model, files[: args.batch_size], precision=precision, progress=False)  # warm-up
     started = time.perf_counter()

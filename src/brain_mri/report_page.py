@@ -7,22 +7,17 @@ attached to a paper review.
 from __future__ import annotations
 
 import base64
-import io
 import logging
 from pathlib import Path
 from typing import NamedTuple
 
 import jinja2
-from PIL import Image
 
-from brain_mri.errors import BrainMRIError
-from brain_mri.explain import overlay
-from brain_mri.run_outputs import PREDICTIONS_FILE, RUN_INFO_FILE, best_checkpoints, read_csv, read_json
+from brain_mri.run_outputs import GALLERY_FILE, PREDICTIONS_FILE, read_csv
 
 log = logging.getLogger(__name__)
 
 PAGE_FILE = "index.html"
-GALLERY_LIMIT = 64  # test images shown; a test partition of the Kaggle set has 26
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
@@ -68,14 +63,8 @@ def gallery_summary(run_name: str, shown: int, total: int, wrong: int) -> str:
     return f"{images}, {f'{wrong} misclassified (shown first)' if wrong else 'none misclassified'}."
 
 
-def png_uri(source: Path | Image.Image) -> str:
-    if isinstance(source, Image.Image):
-        buffer = io.BytesIO()
-        source.save(buffer, format="PNG")
-        data = buffer.getvalue()
-    else:
-        data = source.read_bytes()
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+def png_uri(source: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(source.read_bytes()).decode("ascii")
 
 
 def cell(value) -> str:
@@ -103,45 +92,26 @@ class Gallery(NamedTuple):
 
 
 def gallery(best: BestRun) -> Gallery:
-    """The run's test images with prediction, truth and Grad-CAM; misclassified first. Needs the data
-    set where the run read it and the run's best checkpoint; says so on the page when either is gone."""
-    from brain_mri.models import BrainMRIClassifier
-    from brain_mri.predict import predict_files
-
+    """The run's test images under their Grad-CAM maps, misclassified first, as the run drew them
+    (``gallery.csv``); says so on the page when the run drew none."""
     run, on = best.folder, f" on {best.data}" if best.data else ""
     heading = f"Test images of the best run{on} ({best.name})"
-    rows = read_csv(run / PREDICTIONS_FILE)
-    root = Path(read_json(run / RUN_INFO_FILE)["data_root"])
-    missing = [r["path"] for r in rows if not (root / r["path"]).is_file()]
-    try:
-        if missing:
-            raise BrainMRIError(
-                f"{len(missing)} of the {len(rows)} test images are not under {root}, where the run read "
-                f"them (e.g. {missing[0]})"
-            )
-        (checkpoint,) = best_checkpoints(run)  # beside the run when it was moved
-    except BrainMRIError as err:
-        return no_gallery(heading, run, str(err))
-    wrong = sum(r["predicted_class"] != r["class"] for r in rows)
-    total = len(rows)
-    rows.sort(key=lambda r: (r["predicted_class"] == r["class"], r["path"]))
-    rows = rows[:GALLERY_LIMIT]
-    model = BrainMRIClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
-    try:
-        files = [root / r["path"] for r in rows]  # the run read them all: no size limit of its own here
-        found = predict_files(model, files, progress=False, explain=True, min_image_size=1)
-        figures = []
-        for row, prediction in zip(rows, found, strict=True):
-            misclassified = row["predicted_class"] != row["class"]
-            caption = f"{row['predicted_class']} {prediction.probabilities.max():.2f}"
-            assert prediction.heat_map is not None  # explain=True
-            picture = overlay(prediction.pixels, prediction.heat_map, caption)
-            label = f"{row['path']}: true {row['class']}{' (misclassified)' if misclassified else ''}"
-            figures.append(Figure(png_uri(picture), label, misclassified))
-    except BrainMRIError as err:  # e.g. a checkpoint saved before Grad-CAM layers were recorded
-        return no_gallery(heading, run, str(err))
-    summary = gallery_summary(best.name, len(rows), total, wrong)
-    return Gallery(heading, summary, tuple(figures))
+    if not (run / GALLERY_FILE).is_file():
+        return no_gallery(
+            heading,
+            run,
+            f"the run drew no Grad-CAM maps of its test images (gallery_images=0, or trained before runs "
+            f"drew them); predict.py ckpt_path={run} input=<images> explain=true draws them",
+        )
+    tested = read_csv(run / PREDICTIONS_FILE)
+    wrong = sum(r["predicted_class"] != r["class"] for r in tested)
+    rows = read_csv(run / GALLERY_FILE)
+    figures = []
+    for row in rows:
+        misclassified = row["predicted_class"] != row["class"]
+        label = f"{row['path']}: true {row['class']}{' (misclassified)' if misclassified else ''}"
+        figures.append(Figure(png_uri(run / row["image"]), label, misclassified))
+    return Gallery(heading, gallery_summary(best.name, len(rows), len(tested), wrong), tuple(figures))
 
 
 def no_gallery(heading: str, run: Path, why: str) -> Gallery:

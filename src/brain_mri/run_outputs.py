@@ -31,6 +31,9 @@ RUN_INFO_FILE = "run_info.json"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = f"{CHECKPOINT_DIR}/last.ckpt"
 EPOCH_LOG = "csv/metrics.csv"
+GALLERY_DIR = "gallery"  # Grad-CAM overlays of test images, misclassified first
+GALLERY_FILE = "gallery.csv"  # one row per overlay
+GALLERY_FIELDS = ("image", "path", "class", "predicted_class", "probability")
 
 
 def run_folder_of(checkpoint: str | Path) -> Path:

@@ -244,7 +244,7 @@ def check_train_settings(cfg: DictConfig) -> None:
         problems.append(
             f"trainer.gradient_clip_val must be greater than 0 (or null: no clipping), got {clip}."
         )
-    for key in ("seed", "data.split_seed", "callbacks.early_stopping.patience"):
+    for key in ("seed", "data.split_seed", "callbacks.early_stopping.patience", "gallery_images"):
         value = OmegaConf.select(cfg, key, default=0)  # no early stopping: no patience to check
         if not is_whole(value) or value < 0:
             problems.append(f"{key} must be a whole number of 0 or more, got {value!r}.")

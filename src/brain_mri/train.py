@@ -15,10 +15,13 @@ from omegaconf import DictConfig, OmegaConf
 from brain_mri.callbacks import EPOCHS_TRAINED, task_callbacks
 from brain_mri.checkpoints import load_checkpoint
 from brain_mri.errors import BrainMRIError
+from brain_mri.gallery import write_gallery
 from brain_mri.launch import instantiate_group, optimized_value
 from brain_mri.loggers import TensorBoardLogger
+from brain_mri.models import BrainMRIClassifier
 from brain_mri.resume import config_for_resume, prepare_resumed_folder
 from brain_mri.run_outputs import (
+    GALLERY_DIR,
     SPLIT_FILE,
     one_checkpoint,
     write_bad_images,
@@ -174,6 +177,10 @@ def train(cfg: DictConfig) -> float:
     results = test_and_save(
         evaluator, model, datamodule, output_dir, best.best_model_path, summary, predict_validation=True
     )
+    if cfg.get("gallery_images") and evaluator.is_global_zero:
+        tested = BrainMRIClassifier.load_from_checkpoint(best.best_model_path, map_location="cpu")
+        shown = write_gallery(output_dir, tested, datamodule.root, cfg.gallery_images)
+        log.info("Grad-CAM maps of %d test images: %s", shown, output_dir / GALLERY_DIR)
     log_hyperparameters(loggers, model, datamodule, cfg.seed, results)
     log.info(
         "Run folder %s; best checkpoint %s (val/loss %.4f)",
