@@ -3,8 +3,8 @@
 
 import hydra
 
-from brain_mri.export import export
-from brain_mri.launch import register, run_task
+from brain_mri.config.launch import register, run_task
+from brain_mri.tasks.export import export
 
 register()
 

@@ -2,8 +2,8 @@
 
 import hydra
 
-from brain_mri.launch import register, run_task
-from brain_mri.predict import predict
+from brain_mri.config.launch import register, run_task
+from brain_mri.tasks.predict import predict
 
 register()
 

@@ -2,8 +2,8 @@
 
 import hydra
 
-from brain_mri.launch import register, run_task
-from brain_mri.train import train
+from brain_mri.config.launch import register, run_task
+from brain_mri.tasks.train import train
 
 register()
 

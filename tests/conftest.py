@@ -13,7 +13,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 import pytest
 
 from brain_mri.data.synthetic import generate_phantom_dataset
-from brain_mri.train import train
+from brain_mri.tasks.train import train
 from helpers import FAST_TRAINING, REAL_DATA, built_once, check, compose_task, run_script
 
 

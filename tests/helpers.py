@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from brain_mri.launch import register
+from brain_mri.config.launch import register
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("BRAIN_MRI_DATA", PROJECT_ROOT.parent / "shared/data/brain_tumor_dataset"))

@@ -14,13 +14,13 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import open_dict
 from PIL import Image
 
+from brain_mri.config.launch import OutputFolderCheck, run_task
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.folder import scan_image_files
+from brain_mri.data.preprocessing import read_grayscale
 from brain_mri.errors import BrainMRIError
-from brain_mri.launch import OutputFolderCheck, run_task
-from brain_mri.preprocessing import read_grayscale
-from brain_mri.run_outputs import read_json, read_split, write_csv, write_json, write_split
-from brain_mri.train import train
+from brain_mri.runs.files import read_json, read_split, write_csv, write_json, write_split
+from brain_mri.tasks.train import train
 from helpers import FAST_TRAINING, PROJECT_ROOT, compose_task, corrupt_copy
 
 GRADIENT = np.tile(np.linspace(0, 255, 64), (48, 1)).astype(np.uint8)  # dark left, bright right

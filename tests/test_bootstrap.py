@@ -16,7 +16,7 @@ from torchmetrics.functional.classification import (
     multiclass_specificity,
 )
 
-from brain_mri.bootstrap import binary_metrics, bootstrap_intervals, paired_difference
+from brain_mri.report.statistics import binary_metrics, bootstrap_intervals, paired_difference
 
 
 def simulated_predictions(n: int, seed: int = 0):

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from brain_mri.checkpoints import load_checkpoint
+from brain_mri.data.preprocessing import prepare_images
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
-from brain_mri.preprocessing import prepare_images
-from brain_mri.run_outputs import read_csv, read_json
+from brain_mri.runs.checkpoints import load_checkpoint
+from brain_mri.runs.files import read_csv, read_json
 from helpers import PROJECT_ROOT
 
 

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from brain_mri.data import BrainMRIDataModule
+from brain_mri.data.preprocessing import augmentation_policy, to_model_input
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
-from brain_mri.preprocessing import augmentation_policy, to_model_input
 
 
 def test_batches_are_uint8_in_memory_and_float_rgb_on_device(phantom_root):

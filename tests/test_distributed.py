@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
-from brain_mri.evaluate import evaluate
 from brain_mri.hardware import best_precision
-from brain_mri.resume import is_being_trained
-from brain_mri.run_outputs import read_csv, read_json
+from brain_mri.runs.files import read_csv, read_json
+from brain_mri.runs.resume import is_being_trained
+from brain_mri.tasks.evaluate import evaluate
 from helpers import FAST_TRAINING, PROJECT_ROOT, check, compose_task, run_script
 
 DDP = [*FAST_TRAINING, "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1"]

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from brain_mri.data.preprocessing import prepare_images
 from brain_mri.errors import BrainMRIError
-from brain_mri.evaluate import evaluate
 from brain_mri.hardware import precision_for_checkpoint
 from brain_mri.models import BrainMRIClassifier
-from brain_mri.preprocessing import prepare_images
-from brain_mri.run_outputs import read_csv, read_json
-from brain_mri.train import train
+from brain_mri.runs.files import read_csv, read_json
+from brain_mri.tasks.evaluate import evaluate
+from brain_mri.tasks.train import train
 from helpers import FAST_TRAINING, compose_task, corrupt_copy
 
 

@@ -11,14 +11,14 @@ import torch
 from PIL import Image
 from test_models import compose_train
 
+from brain_mri.data.preprocessing import prepare_images
 from brain_mri.data.synthetic import LESIONS_FILE, generate_phantom_dataset
 from brain_mri.errors import BrainMRIError
-from brain_mri.explain import OVERLAY_SIZE, grad_cam
 from brain_mri.models import BrainMRIClassifier, EnsembleClassifier
 from brain_mri.models.backbones import BACKBONES
-from brain_mri.predict import predict
-from brain_mri.preprocessing import prepare_images
-from brain_mri.run_outputs import read_csv
+from brain_mri.models.explain import OVERLAY_SIZE, grad_cam
+from brain_mri.runs.files import read_csv
+from brain_mri.tasks.predict import predict
 from helpers import built_once, compose_task
 
 SIZE = 160  # ResNet-18's last feature map is 5x5 here

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from brain_mri.errors import BrainMRIError
-from brain_mri.export import export, export_checkpoint, export_name
 from brain_mri.models import BrainMRIClassifier
-from brain_mri.run_outputs import read_json
+from brain_mri.runs.files import read_json
+from brain_mri.tasks.export import export, export_checkpoint, export_name
 from helpers import PROJECT_ROOT, compose_task, run_script
 
 

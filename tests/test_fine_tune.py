@@ -5,12 +5,12 @@ import logging
 import pytest
 import torch
 
-from brain_mri.checkpoints import load_checkpoint
+from brain_mri.config.settings import check_train_settings
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
-from brain_mri.run_outputs import read_json
-from brain_mri.settings import check_train_settings
-from brain_mri.train import train
+from brain_mri.runs.checkpoints import load_checkpoint
+from brain_mri.runs.files import read_json
+from brain_mri.tasks.train import train
 from helpers import FAST_TRAINING, compose_task
 
 

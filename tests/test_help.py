@@ -10,7 +10,7 @@ import pytest
 
 from helpers import CONFIG_GROUPS, PROJECT_ROOT, check
 
-# the schemas of brain_mri/settings.py, the model configs' shared part, training's groups and callbacks
+# the schemas of brain_mri/config/settings.py, the model configs' shared part, training's groups and callbacks
 INTERNAL_OR_TRAINING = (
     "schema",
     "_defaults",

@@ -6,8 +6,8 @@ from PIL import Image
 
 from brain_mri.data.folder import scan_image_files
 from brain_mri.data.index import build_index
+from brain_mri.data.preprocessing import read_grayscale
 from brain_mri.errors import BrainMRIError
-from brain_mri.preprocessing import read_grayscale
 
 
 def make_class_folders(root: Path) -> None:

@@ -6,8 +6,8 @@ from hydra import compose, initialize_config_dir
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
 from brain_mri.models.backbones import BACKBONES, build_backbone
-from brain_mri.run_outputs import best_checkpoints, read_json
-from brain_mri.train import train
+from brain_mri.runs.files import best_checkpoints, read_json
+from brain_mri.tasks.train import train
 from helpers import FAST_TRAINING, PROJECT_ROOT, compose_task
 
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from brain_mri.data.synthetic import generate_phantom_dataset
-from brain_mri.evaluate import evaluate
 from brain_mri.models import BrainMRIClassifier
-from brain_mri.report import main as report
-from brain_mri.run_outputs import read_csv, read_json
-from brain_mri.train import train
+from brain_mri.report.build import main as report
+from brain_mri.runs.files import read_csv, read_json
+from brain_mri.tasks.evaluate import evaluate
+from brain_mri.tasks.train import train
 from helpers import FAST_TRAINING, compose_task
 
 METRICS = ("accuracy", "sensitivity", "specificity", "auroc", "f1", "cohen_kappa")

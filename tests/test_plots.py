@@ -5,7 +5,7 @@ import statistics
 import numpy as np
 import pytest
 
-from brain_mri.plots import curves_figure, grid_figure
+from brain_mri.report.figures import curves_figure, grid_figure
 
 
 def grid_rows(losses: dict[tuple, list[float]], settings: tuple[str, ...]) -> list[dict]:

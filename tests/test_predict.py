@@ -9,8 +9,8 @@ from PIL import Image
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
 from brain_mri.models.inference import predict_files
-from brain_mri.predict import input_files, predict
-from brain_mri.run_outputs import read_csv, read_json
+from brain_mri.runs.files import read_csv, read_json
+from brain_mri.tasks.predict import input_files, predict
 from helpers import compose_task
 
 

@@ -13,13 +13,13 @@ from PIL import Image
 
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.index import build_index
+from brain_mri.data.preprocessing import crop_to_brain
 from brain_mri.errors import BrainMRIError, user_error
-from brain_mri.evaluate import evaluate
 from brain_mri.models import BrainMRIClassifier
 from brain_mri.models.classifier import warmup_cosine
-from brain_mri.preprocessing import crop_to_brain
-from brain_mri.run_outputs import read_csv, read_json
-from brain_mri.train import train
+from brain_mri.runs.files import read_csv, read_json
+from brain_mri.tasks.evaluate import evaluate
+from brain_mri.tasks.train import train
 from helpers import FAST_TRAINING, PROJECT_ROOT, compose_task
 
 
@@ -204,7 +204,7 @@ def test_weight_averaging_is_a_callback_option(phantom_root, tmp_path):
 
 
 def test_prepare_images_refuses_a_crop_it_does_not_know(phantom_root):
-    from brain_mri.preprocessing import prepare_images
+    from brain_mri.data.preprocessing import prepare_images
 
     with pytest.raises(BrainMRIError, match="crop must be one of none, brain"):
         prepare_images([next((phantom_root / "yes").iterdir())], 32, "Brain")

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from brain_mri.errors import BrainMRIError
-from brain_mri.report import build_report, compare, find_runs, main, read_run
-from brain_mri.report_page import BestRun, gallery_summary, write_page
-from brain_mri.run_outputs import best_checkpoints, read_csv, read_json, write_csv, write_json
+from brain_mri.report.build import build_report, compare, find_runs, main, read_run
+from brain_mri.report.page import BestRun, gallery_summary, write_page
+from brain_mri.runs.files import best_checkpoints, read_csv, read_json, write_csv, write_json
 
 FIGURES = ("grid_3d.png", "curves_{}.png", "roc_{}.png", "confusion_{}.png")
 

@@ -18,23 +18,24 @@ import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from brain_mri.callbacks import EarlyStopping
-from brain_mri.checkpoints import AtomicCheckpointIO, load_checkpoint
+from brain_mri.config.settings import check_train_settings
 from brain_mri.data.split import data_fingerprint
 from brain_mri.errors import BrainMRIError
-from brain_mri.evaluate import evaluate
-from brain_mri.report import read_run
-from brain_mri.resume import (
+from brain_mri.report.build import read_run
+from brain_mri.runs.checkpoints import AtomicCheckpointIO, load_checkpoint
+from brain_mri.runs.files import read_csv, read_json, write_csv
+from brain_mri.runs.resume import (
     LOCK_FILE,
+    MOVED_MODULES,
     RunFolderLocked,
     check_patience_left,
     is_being_trained,
     keep_epochs_up_to,
     lock_run_folder,
 )
-from brain_mri.run_outputs import read_csv, read_json, write_csv
-from brain_mri.settings import check_train_settings
-from brain_mri.train import train, write_run_folder
+from brain_mri.tasks.evaluate import evaluate
+from brain_mri.tasks.train import train, write_run_folder
+from brain_mri.training.callbacks import EarlyStopping
 from helpers import FAST_TRAINING, PROJECT_ROOT, built_once, compose_task
 
 # Augmented (so the restored random state matters) and fp32. Which epoch is best depends on the machine
@@ -183,6 +184,11 @@ def test_a_copied_run_folder_resumes_where_it_is_now(uninterrupted, tmp_path):
     # a best checkpoint of the epoch after last.ckpt, as a process killed between the two saves leaves it
     orphan = load_checkpoint(last) | {"epoch": 4}
     AtomicCheckpointIO().save_checkpoint(orphan, run / "checkpoints" / "epoch004-val_loss0.1000.ckpt")
+    config = (run / "config.yaml").read_text()  # as a run saved before the package's current layout
+    for old, new in MOVED_MODULES.items():
+        config = config.replace(new, old)
+    assert "_target_: brain_mri.callbacks.EarlyStopping" in config
+    (run / "config.yaml").write_text(config)
     train(compose_task("train", run, f"resume={run}", "trainer.max_epochs=5"))
     resumed, original = read_json(run / "metrics.json"), read_json(uninterrupted / "metrics.json")
     kept = [p.name for p in sorted((run / "checkpoints").glob("*.ckpt"))]

@@ -10,7 +10,7 @@ from brain_mri.data.split import (
     grouped_stratified_split,
 )
 from brain_mri.errors import BrainMRIError
-from brain_mri.run_outputs import read_split, write_split
+from brain_mri.runs.files import read_split, write_split
 
 
 def planted_groups(seed=0):

@@ -15,10 +15,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from torchmetrics.functional.classification import binary_auroc
 
+from brain_mri.config.launch import OutputFolderCheck
 from brain_mri.errors import BrainMRIError
-from brain_mri.launch import OutputFolderCheck
-from brain_mri.report import build_report, compare
-from brain_mri.run_outputs import read_csv, read_json, write_csv, write_json
+from brain_mri.report.build import build_report, compare
+from brain_mri.runs.files import read_csv, read_json, write_csv, write_json
 from helpers import FAST_TRAINING, PROJECT_ROOT, built_once, check, run_script
 
 

@@ -14,12 +14,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
-from brain_mri.callbacks import EpochSummary
+from brain_mri.config.launch import run_task, set_aside_unstarted
 from brain_mri.errors import BrainMRIError
-from brain_mri.evaluate import evaluate
-from brain_mri.launch import run_task, set_aside_unstarted
-from brain_mri.run_outputs import read_csv
-from brain_mri.train import train
+from brain_mri.runs.files import read_csv
+from brain_mri.tasks.evaluate import evaluate
+from brain_mri.tasks.train import train
+from brain_mri.training.callbacks import EpochSummary
 from helpers import FAST_TRAINING, check, compose_task, run_script
 
 TEST_METRICS = ("accuracy", "auroc", "sensitivity", "specificity", "f1", "cohen_kappa", "loss")

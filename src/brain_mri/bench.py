@@ -31,9 +31,9 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.folder import scan_image_files
 from brain_mri.data.synthetic import generate_phantom_dataset
-from brain_mri.explain import overlay
 from brain_mri.hardware import autocast, best_precision
 from brain_mri.models import BrainMRIClassifier, EnsembleClassifier
+from brain_mri.models.explain import overlay
 from brain_mri.models.inference import predict_files
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -19,11 +19,11 @@ from brain_mri.data.download import ensure_dataset
 from brain_mri.data.duplicates import DEFAULT_THRESHOLD
 from brain_mri.data.folder import ImageFile
 from brain_mri.data.index import DecodeCache, ImageIndex, build_index
+from brain_mri.data.preprocessing import CROPS, to_model_input
 from brain_mri.data.split import PARTITIONS, Split, data_fingerprint, load_split, make_split, split_rows
 from brain_mri.data.synthetic import generate_phantom_dataset
 from brain_mri.errors import BrainMRIError
-from brain_mri.preprocessing import CROPS, to_model_input
-from brain_mri.run_outputs import read_split
+from brain_mri.runs.files import read_split
 
 log = logging.getLogger(__name__)
 

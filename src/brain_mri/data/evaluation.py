@@ -6,7 +6,7 @@ from pathlib import Path
 
 from brain_mri.data.batches import BrainMRIDataModule
 from brain_mri.errors import BrainMRIError
-from brain_mri.run_outputs import SPLIT_FILE, run_folder_of
+from brain_mri.runs.files import SPLIT_FILE, run_folder_of
 
 
 def evaluation_data(

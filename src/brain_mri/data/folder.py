@@ -9,8 +9,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from brain_mri.data.preprocessing import is_dicom, pydicom_module
 from brain_mri.errors import BrainMRIError
-from brain_mri.preprocessing import is_dicom, pydicom_module
 
 SYSTEM_FILE_NAMES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db"})
 

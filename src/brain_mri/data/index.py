@@ -22,8 +22,8 @@ from brain_mri.data.folder import (
     scan_image_files,
     unreadable_reason,
 )
+from brain_mri.data.preprocessing import PREPROCESSING_VERSION, model_pixels, read_grayscale
 from brain_mri.errors import BrainMRIError
-from brain_mri.preprocessing import PREPROCESSING_VERSION, model_pixels, read_grayscale
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from torchmetrics.classification import (
     Specificity,
 )
 
-from brain_mri.checkpoints import keeps_best_checkpoints, verify_checksums
+from brain_mri.data.preprocessing import CROPS
 from brain_mri.errors import BrainMRIError
 from brain_mri.models.backbones import BACKBONES, PRETRAINED, build_backbone, unknown_architecture
-from brain_mri.preprocessing import CROPS
+from brain_mri.runs.checkpoints import keeps_best_checkpoints, verify_checksums
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class BrainMRIClassifier(L.LightningModule):
 
     The model carries its input contract as hyperparameters: the class names (which output is which
     class), ``image_size`` and ``crop``; its input is a float (N, 3, image_size, image_size) batch in
-    [0, 1], the grayscale repeated three times, as :func:`brain_mri.preprocessing.prepare_images` makes
+    [0, 1], the grayscale repeated three times, as :func:`brain_mri.data.preprocessing.prepare_images` makes
     it, and ``normalization`` is its own first step (``imagenet`` with pretrained weights). Each
     checkpoint also records the precision it was trained with and the content hashes (sha256) of its
     training and validation images (``provenance``), so evaluation can say how many it has seen.

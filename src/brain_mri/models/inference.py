@@ -13,11 +13,11 @@ import torch
 from rich.progress import Progress
 
 from brain_mri.data.folder import unreadable_reason
+from brain_mri.data.preprocessing import model_pixels, read_grayscale, to_model_input
 from brain_mri.errors import BrainMRIError
-from brain_mri.explain import grad_cam
 from brain_mri.hardware import autocast
 from brain_mri.models.classifier import BrainMRIClassifier
-from brain_mri.preprocessing import model_pixels, read_grayscale, to_model_input
+from brain_mri.models.explain import grad_cam
 
 
 def read_for_model(path: Path, model: BrainMRIClassifier, min_image_size: int = 32) -> np.ndarray:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from brain_mri.checkpoints import load_checkpoint
 from brain_mri.models.classifier import BrainMRIClassifier
 from brain_mri.models.ensemble import EnsembleClassifier
-from brain_mri.run_outputs import best_checkpoints
+from brain_mri.runs.checkpoints import load_checkpoint
+from brain_mri.runs.files import best_checkpoints
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from brain_mri.errors import BrainMRIError
-from brain_mri.explain import explanation_path, overlay
 from brain_mri.hardware import precision_for_checkpoint
+from brain_mri.models.explain import explanation_path, overlay
 from brain_mri.models.inference import predict_files
 from brain_mri.models.loading import load_model
-from brain_mri.run_outputs import (
+from brain_mri.runs.files import (
     PREDICTIONS_FILE,
     CsvAppender,
     prediction_fields,
@@ -48,7 +48,7 @@ def input_files(source: str | Path, exclude: Path | None = None) -> list[Path]:
 
 def predict(cfg: DictConfig) -> float:
     """Predict every file of ``cfg.input``; returns the number of images predicted."""
-    from brain_mri.settings import check_predict_settings
+    from brain_mri.config.settings import check_predict_settings
 
     check_predict_settings(cfg)
     model, checkpoints = load_model(str(cfg.ckpt_path), cfg.tta)

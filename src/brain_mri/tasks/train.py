@@ -12,15 +12,12 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from brain_mri.callbacks import EPOCHS_TRAINED, task_callbacks
-from brain_mri.checkpoints import load_checkpoint
+from brain_mri.config.launch import instantiate_group, optimized_value
+from brain_mri.config.settings import check_train_settings
 from brain_mri.errors import BrainMRIError
-from brain_mri.gallery import write_gallery
-from brain_mri.launch import instantiate_group, optimized_value
-from brain_mri.loggers import TensorBoardLogger
 from brain_mri.models import BrainMRIClassifier
-from brain_mri.resume import config_for_resume, prepare_resumed_folder
-from brain_mri.run_outputs import (
+from brain_mri.runs.checkpoints import load_checkpoint
+from brain_mri.runs.files import (
     GALLERY_DIR,
     SPLIT_FILE,
     one_checkpoint,
@@ -29,8 +26,11 @@ from brain_mri.run_outputs import (
     write_run_info,
     write_split,
 )
-from brain_mri.scoring import test_and_save
-from brain_mri.settings import check_train_settings
+from brain_mri.runs.gallery import write_gallery
+from brain_mri.runs.resume import config_for_resume, prepare_resumed_folder
+from brain_mri.training.callbacks import EPOCHS_TRAINED, task_callbacks
+from brain_mri.training.loggers import TensorBoardLogger
+from brain_mri.training.scoring import test_and_save
 
 log = logging.getLogger(__name__)
 

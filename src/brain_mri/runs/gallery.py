@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from brain_mri.explain import overlay
 from brain_mri.models.classifier import BrainMRIClassifier
+from brain_mri.models.explain import overlay
 from brain_mri.models.inference import predict_files
-from brain_mri.run_outputs import (
+from brain_mri.runs.files import (
     GALLERY_DIR,
     GALLERY_FIELDS,
     GALLERY_FILE,

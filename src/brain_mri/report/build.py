@@ -20,15 +20,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from omegaconf import OmegaConf
-from rich.console import Console
-from rich.table import Table
 
-from brain_mri import plots
-from brain_mri.bootstrap import METRIC_NAMES, bootstrap_intervals, paired_difference
 from brain_mri.errors import BrainMRIError, stop
-from brain_mri.report_page import BestRun, write_page
-from brain_mri.resume import config_as_resumed, resume_changes
-from brain_mri.run_outputs import (
+from brain_mri.report import figures
+from brain_mri.report.page import BestRun, write_page
+from brain_mri.report.statistics import METRIC_NAMES, bootstrap_intervals, paired_difference
+from brain_mri.report.tables import print_summary, render_markdown, report_sections
+from brain_mri.runs.files import (
     CONFIG_FILE,
     EPOCH_LOG,
     METRICS_FILE,
@@ -49,6 +47,7 @@ from brain_mri.run_outputs import (
     write_csv,
     write_json,
 )
+from brain_mri.runs.resume import config_as_resumed, resume_changes
 
 SETTINGS = {
     "model": "model.arch",
@@ -274,23 +273,6 @@ def cross_validation_summary(
     return sorted(summary, key=lambda e: e["val_loss_best mean"])
 
 
-def format_value(value, one_line: bool = False) -> str:
-    """A table cell; ``one_line``: a multi-line text (an error message) keeps its first line."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    text = str(value)
-    return text.splitlines()[0].replace("|", "/") if one_line and text else text
-
-
-def markdown_table(rows: list[dict], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    cell = partial(format_value, one_line=True)
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def positive_label(classes: list[str], positive_class: str | None) -> int | None:
     """The label whose binary metrics a two-class run reports (``yes`` for runs from before it was
     recorded); None for more classes, whose metrics are macro averages."""
@@ -309,7 +291,7 @@ def best_run_figures(row: dict, out: Path, resamples: int, seed: int) -> dict:
     """Curves, ROC and confusion matrix of the best run, and bootstrap intervals of its test metrics."""
     run = row["folder"]
     name = row["run"].replace("/", "_")
-    plots.curves(
+    figures.curves(
         read_epochs(run / EPOCH_LOG),
         row["best_epoch"],
         f"best run: {row['run']}",
@@ -319,8 +301,10 @@ def best_run_figures(row: dict, out: Path, resamples: int, seed: int) -> dict:
     positive = positive_label(classes, read_json(run / METRICS_FILE).get("positive_class"))
     intervals = bootstrap_intervals(labels, probabilities, positive, resamples=resamples, seed=seed)
     auroc = intervals["auroc"]["estimate"]
-    plots.roc(labels, probabilities, classes, positive, auroc, f"ROC, {row['run']}", out / f"roc_{name}.png")
-    plots.confusion(labels, predicted, classes, f"test, {row['run']}", out / f"confusion_{name}.png")
+    figures.roc(
+        labels, probabilities, classes, positive, auroc, f"ROC, {row['run']}", out / f"roc_{name}.png"
+    )
+    figures.confusion(labels, predicted, classes, f"test, {row['run']}", out / f"confusion_{name}.png")
     return {
         "run": row["run"],
         "folder": run,
@@ -364,7 +348,12 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
         section
         for data_set, part in zip(data_sets, reports, strict=True)
         for section in report_sections(
-            data_set, part["columns"], part["cross_validation"], part["repeated"], part["best"]
+            data_set.label,
+            data_set.rows,
+            part["columns"],
+            part["cross_validation"],
+            part["repeated"],
+            part["best"],
         )
     ]
     note = data_sets_note(data_sets)
@@ -414,8 +403,8 @@ def report_data_set(
     best = None
     if finished:
         suffix = "" if index == 0 else "_" + re.sub(r"[^\w.-]+", "_", data_set.label).strip("_")
-        title = f"{plots.LOSS}, {data_set.label}"
-        plots.grid(finished, grid_settings(finished, extra), title, out / f"grid_3d{suffix}.png")
+        title = f"{figures.LOSS}, {data_set.label}"
+        figures.grid(finished, grid_settings(finished, extra), title, out / f"grid_3d{suffix}.png")
         best = best_run_figures(finished[0], out, resamples, seed)
         best |= {"data": data_set.label, "data_fingerprint": finished[0]["data_fingerprint"]}
     return {
@@ -605,104 +594,6 @@ def compare(first: Path, second: Path, resamples: int = 2000, seed: int = 0) -> 
     } | result
 
 
-class Section(NamedTuple):
-    title: str
-    text: str  # what the table shows, in a sentence or two (may be empty)
-    rows: list[dict]
-    columns: list[str]
-    level: int = 2  # heading level: 1 opens a data set's part (its runs), 2 the tables that follow
-
-
-def report_sections(
-    data_set: DataSet, columns: list[str], cv: list[dict], repeated: list[dict], best: dict | None
-) -> list[Section]:
-    """One data set's tables, in order; rendered as Markdown (runs.md) and HTML (index.html)."""
-    rows, on = data_set.rows, f"on {data_set.label}"
-    failed = sum(r["status"] == "failed" for r in rows)
-    columns = [*columns, "error"] if failed else columns  # why each failed run failed
-    title = f"Runs {on} ({len(rows)}; {failed} failed), sorted by minimum validation loss"
-    sections = [Section(title, "", rows, columns, level=1)]
-    if cv:
-        cv_columns = ["model", "batch_size", "lr", "weight_decay", "folds"]
-        cv_columns += [
-            f"{n} {s}" for n in ("val_loss_best", "test/auroc", "test/accuracy") for s in ("mean", "std")
-        ]
-        title = f"Cross-validation {on}: mean and standard deviation across folds"
-        sections.append(Section(title, "", cv, cv_columns))
-    with_oof = [entry for entry in cv if entry["oof"]]
-    if with_oof:
-        oof_columns = ["model", "batch_size", "lr", "weight_decay", "folds", "oof images"]
-        oof_columns += [f"oof auroc {part}" for part in ("estimate", "low", "high")]
-        text = (
-            "Every non-test image is predicted once, by the fold model that did not train on it (its best "
-            "checkpoint); 95 % bootstrap intervals over those images."
-        )
-        sections.append(Section(f"Cross-validation {on}: out-of-fold metrics", text, with_oof, oof_columns))
-    if repeated:
-        columns = ["model", "batch_size", "lr", "weight_decay", "seeds"]
-        columns += [f"oof {n} {s}" for n in ("auroc", "accuracy") for s in ("mean", "std")]
-        title = f"Repeated cross-validation {on}: out-of-fold metrics, mean and spread over seeds"
-        sections.append(Section(title, "", repeated, columns))
-    if best:
-        level = int(100 * best["bootstrap"]["level"])
-        text = (
-            f"{level} % bootstrap intervals ({best['bootstrap']['resamples']} resamples of the test images, "
-            f"seed {best['bootstrap']['seed']}). They show how much the figures could move on another test "
-            "set of this size from the same population; they do not cover the variation between training "
-            "runs (seeds, splits)."
-        )
-        metrics = [{"metric": n, **v} for n, v in best["metrics"].items()]
-        title = f"Best run {on}: {best['run']} ({best['test_images']} test images)"
-        sections.append(Section(title, text, metrics, ["metric", "estimate", "low", "high"]))
-    return sections
-
-
-def render_markdown(sections: list[Section], note: str = "") -> str:
-    parts = [f"**Note:** {note}\n"] if note else []
-    for section in sections:
-        parts += [f"{chr(10) if parts else ''}{'#' * section.level} {section.title}\n"]
-        parts += [f"{section.text}\n"] if section.text else []
-        parts.append(markdown_table(section.rows, section.columns))
-    return "\n".join(parts) + "\n"
-
-
-SUMMARY_COLUMNS = (
-    *("run", "model", "batch_size", "lr", "weight_decay", "fold", "epochs"),
-    *("val_loss_best", "test/auroc", "test/accuracy", "status"),
-)
-
-
-def print_summary(report: dict, limit: int = 10) -> None:
-    """Per data set: its best runs, its cross-validations and its best run's test AUROC; failed runs."""
-    console = Console()
-    if not console.is_terminal:
-        console.width = 160
-    if report["note"]:
-        console.print(f"Note: {report['note']}")
-    for part in report["data_sets"]:
-        shown = [c for c in part["columns"] if c in SUMMARY_COLUMNS or c in part["extra"]]
-        table = Table(title=f"Runs on {part['data']}, best first (report in {report['folder']})")
-        for column in shown:
-            table.add_column(column)
-        for row in part["rows"][:limit]:
-            table.add_row(*(format_value(row.get(c)) for c in shown))
-        console.print(table)
-        for entry in [e for e in part["cross_validation"] if e["oof"]][:limit]:
-            auroc = entry["oof"]["metrics"]["auroc"]
-            console.print(
-                f"{entry['model']}, {entry['oof']['folds']}-fold: out-of-fold AUROC {auroc['estimate']:.3f} "
-                f"(95 % CI {auroc['low']:.3f}-{auroc['high']:.3f}, {entry['oof']['images']} images)"
-            )
-        if part["best"]:
-            auroc = part["best"]["metrics"]["auroc"]
-            console.print(
-                f"best run on {part['data']}: {part['best']['run']}, test AUROC {auroc['estimate']:.3f} "
-                f"(95 % CI {auroc['low']:.3f}-{auroc['high']:.3f})"
-            )
-    for row in [r for r in report["rows"] if r["status"] == "failed"][:limit]:
-        console.print(f"failed: {row['run']}: {format_value(row.get('error'), one_line=True)}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m brain_mri.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="a sweep folder (outputs/multiruns/...) or one run folder")
@@ -732,7 +623,3 @@ def main(argv: list[str] | None = None) -> None:
             )
     except BrainMRIError as err:
         stop(err)
-
-
-if __name__ == "__main__":
-    main()

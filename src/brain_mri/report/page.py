@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 import jinja2
 
-from brain_mri.run_outputs import GALLERY_FILE, PREDICTIONS_FILE, read_csv
+from brain_mri.report.tables import format_value
+from brain_mri.runs.files import GALLERY_FILE, PREDICTIONS_FILE, read_csv
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,6 @@ def png_uri(source: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(source.read_bytes()).decode("ascii")
 
 
-def cell(value) -> str:
-    """A table cell's text: floats to 4 significant digits, nothing for a missing value."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
-
-
 class Figure(NamedTuple):
     """One image of the page: its data URI, its alternative text and caption, misclassified or not."""
 
@@ -122,12 +116,12 @@ def no_gallery(heading: str, run: Path, why: str) -> Gallery:
 
 # The page's template (templates/report.html): every value it inserts is escaped
 PAGE = jinja2.Environment(
-    loader=jinja2.PackageLoader("brain_mri"), autoescape=True, trim_blocks=True, lstrip_blocks=True
+    loader=jinja2.PackageLoader("brain_mri.report"), autoescape=True, trim_blocks=True, lstrip_blocks=True
 ).get_template("report.html")
 
 
 def write_page(out: Path, sections: list, best_runs: list[BestRun], note: str = "") -> Path:
-    """``report/index.html``: the report's tables (``brain_mri.report.Section``, whose level 1 is the
+    """``report/index.html``: the report's tables (``brain_mri.report.tables.Section``, whose level 1 is the
     page's h2), its figures, and the gallery of each of ``best_runs``; ``note`` opens the page. Every
     name that comes from a folder, a file or a setting is escaped by the template."""
     figures = [Figure(png_uri(f), f.stem) for f in sorted(out.glob("*.png"))]
@@ -136,7 +130,7 @@ def write_page(out: Path, sections: list, best_runs: list[BestRun], note: str = 
         style=STYLE,
         note=note,
         sections=sections,
-        cell=cell,
+        cell=format_value,
         figures=figures,
         galleries=[gallery(best) for best in best_runs],
     )

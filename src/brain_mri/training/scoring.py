@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.models import BrainMRIClassifier
-from brain_mri.run_outputs import METRICS_FILE, write_json
+from brain_mri.runs.files import METRICS_FILE, write_json
 
 log = logging.getLogger(__name__)
 

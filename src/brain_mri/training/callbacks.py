@@ -14,11 +14,10 @@ from filelock import FileLock
 from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from brain_mri import plots
-from brain_mri.checkpoints import keeps_best_checkpoints
-from brain_mri.explain import grad_cam
-from brain_mri.resume import RunFolderLocked, lock_run_folder
-from brain_mri.run_outputs import (
+from brain_mri.models.explain import grad_cam
+from brain_mri.report import figures
+from brain_mri.runs.checkpoints import keeps_best_checkpoints
+from brain_mri.runs.files import (
     METRICS_FILE,
     failure_record,
     prediction_fields,
@@ -27,6 +26,7 @@ from brain_mri.run_outputs import (
     write_csv,
     write_json,
 )
+from brain_mri.runs.resume import RunFolderLocked, lock_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ class TensorBoardImages(L.Callback):
             captions = [
                 self.caption(names, p, int(y)) for p, y in zip(probabilities, self.val_labels, strict=True)
             ]
-            grid = plots.image_grid(self.val_images[:, 0].float().cpu().numpy(), captions)
+            grid = figures.image_grid(self.val_images[:, 0].float().cpu().numpy(), captions)
             writer.add_figure("val/examples", grid, epoch)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
@@ -286,7 +286,7 @@ class TensorBoardImages(L.Callback):
         title = f"test ({len(labels)} images)"
         writer.add_figure(
             "test/confusion_matrix",
-            plots.confusion_figure(labels.numpy(), predicted.numpy(), names, title),
+            figures.confusion_figure(labels.numpy(), predicted.numpy(), names, title),
             step,
         )
         for k, name in enumerate(names):  # one-vs-rest; with two classes, one curve per class
@@ -299,5 +299,5 @@ class TensorBoardImages(L.Callback):
                 inputs = images[wrong].unsqueeze(1).expand(-1, 3, -1, -1).to(pl_module.device)
                 with trainer.precision_plugin.forward_context():
                     maps = grad_cam(pl_module, inputs, predicted[wrong].to(pl_module.device)).cpu().numpy()
-            figure = plots.image_grid(images[wrong].numpy(), captions, heat_maps=maps)
+            figure = figures.image_grid(images[wrong].numpy(), captions, heat_maps=maps)
             writer.add_figure("test/misclassified", figure, step)

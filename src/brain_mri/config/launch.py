@@ -20,10 +20,10 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from brain_mri.config.settings import register_schemas
 from brain_mri.errors import BrainMRIError, stop, user_error
 from brain_mri.hardware import best_precision
-from brain_mri.run_outputs import METRICS_FILE, failure_record, read_json, write_json
-from brain_mri.settings import register_schemas
+from brain_mri.runs.files import METRICS_FILE, failure_record, read_json, write_json
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,11 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from brain_mri.checkpoints import load_checkpoint
 from brain_mri.data.folder import scan_image_files
 from brain_mri.errors import BrainMRIError, user_error
-from brain_mri.resume import (
+from brain_mri.runs.checkpoints import load_checkpoint
+from brain_mri.runs.files import best_checkpoints, one_checkpoint
+from brain_mri.runs.resume import (
     check_epochs_left,
     check_full_state,
     check_restored_settings,
@@ -25,7 +26,6 @@ from brain_mri.resume import (
     check_schedule_length,
     checkpoint_folder_message,
 )
-from brain_mri.run_outputs import best_checkpoints, one_checkpoint
 
 # What Hydra can check when it composes a config (``data.batch_size=abc`` is refused with the key's name);
 # a setting of any other type (a list, a policy object) is taken as it is and checked by its constructor.

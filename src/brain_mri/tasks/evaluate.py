@@ -10,13 +10,13 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from brain_mri.callbacks import task_callbacks
-from brain_mri.checkpoints import load_checkpoint
+from brain_mri.config.launch import instantiate_group, optimized_value
+from brain_mri.config.settings import check_eval_settings
 from brain_mri.errors import BrainMRIError
 from brain_mri.hardware import precision_for_checkpoint
-from brain_mri.launch import instantiate_group, optimized_value
 from brain_mri.models.loading import load_model
-from brain_mri.run_outputs import (
+from brain_mri.runs.checkpoints import load_checkpoint
+from brain_mri.runs.files import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     SPLIT_FILE,
@@ -24,8 +24,8 @@ from brain_mri.run_outputs import (
     run_folder_of,
     write_bad_images,
 )
-from brain_mri.scoring import test_and_save
-from brain_mri.settings import check_eval_settings
+from brain_mri.training.callbacks import task_callbacks
+from brain_mri.training.scoring import test_and_save
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from brain_mri.checkpoints import load_checkpoint
+from brain_mri.config.settings import EXPORT_FORMATS, check_export_settings
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
-from brain_mri.run_outputs import CHECKPOINT_DIR, one_checkpoint, run_folder_of
-from brain_mri.settings import EXPORT_FORMATS, check_export_settings
+from brain_mri.runs.checkpoints import load_checkpoint
+from brain_mri.runs.files import CHECKPOINT_DIR, one_checkpoint, run_folder_of
 
 log = logging.getLogger(__name__)
 

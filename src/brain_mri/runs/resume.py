@@ -18,9 +18,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from brain_mri.checkpoints import AtomicCheckpointIO, load_checkpoint
 from brain_mri.errors import BrainMRIError
-from brain_mri.run_outputs import (
+from brain_mri.runs.checkpoints import AtomicCheckpointIO, load_checkpoint
+from brain_mri.runs.files import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     EPOCH_LOG,
@@ -66,6 +66,30 @@ def relocated(node: Any, old: str, new: str) -> Any:
     return new + node[len(old) :] if is_inside(node, old) else node
 
 
+# Modules whose classes a run's saved config names (``_target_``) before the package was laid out by
+# concern: a run saved then resumes with the same classes at their new homes.
+MOVED_MODULES = {
+    "brain_mri.callbacks.": "brain_mri.training.callbacks.",
+    "brain_mri.loggers.": "brain_mri.training.loggers.",
+    "brain_mri.checkpoints.": "brain_mri.runs.checkpoints.",
+    "brain_mri.preprocessing.": "brain_mri.data.preprocessing.",
+}
+
+
+def current_targets(node: Any) -> Any:
+    """``node`` with every ``_target_`` in a moved module (``MOVED_MODULES``) named at its new home."""
+    if isinstance(node, list):
+        return [current_targets(value) for value in node]
+    if not isinstance(node, dict):
+        return node
+    moved = {key: current_targets(value) for key, value in node.items()}
+    target = moved.get("_target_")
+    for old, new in MOVED_MODULES.items():
+        if isinstance(target, str) and target.startswith(old):
+            moved["_target_"] = new + target[len(old) :]
+    return moved
+
+
 def folder_trained_in(checkpoint: dict) -> str | None:
     """The run folder a checkpoint's checkpoint callbacks saved into when it was written."""
     for state in checkpoint.get("callbacks", {}).values():
@@ -79,7 +103,7 @@ def move_run(cfg: DictConfig, run_dir: Path, last: dict) -> DictConfig:
     saved in (their checkpoint callbacks' state, which Lightning drops, with the best score so far, for
     another folder): they are rewritten in place, atomically, as they belong to this folder. Once ``last``
     (its ``last.ckpt``) names this folder, all of them do. Its resolved config spells out the folder the
-    run started in, in each callback and logger."""
+    run started in, in each callback and logger, and the classes it names at their current homes."""
     new = str(run_dir.resolve())
     if Path(folder_trained_in(last) or new).resolve() != Path(new):
         for path in sorted((run_dir / CHECKPOINT_DIR).glob("*.ckpt")):
@@ -89,7 +113,8 @@ def move_run(cfg: DictConfig, run_dir: Path, last: dict) -> DictConfig:
                 log.info("%s was saved in %s; the run continues in %s.", path.name, old, new)
                 checkpoint["callbacks"] = relocated(checkpoint["callbacks"], old, new)
                 AtomicCheckpointIO().save_checkpoint(checkpoint, path)
-    moved = OmegaConf.create(relocated(OmegaConf.to_container(cfg), str(cfg.paths.output_dir), new))
+    saved = current_targets(OmegaConf.to_container(cfg))
+    moved = OmegaConf.create(relocated(saved, str(cfg.paths.output_dir), new))
     assert isinstance(moved, DictConfig)
     return moved
 

@@ -1,0 +1,3 @@
+from brain_mri.report.build import main
+
+main()
