@@ -20,6 +20,9 @@ from brain_mri.config.launch import register
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("BRAIN_MRI_DATA", PROJECT_ROOT.parent / "shared/data/brain_tumor_dataset"))
+FIGSHARE_DATA = Path(
+    os.environ.get("BRAIN_MRI_FIGSHARE", PROJECT_ROOT.parent / "shared/data/figshare_brain_tumor")
+)
 
 # The config groups under conf/, each a folder of options (the schemas and model/_defaults are internal)
 CONFIG_GROUPS = (

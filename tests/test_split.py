@@ -1,3 +1,4 @@
+import hashlib
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -11,6 +12,7 @@ from brain_mri.data.split import (
 )
 from brain_mri.errors import BrainMRIError
 from brain_mri.runs.files import read_split, write_split
+from helpers import FIGSHARE_DATA, REAL_DATA
 
 
 def planted_groups(seed=0):
@@ -125,3 +127,33 @@ def test_real_split_keeps_named_copies_together(real_root):
     assert Counter(partition.values()) == {"train": 199, "val": 28, "test": 26}  # data.split_seed=42
     test_classes = Counter(r["class"] for r in datamodule.split_table if r["partition"] == "test")
     assert test_classes == {"yes": 16, "no": 10}
+
+
+# The split each real set got from the code before duplicate groups became scipy's connected components
+# (commit 69ffd93^): rows, groups, and the sha256 of its sorted "path,class,partition,fold,group" lines.
+SPLITS_BEFORE = {
+    "kaggle": (REAL_DATA, 0.9, 253, 202, "9b4b01a6e7c212e638c8e6374662de723a3c1ccba1fab1d26b71367c1bd0caec"),
+    "figshare": (
+        FIGSHARE_DATA,
+        0.95,
+        3064,
+        2945,
+        "71475e1702390de5bb3f51ca7c9f8c137d1ed90b0596ca29fadbaec5b328be3f",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SPLITS_BEFORE)
+def test_the_real_sets_split_as_they_did_before_grouping_used_connected_components(name, tmp_path):
+    root, threshold, images, groups, digest = SPLITS_BEFORE[name]
+    if not root.is_dir():
+        pytest.skip(f"the {name} set is not at {root}")
+    datamodule = BrainMRIDataModule(
+        str(root), image_size=32, duplicate_threshold=threshold, cache_dir=str(tmp_path)
+    )
+    datamodule.setup()
+    rows = sorted(datamodule.split_table, key=lambda r: r["path"])
+    keys = ("path", "class", "partition", "fold", "group")
+    lines = "\n".join(",".join(str(r[k]) for k in keys) for r in rows)
+    assert (len(rows), len({r["group"] for r in rows})) == (images, groups)
+    assert hashlib.sha256(lines.encode()).hexdigest() == digest
