@@ -18,8 +18,9 @@ from brain_mri.config.launch import OutputFolderCheck, run_task
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.folder import scan_image_files
 from brain_mri.data.preprocessing import read_grayscale
+from brain_mri.data.split import read_split, write_split
 from brain_mri.errors import BrainMRIError
-from brain_mri.runs.files import read_json, read_split, write_csv, write_json, write_split
+from brain_mri.runs.files import read_json, write_csv, write_json
 from brain_mri.tasks.train import train
 from helpers import FAST_TRAINING, PROJECT_ROOT, compose_task, corrupt_copy
 

@@ -9,9 +9,10 @@ from brain_mri.data.folder import ImageFile
 from brain_mri.data.split import (
     check_groups_have_one_class,
     grouped_stratified_split,
+    read_split,
+    write_split,
 )
 from brain_mri.errors import BrainMRIError
-from brain_mri.runs.files import read_split, write_split
 from helpers import FIGSHARE_DATA, REAL_DATA
 
 

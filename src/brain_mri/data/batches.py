@@ -20,10 +20,17 @@ from brain_mri.data.duplicates import DEFAULT_THRESHOLD
 from brain_mri.data.folder import ImageFile
 from brain_mri.data.index import DecodeCache, ImageIndex, build_index
 from brain_mri.data.preprocessing import CROPS, to_model_input
-from brain_mri.data.split import PARTITIONS, Split, data_fingerprint, load_split, make_split, split_rows
+from brain_mri.data.split import (
+    PARTITIONS,
+    Split,
+    data_fingerprint,
+    load_split,
+    make_split,
+    read_split,
+    split_rows,
+)
 from brain_mri.data.synthetic import generate_phantom_dataset
 from brain_mri.errors import BrainMRIError
-from brain_mri.runs.files import read_split
 
 log = logging.getLogger(__name__)
 

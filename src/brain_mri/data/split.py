@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from brain_mri.data.folder import ImageFile
 from brain_mri.data.index import ImageIndex
 from brain_mri.errors import BrainMRIError
+from brain_mri.runs.files import read_csv, write_csv
 
 PARTITIONS = ("train", "val", "test")
 
@@ -163,3 +165,23 @@ def partitions_for_fold(rows: list[dict], fold: int) -> list[str]:
         r["partition"] if r["partition"] == "test" else ("val" if int(r["fold"]) == fold else "train")
         for r in rows
     ]
+
+
+SPLIT_FIELDS = ("path", "class", "label", "partition", "fold", "group", "sha256")  # split.csv's columns
+
+
+def write_split(path: Path, rows: list[dict]) -> None:
+    write_csv(path, rows, SPLIT_FIELDS)
+
+
+def read_split(path: Path) -> list[dict]:
+    """A saved split, checked for the columns and partition names this project writes."""
+    if not Path(path).is_file():
+        raise BrainMRIError(f"The split file {path} does not exist.")
+    rows = read_csv(path)
+    if not rows or set(SPLIT_FIELDS) - set(rows[0]):
+        raise BrainMRIError(f"{path} is not a split file: it needs the columns {', '.join(SPLIT_FIELDS)}.")
+    unknown = {r["partition"] for r in rows} - set(PARTITIONS)
+    if unknown:
+        raise BrainMRIError(f"{path} names unknown partitions {sorted(unknown)}; expected {PARTITIONS}.")
+    return rows

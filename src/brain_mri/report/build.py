@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from omegaconf import OmegaConf
 
+from brain_mri.data.split import read_split
 from brain_mri.errors import BrainMRIError, stop
 from brain_mri.report import figures
 from brain_mri.report.page import BestRun, write_page
@@ -42,7 +43,6 @@ from brain_mri.runs.files import (
     read_epochs,
     read_json,
     read_predictions,
-    read_split,
     run_overrides,
     write_csv,
     write_json,

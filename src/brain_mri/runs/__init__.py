@@ -1,2 +1,3 @@
-"""A run folder and what is written into it: file names and rows, checkpoints, resume and the run lock,
-and the Grad-CAM gallery of its test images."""
+"""A run folder and its files: their names and formats, checkpoints (safe loading, atomic saving, which
+checkpoints a folder names), resume and the run lock. The bottom layer: it imports nothing of the
+package but the foundations (errors, atomic writing)."""

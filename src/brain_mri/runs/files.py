@@ -22,7 +22,6 @@ PREDICTIONS_FILE = "predictions.csv"
 # the best checkpoint's predictions of the validation partition: over the folds of a cross-validation,
 # every non-test image once (out-of-fold)
 VAL_PREDICTIONS_FILE = "val_predictions.csv"
-SPLIT_FIELDS = ("path", "class", "label", "partition", "fold", "group", "sha256")
 BAD_IMAGES_FILE = "bad_images.csv"
 BAD_IMAGE_FIELDS = ("path", "reason")
 PROBABILITY_PREFIX = "prob_"
@@ -353,22 +352,3 @@ def write_run_info(
             **({"init_from": init_from} if init_from else {}),
         },
     )
-
-
-def write_split(path: Path, rows: list[dict]) -> None:
-    write_csv(path, rows, SPLIT_FIELDS)
-
-
-def read_split(path: Path) -> list[dict]:
-    """A saved split, checked for the columns and partition names this project writes."""
-    from brain_mri.data.split import PARTITIONS
-
-    if not Path(path).is_file():
-        raise BrainMRIError(f"The split file {path} does not exist.")
-    rows = read_csv(path)
-    if not rows or set(SPLIT_FIELDS) - set(rows[0]):
-        raise BrainMRIError(f"{path} is not a split file: it needs the columns {', '.join(SPLIT_FIELDS)}.")
-    unknown = {r["partition"] for r in rows} - set(PARTITIONS)
-    if unknown:
-        raise BrainMRIError(f"{path} names unknown partitions {sorted(unknown)}; expected {PARTITIONS}.")
-    return rows

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.config.launch import instantiate_group, optimized_value
 from brain_mri.config.settings import check_eval_settings
+from brain_mri.data.split import read_split
 from brain_mri.errors import BrainMRIError
 from brain_mri.hardware import precision_for_checkpoint
 from brain_mri.models.loading import load_model
@@ -20,7 +21,6 @@ from brain_mri.runs.files import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     SPLIT_FILE,
-    read_split,
     run_folder_of,
     write_bad_images,
 )

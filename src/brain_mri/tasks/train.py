@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.config.launch import instantiate_group, optimized_value
 from brain_mri.config.settings import check_train_settings
+from brain_mri.data.split import write_split
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
 from brain_mri.runs.checkpoints import load_checkpoint
@@ -24,11 +25,10 @@ from brain_mri.runs.files import (
     write_bad_images,
     write_resolved_config,
     write_run_info,
-    write_split,
 )
-from brain_mri.runs.gallery import write_gallery
 from brain_mri.runs.resume import config_for_resume, prepare_resumed_folder
 from brain_mri.training.callbacks import EPOCHS_TRAINED, task_callbacks
+from brain_mri.training.gallery import write_gallery
 from brain_mri.training.loggers import TensorBoardLogger
 from brain_mri.training.scoring import test_and_save
 

@@ -1,1 +1,2 @@
-"""The Lightning pieces a Trainer is built with: callbacks, loggers, and testing with its results."""
+"""What a Trainer is built with and what a training run writes after it tests: callbacks, loggers,
+scoring (metrics.json, predictions.csv) and the Grad-CAM gallery of the test images."""
