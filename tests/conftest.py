@@ -40,7 +40,7 @@ def real_root() -> Path:
 def trained_run(tmp_path_factory, phantom_root) -> Path:
     """One training run on phantoms (the task, in this process), shared by the tests that read a run."""
     run_dir = tmp_path_factory.mktemp("run")
-    train(compose_task("train", run_dir, *FAST_TRAINING, f"data.root={phantom_root}"))
+    train(compose_task("train", run_dir, *FAST_TRAINING, f"data.root={phantom_root}", "gallery_images=64"))
     return run_dir
 
 
@@ -57,6 +57,7 @@ def small_sweep(tmp_path_factory, phantom_root) -> Path:
             "trainer.max_epochs=1",
             "model.lr=1e-3,1e-4",
             "data.batch_size=8,0",
+            "gallery_images=64",  # the report page shows it
         ]
         check(run_script("train.py", *overrides, f"hydra.sweep.dir={sweep}"))
 

@@ -72,9 +72,9 @@ def test_the_sanity_check_on_batches_of_one_class_raises_no_metric_warning(phant
     others = generate_phantom_dataset(tmp_path / "others", per_class=20, size=64, seed=1)
     shutil.copytree(others / "yes", data / "other")
     overrides = [*FAST_TRAINING, f"data.root={data}", "data.batch_size=2", "trainer.max_epochs=1"]
-    overrides += ["trainer.limit_train_batches=1", "gallery_images=0"]
+    overrides += ["trainer.limit_train_batches=1"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train(compose_task("train", tmp_path / "run", *overrides))
     assert not [w for w in caught if "samples in targets" in str(w.message)]
-    assert not (tmp_path / "run" / "gallery.csv").exists()  # gallery_images=0: no Grad-CAM drawn
+    assert not (tmp_path / "run" / "gallery.csv").exists()  # gallery_images=0 (FAST_TRAINING): none drawn
