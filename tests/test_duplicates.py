@@ -1,7 +1,14 @@
-import numpy as np
+import shutil
 
-from brain_mri.data.duplicates import duplicate_groups
+import numpy as np
+import pytest
+from PIL import Image
+
+from brain_mri.data import BrainMRIDataModule
+from brain_mri.data.duplicates import MAX_GROUP, duplicate_groups
 from brain_mri.data.index import build_index
+from brain_mri.data.synthetic import generate_phantom_dataset
+from brain_mri.errors import BrainMRIError
 
 
 def groups_by_path(root):
@@ -17,10 +24,17 @@ def test_planted_phantom_duplicates_are_grouped_and_nothing_else(phantom_root):
     assert len(group) == 44 and len(set(group.values())) == 40  # 20 distinct phantoms per class
 
 
+def grouped(prints, labels=None, keys=None, threshold=0.9):
+    """Groups of fingerprints with one class and distinct content unless given."""
+    labels = np.zeros(len(prints), dtype=int) if labels is None else np.asarray(labels)
+    keys = keys or [f"image {i}" for i in range(len(prints))]
+    return duplicate_groups(np.asarray(prints, dtype=np.float32), labels, keys, threshold)
+
+
 def test_groups_are_transitive_and_numbered_in_order():
     a, b = np.eye(3, dtype=np.float32)[0], np.eye(3, dtype=np.float32)[1]
     near_a = (a + 0.3 * b) / np.linalg.norm(a + 0.3 * b)
-    assert duplicate_groups(np.stack([b, a, near_a, b]), threshold=0.9).tolist() == [0, 1, 1, 0]
+    assert grouped(np.stack([b, a, near_a, b])).groups.tolist() == [0, 1, 1, 0]
 
 
 def test_real_copies_grouped_and_distinct_scans_apart(real_root):
@@ -36,4 +50,69 @@ def test_real_copies_grouped_and_distinct_scans_apart(real_root):
 def test_a_chain_of_copies_is_one_group_though_its_ends_differ():
     angles = np.radians([0, 20, 40, 90])  # neighbours 20 degrees apart (cosine 0.94), the ends 40 (0.77)
     prints = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
-    assert duplicate_groups(prints, threshold=0.9).tolist() == [0, 0, 0, 1]
+    assert grouped(prints).groups.tolist() == [0, 0, 0, 1]
+
+
+def test_a_long_chain_of_look_alikes_is_cut_below_the_largest_group_and_said():
+    angles = np.radians(np.arange(80) * 2)  # 80 neighbours 2 degrees apart: one long chain
+    prints = np.stack([np.cos(angles), np.sin(angles), np.zeros(80)], axis=1)
+    grouping = grouped(prints)
+    sizes = np.bincount(grouping.groups)
+    assert sizes.max() <= MAX_GROUP and len(sizes) < 80  # cut into runs of neighbours, not into singles
+    assert grouping.cut_chains == [(80, sizes.max())]
+    for group in range(len(sizes)):  # each part is a run of consecutive neighbours
+        members = np.flatnonzero(grouping.groups == group)
+        assert members.tolist() == list(range(members[0], members[-1] + 1))
+
+
+def test_copies_of_one_scan_stay_one_group_however_many():
+    prints = np.tile(np.eye(3)[0], (40, 1))
+    grouping = grouped(prints, keys=["same pixels"] * 40)
+    assert grouping.groups.tolist() == [0] * 40 and grouping.cut_chains == []
+
+
+def test_look_alikes_under_different_classes_are_listed_not_grouped():
+    a, b = np.eye(3)[0], np.eye(3)[1]
+    near_a = (a + 0.3 * b) / np.linalg.norm(a + 0.3 * b)
+    grouping = grouped(np.stack([a, near_a, b]), labels=[0, 1, 1])
+    assert grouping.groups.tolist() == [0, 1, 2]
+    ((first, second, score),) = grouping.across_classes
+    assert (first, second) == (0, 1) and score == pytest.approx(float(a @ near_a))
+
+
+def test_identical_pixels_are_one_group_whatever_the_fingerprint():
+    """Uniform images have no structure (a fingerprint of zeros): only their pixels say they are copies."""
+    prints = np.zeros((4, 3))
+    keys = ["black", "grey", "black", "grey"]
+    assert grouped(prints, keys=keys).groups.tolist() == [0, 1, 0, 1]
+
+
+def uniform_images(folder, classes):
+    """8 copies each of an all-black and an all-grey image per class, as PNG and as BMP (other bytes)."""
+    for name in classes:
+        (folder / name).mkdir(parents=True)
+        for value, colour in ((0, "black"), (128, "grey")):
+            for copy in range(8):
+                suffix = "png" if copy % 2 else "bmp"
+                Image.new("L", (64, 64), value).save(folder / name / f"{colour}_{copy}.{suffix}")
+
+
+def test_uniform_copies_form_one_group_each_and_stay_in_one_partition(tmp_path):
+    uniform_images(tmp_path / "data", ["no"])
+    generate_phantom_dataset(tmp_path / "phantoms", per_class=20, size=64)
+    shutil.copytree(tmp_path / "phantoms" / "yes", tmp_path / "data" / "yes")
+    datamodule = BrainMRIDataModule(str(tmp_path / "data"), image_size=32)
+    datamodule.setup()
+    rows = [r for r in datamodule.split_table if r["class"] == "no"]
+    for colour in ("black", "grey"):
+        copies = [r for r in rows if r["path"].startswith(f"no/{colour}_")]
+        assert len(copies) == 8 and len({r["group"] for r in copies}) == 1
+        assert len({r["partition"] for r in copies}) == 1
+
+
+def test_the_same_image_under_two_classes_is_refused_with_every_copy_named(tmp_path):
+    uniform_images(tmp_path / "data", ["no", "yes"])
+    datamodule = BrainMRIDataModule(str(tmp_path / "data"), image_size=32)
+    with pytest.raises(BrainMRIError, match="The same image appears under more than one class") as refused:
+        datamodule.setup()
+    assert all(f"{name}/black_{copy}." in str(refused.value) for name in ("no", "yes") for copy in range(8))

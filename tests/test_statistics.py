@@ -106,3 +106,41 @@ def test_a_paired_difference_favours_the_better_of_two_models_on_the_same_images
     assert better["low"] > 0 and better["share_not_better"] == 0.0 and better["images"] == 60
     worse = paired_difference(labels, coin, perfect, positive=1, resamples=500)
     assert worse["estimate"] == pytest.approx(-better["estimate"]) and worse["share_not_better"] == 1.0
+
+
+def scans(count=40, seed=3):
+    """Labels and (N, 2) probabilities of ``count`` distinct scans."""
+    labels, scores = simulated_predictions(count, seed)
+    return labels, two_columns(scores)
+
+
+def test_an_interval_over_copies_of_scans_is_the_interval_over_the_scans():
+    labels, probabilities = scans()
+    copies = 5  # every scan five times, grouped as one scan
+    rows = np.repeat(np.arange(len(labels)), copies)
+    over_scans = bootstrap_intervals(labels, probabilities, resamples=500, seed=7)
+    over_copies = bootstrap_intervals(labels[rows], probabilities[rows], resamples=500, seed=7, groups=rows)
+    for name, interval in over_scans.items():
+        assert over_copies[name] == pytest.approx(interval, nan_ok=True), name
+
+
+def test_copies_counted_as_cases_would_narrow_the_interval_and_grouping_them_does_not():
+    labels, probabilities = scans()
+    rows = np.concatenate([np.arange(40), np.repeat(np.arange(5), 20)])  # 5 scans copied 20 times each
+    grouped = bootstrap_intervals(labels[rows], probabilities[rows], resamples=500, seed=7, groups=rows)
+    plain = bootstrap_intervals(labels[rows], probabilities[rows], resamples=500, seed=7)
+    width = {name: v["high"] - v["low"] for name, v in grouped.items()}
+    assert plain["auroc"]["high"] - plain["auroc"]["low"] < width["auroc"]  # the copies' false certainty
+
+
+def test_a_paired_difference_resamples_scans_and_says_how_many():
+    labels, first = scans(seed=4)
+    second = first[:, ::-1].copy()  # a model that ranks every scan backwards
+    rows = np.repeat(np.arange(len(labels)), 3)
+    over_scans = paired_difference(labels, first, second, resamples=300, seed=2)
+    over_copies = paired_difference(
+        labels[rows], first[rows], second[rows], resamples=300, seed=2, groups=rows
+    )
+    assert (over_copies["images"], over_copies["scans"]) == (120, 40)
+    for key in ("estimate", "low", "high", "share_not_better"):
+        assert over_copies[key] == pytest.approx(over_scans[key]), key

@@ -263,6 +263,11 @@ class BrainMRIDataModule(L.LightningDataModule):
         return self.index.class_names if self.index else []
 
     @property
+    def near_duplicates(self) -> list[tuple[str, str, str, str, float]]:
+        """Look-alikes under different classes (path, class, path, class, similarity): not grouped."""
+        return self.index.near_duplicates if self.index else []
+
+    @property
     def bad_files(self) -> list[tuple[str, str]]:
         """Files left out as unreadable (``on_bad_image=skip``), with the reason."""
         return self.index.bad if self.index else []

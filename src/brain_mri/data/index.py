@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from brain_mri.atomic import atomic_path
-from brain_mri.data.duplicates import DEFAULT_THRESHOLD, content_fingerprint, duplicate_groups
+from brain_mri.data.duplicates import (
+    DEFAULT_THRESHOLD,
+    MAX_GROUP,
+    content_fingerprint,
+    duplicate_groups,
+    pixel_hash,
+)
 from brain_mri.data.folder import (
     ImageFile,
     discover_classes,
@@ -46,23 +52,25 @@ class DecodeCache:
     def _path(self, sha256: str) -> Path:
         return self.folder / sha256[:2] / f"{sha256}.npz"
 
-    def get(self, sha256: str) -> tuple[np.ndarray, np.ndarray] | None:
+    def get(self, sha256: str) -> tuple[np.ndarray, np.ndarray, str] | None:
         path = self._path(sha256)
         try:
             with np.load(path) as entry:
-                return entry["pixels"], entry["fingerprint"]
+                if "pixel_hash" not in entry:  # written before decoded pixels were compared: decode again
+                    return None
+                return entry["pixels"], entry["fingerprint"], str(entry["pixel_hash"])
         except FileNotFoundError:
             return None
         except Exception:  # cut off, empty, not a zip, unreadable: np.load raises many kinds
             self.damaged += path.exists()
             return None
 
-    def put(self, sha256: str, pixels: np.ndarray, fingerprint: np.ndarray) -> None:
+    def put(self, sha256: str, pixels: np.ndarray, fingerprint: np.ndarray, decoded: str) -> None:
         if not self.writable:
             return
         try:
             with atomic_path(self._path(sha256)) as temporary:
-                np.savez(temporary, pixels=pixels, fingerprint=fingerprint)
+                np.savez(temporary, pixels=pixels, fingerprint=fingerprint, pixel_hash=np.array(decoded))
         except OSError as err:
             self.writable = False
             log.warning("Cannot write the decode cache in %s (%s); running without it.", self.folder, err)
@@ -78,7 +86,10 @@ class ImageIndex:
     pixels: np.ndarray  # (N, size, size) uint8
     fingerprints: np.ndarray  # (N, D) float32
     sha256: list[str]
+    pixel_hashes: list[str]  # of the decoded image: the same for re-encodings of the same pixels
     groups: np.ndarray  # duplicate group of each image
+    # (path, class, path, class, similarity): look-alikes under different classes, not grouped
+    near_duplicates: list[tuple[str, str, str, str, float]] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unreadable
     notes: list[tuple[str, str]] = field(default_factory=list)  # (path, what to know): read, with a warning
     fresh: list[int] = field(default_factory=list)  # decoded now, not taken from the cache
@@ -86,7 +97,7 @@ class ImageIndex:
     def save_to(self, cache: DecodeCache) -> None:
         """Write the freshly decoded images to the cache (done by one process per machine, not by all)."""
         for i in self.fresh:
-            cache.put(self.sha256[i], self.pixels[i], self.fingerprints[i])
+            cache.put(self.sha256[i], self.pixels[i], self.fingerprints[i], self.pixel_hashes[i])
         self.fresh = []
 
 
@@ -105,7 +116,7 @@ def build_index(
     Pixels are cropped (``crop="brain"``) before resizing; duplicates are found on the uncropped images,
     so the split does not depend on the crop."""
     files = scan_image_files(root, class_names, class_map)
-    readable, pixels, prints, hashes, bad, notes, fresh = _decode(
+    readable, pixels, prints, hashes, decoded, bad, notes, fresh = _decode(
         root, files, image_size, content_fingerprint, cache, min_size, crop
     )
     log.info(
@@ -116,9 +127,35 @@ def build_index(
     if notes:
         listing = "\n".join(f"  {path}: {note}" for path, note in notes)
         log.warning("%d image(s) to know about:\n%s", len(notes), listing)
-    names = class_names or discover_classes(root)
-    groups = duplicate_groups(prints, duplicate_threshold)
-    return ImageIndex(root, list(names), readable, pixels, prints, hashes, groups, bad, notes, fresh)
+    names = list(class_names or discover_classes(root))
+    labels = np.array([item.label for item in readable])
+    grouping = duplicate_groups(prints, labels, decoded, duplicate_threshold)
+    for images, largest in grouping.cut_chains:
+        log.warning(
+            "%d images of one class were linked as near-duplicates in a chain; cut where its links are "
+            "weakest into groups of at most %d (MAX_GROUP %d): distinct scans of one protocol look alike.",
+            images,
+            largest,
+            MAX_GROUP,
+        )
+    near = [
+        (readable[a].path, names[readable[a].label], readable[b].path, names[readable[b].label], score)
+        for a, b, score in grouping.across_classes
+    ]
+    if near:
+        log.warning(
+            "%d pairs of images under different classes look alike (similarity >= %s), e.g. %s and %s "
+            "(%.3f): distinct scans, or a labelling error to check; they are not grouped (listed in the "
+            "run's near_duplicates.csv).",
+            len(near),
+            duplicate_threshold,
+            near[0][0],
+            near[0][2],
+            near[0][4],
+        )
+    return ImageIndex(
+        root, names, readable, pixels, prints, hashes, decoded, grouping.groups, near, bad, notes, fresh
+    )
 
 
 def _decode(
@@ -142,10 +179,11 @@ def _decode(
     pixels: list[np.ndarray] = []
     prints: list[np.ndarray] = []
     hashes: list[str] = []
+    decoded: list[str] = []
     bad: list[tuple[str, str]] = []
     fresh: list[int] = []
     notes: list[tuple[str, str]] = []
-    known: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    known: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
     for item in files:
         try:
             content = (root / item.path).read_bytes()
@@ -171,13 +209,14 @@ def _decode(
             except Exception as err:
                 bad.append((item.path, unreadable_reason(content, err)))
                 continue
-            entry = (model_pixels(gray, image_size, crop), fingerprint(gray))
+            entry = (model_pixels(gray, image_size, crop), fingerprint(gray), pixel_hash(gray))
             fresh.append(len(readable))
         known[sha256] = entry
         readable.append(item)
         hashes.append(sha256)
         pixels.append(entry[0])
         prints.append(entry[1])
+        decoded.append(entry[2])
     if not readable:
         raise BrainMRIError(f"None of the {len(files)} files under {root} can be read as an image.")
-    return readable, np.stack(pixels), np.stack(prints), hashes, bad, notes, fresh
+    return readable, np.stack(pixels), np.stack(prints), hashes, decoded, bad, notes, fresh

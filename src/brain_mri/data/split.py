@@ -19,7 +19,8 @@ PARTITIONS = ("train", "val", "test")
 
 
 def check_groups_have_one_class(files: list[ImageFile], groups: np.ndarray) -> None:
-    """The same image under two classes is a labelling error that no split can fix: name the files."""
+    """The same image under two classes is a labelling error that no split can fix: name every copy.
+    (Only identical content groups across classes; look-alikes are listed in near_duplicates.csv.)"""
     members = defaultdict(list)
     for item, group in zip(files, groups, strict=True):
         members[group].append(item)
@@ -27,10 +28,9 @@ def check_groups_have_one_class(files: list[ImageFile], groups: np.ndarray) -> N
     if conflicts:
         lines = ["  " + ", ".join(item.path for item in m) for m in conflicts]
         raise BrainMRIError(
-            "The same image appears under more than one class (duplicate groups that span classes):\n"
+            "The same image appears under more than one class (identical pixels):\n"
             + "\n".join(lines)
-            + "\nIf these are distinct scans that look alike (neighbouring slices of one protocol), raise "
-            "data.duplicate_threshold (e.g. 0.95): copies score higher than distinct scans."
+            + "\nKeep each under its true class, and remove the others."
         )
 
 

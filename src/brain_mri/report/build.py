@@ -220,10 +220,11 @@ def out_of_fold(folds: list[dict], resamples: int, seed: int) -> dict | None:
     parts = [read_predictions(f) for f in files]
     # each image as its path and content (sha256 in the run's split.csv), so that a comparison pairs the same
     # image, not another file that took its name
-    images = []
+    images, groups = [], []
     for row, part in zip(folds, parts, strict=True):
-        content = {r["path"]: r["sha256"] for r in read_split(row["folder"] / SPLIT_FILE)}
-        images += [(path, content[path]) for path in part.paths]
+        split = {r["path"]: r for r in read_split(row["folder"] / SPLIT_FILE)}
+        images += [(path, split[path]["sha256"]) for path in part.paths]
+        groups += [split[path]["group"] for path in part.paths]  # one split for every fold: one numbering
     classes = parts[0].class_names
     labels = np.concatenate([part.labels for part in parts])
     probabilities = np.concatenate([part.probabilities for part in parts])
@@ -231,12 +232,16 @@ def out_of_fold(folds: list[dict], resamples: int, seed: int) -> dict | None:
     return {
         "folds": expected,
         "images": len(labels),
+        "scans": len(set(groups)),
         "classes": classes,
         "positive": positive,
         "predicted_images": images,
+        "groups": np.array(groups),
         "labels": labels,
         "probabilities": probabilities,
-        "metrics": bootstrap_intervals(labels, probabilities, positive, resamples=resamples, seed=seed),
+        "metrics": bootstrap_intervals(
+            labels, probabilities, positive, resamples=resamples, seed=seed, groups=np.array(groups)
+        ),
     }
 
 
@@ -269,6 +274,7 @@ def cross_validation_summary(
             for part in ("estimate", "low", "high"):
                 entry[f"oof auroc {part}"] = entry["oof"]["metrics"]["auroc"][part]
             entry["oof images"] = entry["oof"]["images"]
+            entry["oof scans"] = entry["oof"]["scans"]
         summary.append(entry)
     return sorted(summary, key=lambda e: e["val_loss_best mean"])
 
@@ -297,9 +303,13 @@ def best_run_figures(row: dict, out: Path, resamples: int, seed: int) -> dict:
         f"best run: {row['run']}",
         out / f"curves_{name}.png",
     )
-    classes, _, labels, probabilities, predicted = read_predictions(run / PREDICTIONS_FILE)
+    classes, paths, labels, probabilities, predicted = read_predictions(run / PREDICTIONS_FILE)
     positive = positive_label(classes, read_json(run / METRICS_FILE).get("positive_class"))
-    intervals = bootstrap_intervals(labels, probabilities, positive, resamples=resamples, seed=seed)
+    group_of = {r["path"]: r["group"] for r in read_split(run / SPLIT_FILE)}
+    groups = np.array([group_of[path] for path in paths])  # copies of one scan are one case
+    intervals = bootstrap_intervals(
+        labels, probabilities, positive, resamples=resamples, seed=seed, groups=groups
+    )
     auroc = intervals["auroc"]["estimate"]
     figures.roc(
         labels, probabilities, classes, positive, auroc, f"ROC, {row['run']}", out / f"roc_{name}.png"
@@ -314,7 +324,8 @@ def best_run_figures(row: dict, out: Path, resamples: int, seed: int) -> dict:
         "settings": {k: row[k] for k in SETTINGS},
         "val/loss_best": row["val_loss_best"],
         "test_images": len(labels),
-        "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95, "unit": "test image"},
+        "test_scans": len(set(groups.tolist())),
+        "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95, "unit": "scan (duplicate group)"},
         "metrics": intervals,
     }
 
@@ -439,7 +450,11 @@ def out_of_fold_record(entry: dict) -> dict:
         "configuration": {k: entry[k] for k in ("model", "batch_size", "lr", "weight_decay")},
         "folds": oof["folds"],
         "images": oof["images"],
-        "bootstrap": {"unit": "non-test image, predicted by the fold model that did not train on it"},
+        "scans": oof["scans"],
+        "bootstrap": {
+            "unit": "scan (duplicate group) of the non-test images, each predicted by the fold model that "
+            "did not train on it"
+        },
         **flat_metrics(oof["metrics"]),
     }
 
@@ -568,6 +583,7 @@ def compare(first: Path, second: Path, resamples: int = 2000, seed: int = 0) -> 
         a["positive"],
         resamples=resamples,
         seed=seed,
+        groups=a["groups"][rows_a],
     )
     notes += [
         f"{folder} holds {len(side)} finished cross-validations on {side[0]['data']}; compared: the one with "
@@ -618,7 +634,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"Note: {note}.")
             print(
                 f"out-of-fold AUROC difference {result['estimate']:+.3f} "
-                f"(95 % CI {result['low']:+.3f} to {result['high']:+.3f}, {result['images']} paired images; "
+                f"(95 % CI {result['low']:+.3f} to {result['high']:+.3f}, {result['images']} paired images, "
+                f"{result['scans']} scans; "
                 f"{args.folder} not better in {100 * result['share_not_better']:.1f} % of resamples)"
             )
     except BrainMRIError as err:

@@ -2,6 +2,8 @@
 
 The metrics are written out in NumPy, vectorised over bootstrap resamples; a test checks that they agree
 with the torchmetrics values a run logs. Undefined values (no positives in a resample) are NaN.
+Resamples draw whole scans (duplicate groups), not images: copies of one scan are one case, so they
+widen nothing and narrow nothing.
 """
 
 from __future__ import annotations
@@ -89,6 +91,39 @@ def metrics_of(labels: np.ndarray, probabilities: np.ndarray, positive: int | No
     return binary_metrics((labels == positive).astype(int), probabilities[..., positive])
 
 
+def resampled_rows(groups: np.ndarray, resamples: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """The rows of each resample: as many groups as there are, drawn with replacement, each with all its
+    rows. With one row per group this is the plain bootstrap of rows (the same draws for the same seed)."""
+    _, first, inverse, sizes = np.unique(groups, return_index=True, return_inverse=True, return_counts=True)
+    order = np.argsort(first)  # groups numbered by their first row, as the rows come
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    inverse, sizes = rank[inverse], sizes[order]
+    by_group = np.argsort(inverse, kind="stable")  # rows, group after group
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    draws = rng.integers(0, len(sizes), size=(resamples, len(sizes)))
+    rows = []
+    for draw in draws:
+        counts = sizes[draw]
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        rows.append(by_group[np.repeat(starts[draw], counts) + offsets])
+    return rows
+
+
+def metrics_of_resamples(
+    rows: list[np.ndarray], labels: np.ndarray, probabilities: np.ndarray, positive: int | None
+) -> dict[str, np.ndarray]:
+    """``metrics_of`` each resample's rows, vectorised over the resamples of equal length."""
+    values = {name: np.empty(len(rows)) for name in METRIC_NAMES}
+    lengths = np.array([len(r) for r in rows])
+    for length in np.unique(lengths):
+        chosen = np.flatnonzero(lengths == length)
+        stacked = np.stack([rows[i] for i in chosen])
+        for name, found in metrics_of(labels[stacked], probabilities[stacked], positive).items():
+            values[name][chosen] = found
+    return values
+
+
 def bootstrap_intervals(
     labels: np.ndarray,
     probabilities: np.ndarray,
@@ -96,14 +131,16 @@ def bootstrap_intervals(
     resamples: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Point estimate and percentile interval of each metric, resampling test images with replacement.
-    ``probabilities`` is (N, K); ``positive`` the label of the positive class (two classes) or None."""
+    """Point estimate and percentile interval of each metric, resampling the scans (``groups``: each
+    image's duplicate group; None: every image its own) with replacement. ``probabilities`` is (N, K);
+    ``positive`` the label of the positive class (two classes) or None."""
     labels, probabilities = np.asarray(labels), np.asarray(probabilities, dtype=float)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(labels), size=(resamples, len(labels)))
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    rows = resampled_rows(groups, resamples, np.random.default_rng(seed))
     point = metrics_of(labels[None], probabilities[None], positive)
-    resampled = metrics_of(labels[draws], probabilities[draws], positive)
+    resampled = metrics_of_resamples(rows, labels, probabilities, positive)
     tail = 100 * (1 - level) / 2
     return {
         name: {
@@ -124,20 +161,24 @@ def paired_difference(
     resamples: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> dict[str, float]:
     """``metric`` of ``first`` minus that of ``second`` (both (N, K) probabilities of the same images),
-    with a percentile interval from resampling the images (the same draw for both, so the difference
-    keeps what the two share), and the share of resamples in which ``first`` is not better."""
+    with a percentile interval from resampling the scans (``groups``, as in :func:`bootstrap_intervals`;
+    the same draw for both, so the difference keeps what the two share), and the share of resamples in
+    which ``first`` is not better."""
     labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(labels), size=(resamples, len(labels)))
-
-    def difference(rows) -> np.ndarray:
-        a = metrics_of(labels[rows], np.asarray(first, dtype=float)[rows], positive)[metric]
-        b = metrics_of(labels[rows], np.asarray(second, dtype=float)[rows], positive)[metric]
-        return a - b
-
-    point, resampled = difference(np.arange(len(labels))[None]), difference(draws)
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    rows = resampled_rows(groups, resamples, np.random.default_rng(seed))
+    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    point = (
+        metrics_of(labels[None], first[None], positive)[metric]
+        - metrics_of(labels[None], second[None], positive)[metric]
+    )
+    resampled = (
+        metrics_of_resamples(rows, labels, first, positive)[metric]
+        - metrics_of_resamples(rows, labels, second, positive)[metric]
+    )
     tail = 100 * (1 - level) / 2
     return {
         "estimate": float(point[0]),
@@ -145,4 +186,5 @@ def paired_difference(
         "high": float(np.nanpercentile(resampled, 100 - tail)),
         "share_not_better": float(np.mean(resampled[~np.isnan(resampled)] <= 0)),
         "images": len(labels),
+        "scans": len(np.unique(groups)),
     }

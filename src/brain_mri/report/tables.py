@@ -56,11 +56,12 @@ def report_sections(
         sections.append(Section(title, "", cv, cv_columns))
     with_oof = [entry for entry in cv if entry["oof"]]
     if with_oof:
-        oof_columns = ["model", "batch_size", "lr", "weight_decay", "folds", "oof images"]
+        oof_columns = ["model", "batch_size", "lr", "weight_decay", "folds", "oof images", "oof scans"]
         oof_columns += [f"oof auroc {part}" for part in ("estimate", "low", "high")]
         text = (
             "Every non-test image is predicted once, by the fold model that did not train on it (its best "
-            "checkpoint); 95 % bootstrap intervals over those images."
+            "checkpoint); 95 % bootstrap intervals over those images' scans (copies of one scan are one "
+            "case)."
         )
         sections.append(Section(f"Cross-validation {on}: out-of-fold metrics", text, with_oof, oof_columns))
     if repeated:
@@ -71,13 +72,14 @@ def report_sections(
     if best:
         level = int(100 * best["bootstrap"]["level"])
         text = (
-            f"{level} % bootstrap intervals ({best['bootstrap']['resamples']} resamples of the test images, "
-            f"seed {best['bootstrap']['seed']}). They show how much the figures could move on another test "
-            "set of this size from the same population; they do not cover the variation between training "
-            "runs (seeds, splits)."
+            f"{level} % bootstrap intervals ({best['bootstrap']['resamples']} resamples of the test scans, "
+            f"seed {best['bootstrap']['seed']}; copies of one scan are one case). They show how much the "
+            "figures could move on another test set of this size from the same population; they do not "
+            "cover the variation between training runs (seeds, splits)."
         )
         metrics = [{"metric": n, **v} for n, v in best["metrics"].items()]
-        title = f"Best run {on}: {best['run']} ({best['test_images']} test images)"
+        scans = f", {best['test_scans']} scans" if "test_scans" in best else ""
+        title = f"Best run {on}: {best['run']} ({best['test_images']} test images{scans})"
         sections.append(Section(title, text, metrics, ["metric", "estimate", "low", "high"]))
     return sections
 
@@ -116,7 +118,8 @@ def print_summary(report: dict, limit: int = 10) -> None:
             auroc = entry["oof"]["metrics"]["auroc"]
             console.print(
                 f"{entry['model']}, {entry['oof']['folds']}-fold: out-of-fold AUROC {auroc['estimate']:.3f} "
-                f"(95 % CI {auroc['low']:.3f}-{auroc['high']:.3f}, {entry['oof']['images']} images)"
+                f"(95 % CI {auroc['low']:.3f}-{auroc['high']:.3f}, {entry['oof']['images']} images, "
+                f"{entry['oof']['scans']} scans)"
             )
         if part["best"]:
             auroc = part["best"]["metrics"]["auroc"]

@@ -24,6 +24,8 @@ PREDICTIONS_FILE = "predictions.csv"
 VAL_PREDICTIONS_FILE = "val_predictions.csv"
 BAD_IMAGES_FILE = "bad_images.csv"
 BAD_IMAGE_FIELDS = ("path", "reason")
+NEAR_DUPLICATES_FILE = "near_duplicates.csv"  # look-alikes under different classes, not grouped
+NEAR_DUPLICATE_FIELDS = ("path", "class", "other_path", "other_class", "similarity")
 PROBABILITY_PREFIX = "prob_"
 CONFIG_FILE = "config.yaml"
 RUN_INFO_FILE = "run_info.json"
@@ -287,6 +289,15 @@ def read_predictions(path: Path) -> Predictions:
         ),
         predicted=np.array([int(r["predicted"]) for r in rows], dtype=int),
     )
+
+
+def write_near_duplicates(output_dir: Path, pairs: list[tuple[str, str, str, str, float]]) -> None:
+    """``near_duplicates.csv``, when there are look-alikes under different classes to list."""
+    if pairs:
+        rows = [
+            dict(zip(NEAR_DUPLICATE_FIELDS, (*pair[:4], round(pair[4], 4)), strict=True)) for pair in pairs
+        ]
+        write_csv(output_dir / NEAR_DUPLICATES_FILE, rows, NEAR_DUPLICATE_FIELDS)
 
 
 def write_bad_images(output_dir: Path, bad: list[tuple[str, str]]) -> None:

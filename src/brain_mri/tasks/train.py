@@ -23,6 +23,7 @@ from brain_mri.runs.files import (
     SPLIT_FILE,
     one_checkpoint,
     write_bad_images,
+    write_near_duplicates,
     write_resolved_config,
     write_run_info,
 )
@@ -54,8 +55,8 @@ def write_run_folder(
     output_dir: Path, cfg: DictConfig, datamodule, resume: dict | None, start: dict | None = None
 ) -> None:
     """A new run's config, run_info.json (with ``start``, the checkpoint whose weights it started from),
-    split.csv and bad_images.csv; a resumed run only records the resume (its config files stay as written
-    when it started) and drops log rows it will redo."""
+    split.csv, bad_images.csv and near_duplicates.csv; a resumed run only records the resume (its config
+    files stay as written when it started) and drops log rows it will redo."""
     if resume:
         prepare_resumed_folder(output_dir, resume)
     else:
@@ -64,6 +65,7 @@ def write_run_folder(
         write_run_info(output_dir, str(datamodule.root), fingerprint, len(datamodule.files), start)
         write_split(output_dir / SPLIT_FILE, datamodule.split_table)
     write_bad_images(output_dir, datamodule.bad_files)
+    write_near_duplicates(output_dir, datamodule.near_duplicates)
 
 
 # strategies that start their processes inside every Trainer call (Lightning's registered names). Not
