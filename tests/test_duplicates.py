@@ -9,6 +9,7 @@ from brain_mri.data.duplicates import MAX_GROUP, duplicate_groups
 from brain_mri.data.index import build_index
 from brain_mri.data.synthetic import generate_phantom_dataset
 from brain_mri.errors import BrainMRIError
+from brain_mri.runs.files import read_csv, write_near_duplicates
 
 
 def groups_by_path(root):
@@ -116,3 +117,24 @@ def test_the_same_image_under_two_classes_is_refused_with_every_copy_named(tmp_p
     with pytest.raises(BrainMRIError, match="The same image appears under more than one class") as refused:
         datamodule.setup()
     assert all(f"{name}/black_{copy}." in str(refused.value) for name in ("no", "yes") for copy in range(8))
+
+
+def test_a_look_alike_under_the_other_class_is_listed_and_the_data_set_still_starts(phantom_root, tmp_path):
+    data = shutil.copytree(phantom_root, tmp_path / "data")
+    with Image.open(data / "yes" / "yes_005.png") as image:  # re-encoded smaller: not the same pixels
+        image.resize((56, 56)).save(data / "no" / "looks_like_yes_005.jpg", quality=95)
+    datamodule = BrainMRIDataModule(str(data), image_size=32)
+    datamodule.setup()
+    ((path, label, other, other_label, score),) = [
+        pair for pair in datamodule.near_duplicates if "looks_like" in pair[0] + pair[2]
+    ]
+    assert {path, other} == {"yes/yes_005.png", "no/looks_like_yes_005.jpg"} and {label, other_label} == {
+        "yes",
+        "no",
+    }
+    assert score >= 0.9
+    group = {r["path"]: r["group"] for r in datamodule.split_table}
+    assert group["yes/yes_005.png"] != group["no/looks_like_yes_005.jpg"]  # not grouped across classes
+    write_near_duplicates(tmp_path, datamodule.near_duplicates)
+    listed = read_csv(tmp_path / "near_duplicates.csv")
+    assert {r["path"] for r in listed} | {r["other_path"] for r in listed} >= {path, other}
