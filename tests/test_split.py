@@ -74,7 +74,7 @@ def test_conflicting_labels_name_the_files():
     ]
     with pytest.raises(BrainMRIError, match=r"no/a.png, yes/b.png") as refused:
         check_groups_have_one_class(files, np.array([0, 0, 1]))
-    assert "raise data.duplicate_threshold (e.g. 0.95)" in str(refused.value)  # alike scans chained
+    assert "(identical pixels)" in str(refused.value) and "remove the others" in str(refused.value)
 
 
 def test_datamodule_split_is_disjoint_stratified_and_reusable(phantom_root, tmp_path):
