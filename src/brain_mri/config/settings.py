@@ -14,7 +14,6 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from brain_mri.data.folder import scan_image_files
 from brain_mri.errors import BrainMRIError, user_error
 from brain_mri.runs.checkpoints import load_checkpoint
 from brain_mri.runs.files import best_checkpoints, one_checkpoint
@@ -178,22 +177,6 @@ def cam_layer_problem(arch: str, layer: str, image_size: int) -> str | None:
     return None
 
 
-def count_files(root: Path) -> int:
-    """A quick count of the files in the class folders (0 when the data is not there yet; folders that
-    cannot be read are left to the scanner, which names them)."""
-    try:
-        folders = list(root.iterdir()) if root.is_dir() else []
-    except OSError:
-        return 0
-    count = 0
-    for folder in folders:
-        try:
-            count += sum(1 for item in folder.iterdir() if item.is_file()) if folder.is_dir() else 0
-        except OSError:
-            continue
-    return count
-
-
 def training_memory(arch: str, image_size: int, batch_size: int, files: int) -> tuple[int, int]:
     """(bytes of the decoded images, bytes of one training batch): the batch as float, 3 channels, with
     every layer's activations kept for the backward pass and a gradient of the same size (fp32)."""
@@ -271,16 +254,14 @@ def check_train_settings(cfg: DictConfig) -> None:
     except BrainMRIError as err:
         problems.append(str(err))
     try:
-        datamodule = hydra.utils.instantiate(cfg.data)
-        if datamodule.root.exists():  # its layout now, before anything is decoded
-            scan_image_files(datamodule.root)
+        files = hydra.utils.instantiate(cfg.data).check_layout()  # its layout now, before any decoding
     except Exception as caught:
         user_facing = user_error(caught)
         if user_facing is None:
             raise
         problems.append(str(user_facing))
     if not problems:
-        problems += memory_problems(model.arch, cfg.data, str(trainer.get("accelerator", "auto")))
+        problems += memory_problems(model.arch, cfg.data, str(trainer.get("accelerator", "auto")), files)
         layer = model.get("cam_layer")
         problem = cam_layer_problem(model.arch, layer, cfg.data.image_size) if layer else None
         problems += [problem] if problem else []
@@ -288,10 +269,10 @@ def check_train_settings(cfg: DictConfig) -> None:
         raise BrainMRIError("\n".join(problems))
 
 
-def memory_problems(arch: str, data: Any, accelerator: str) -> list[str]:
+def memory_problems(arch: str, data: Any, accelerator: str, files: int) -> list[str]:
     """Whether the decoded images plus one training batch fit in the memory free now; estimated, said."""
     free = available_memory(accelerator)
-    decoded, batch = training_memory(arch, data.image_size, data.batch_size, count_files(Path(data.root)))
+    decoded, batch = training_memory(arch, data.image_size, data.batch_size, files)
     if decoded + batch <= free:
         return []
     gib = 1024**3

@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from brain_mri.data.download import ensure_dataset
 from brain_mri.data.duplicates import DEFAULT_THRESHOLD
-from brain_mri.data.folder import ImageFile
+from brain_mri.data.folder import ImageFile, scan_image_files
 from brain_mri.data.index import DecodeCache, ImageIndex, build_index
+from brain_mri.data.manifest import read_manifest
 from brain_mri.data.preprocessing import CROPS, to_model_input
 from brain_mri.data.split import (
     PARTITIONS,
@@ -110,6 +111,7 @@ class BrainMRIDataModule(L.LightningDataModule):
         split_file: str | None = None,
         class_names: list[str] | None = None,
         class_map: dict[str, str] | None = None,
+        manifest: str | None = None,
         duplicate_threshold: float = DEFAULT_THRESHOLD,
         on_bad_image: str = "error",
         min_image_size: int = 32,
@@ -149,6 +151,11 @@ class BrainMRIDataModule(L.LightningDataModule):
         # the augmentation policy is an object (from the augmentation/ config group): not a hyperparameter
         self.save_hyperparameters(logger=False, ignore=["augmentation"])
         self.augmentation = augmentation
+        if manifest and (synthetic or download):
+            raise BrainMRIError("data.manifest lists its own images: drop data.synthetic / data.download.")
+        if manifest:  # its paths are relative to its folder, which is the data root
+            self.hparams.manifest = str(Path(manifest).expanduser().resolve())
+            root = str(Path(self.hparams.manifest).parent)
         self.hparams.root = str(Path(root).expanduser().resolve())
         # plain Python values: hyperparameters are saved in checkpoints, which must load with weights_only
         self.hparams.class_names = [str(c) for c in class_names] if class_names else None
@@ -162,6 +169,13 @@ class BrainMRIDataModule(L.LightningDataModule):
     @property
     def root(self) -> Path:
         return Path(self.hparams.root)
+
+    def check_layout(self) -> int:
+        """The data set's listing, checked before anything is decoded (a manifest whole, else the class
+        folders): the number of files it lists, 0 when the data is not there yet."""
+        if self.hparams.manifest:
+            return len(read_manifest(Path(self.hparams.manifest), self.hparams.class_names).files)
+        return len(scan_image_files(self.root)) if self.root.exists() else 0
 
     def prepare_data(self) -> None:
         """Lightning calls this in one process per machine once the processes exist: it fills the decode
@@ -199,7 +213,9 @@ class BrainMRIDataModule(L.LightningDataModule):
         hp = self.hparams
         if hp.synthetic:
             generate_phantom_dataset(self.root, per_class=hp.synthetic_per_class)
-        ensure_dataset(self.root, download=hp.download)
+        listing = read_manifest(Path(hp.manifest), hp.class_names) if hp.manifest else None
+        if listing is None:
+            ensure_dataset(self.root, download=hp.download)
         cache = DecodeCache(hp.cache_dir, hp.image_size, hp.crop) if hp.cache_dir else None
         index = build_index(
             self.root,
@@ -210,6 +226,7 @@ class BrainMRIDataModule(L.LightningDataModule):
             cache,
             hp.duplicate_threshold,
             hp.crop,
+            listing,
         )
         self._check_bad_images(index.bad)
         if hp.split_file:

@@ -12,6 +12,7 @@ chain of links that would grow a group past ``MAX_GROUP`` images is cut where it
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from typing import NamedTuple
 
 import numpy as np
@@ -167,3 +168,29 @@ def renumber(groups: np.ndarray) -> np.ndarray:
     order = np.empty(len(first), dtype=int)
     order[np.argsort(first)] = np.arange(len(first))
     return order[inverse]
+
+
+def join_given_groups(detected: np.ndarray, given: list[str]) -> tuple[np.ndarray, list[list[int]]]:
+    """Groups that keep every given group (a patient or study) whole, with the detected copies joined to
+    it; and the detected groups whose images the given groups put in more than one group (a copy shared by
+    two patients: their groups become one), as lists of image positions."""
+    count = len(given)
+    first_of: dict[str, int] = {}
+    by_given = np.array([first_of.setdefault(name, i) for i, name in enumerate(given)], dtype=int)
+    merged = components(
+        count,
+        np.concatenate([np.arange(count), np.arange(count)]),
+        np.concatenate([by_given, first_member(detected)]),
+    )
+    names: dict[int, set[str]] = defaultdict(set)
+    members: dict[int, list[int]] = defaultdict(list)
+    for position, (group, name) in enumerate(zip(detected.tolist(), given, strict=True)):
+        names[group].add(name)
+        members[group].append(position)
+    return merged, [members[group] for group in names if len(names[group]) > 1]
+
+
+def first_member(groups: np.ndarray) -> np.ndarray:
+    """For each image, the position of the first image of its group."""
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    return first[inverse]

@@ -33,6 +33,8 @@ def evaluation_data(
         raise BrainMRIError(f"{ckpt_path} holds no data settings: was it written by train.py?")
     settings = {
         "root": root or trained["root"],
+        # a manifest-listed set is read through its manifest (labels, groups); another root is a folder
+        "manifest": None if root else trained.get("manifest"),
         "image_size": image_size or trained["image_size"],
         "crop": crop,
         "duplicate_threshold": trained["duplicate_threshold"],

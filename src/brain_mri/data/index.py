@@ -18,6 +18,7 @@ from brain_mri.data.duplicates import (
     MAX_GROUP,
     content_fingerprint,
     duplicate_groups,
+    join_given_groups,
     pixel_hash,
 )
 from brain_mri.data.folder import (
@@ -28,6 +29,7 @@ from brain_mri.data.folder import (
     scan_image_files,
     unreadable_reason,
 )
+from brain_mri.data.manifest import Manifest
 from brain_mri.data.preprocessing import PREPROCESSING_VERSION, model_pixels, read_grayscale
 from brain_mri.errors import BrainMRIError
 
@@ -87,12 +89,13 @@ class ImageIndex:
     fingerprints: np.ndarray  # (N, D) float32
     sha256: list[str]
     pixel_hashes: list[str]  # of the decoded image: the same for re-encodings of the same pixels
-    groups: np.ndarray  # duplicate group of each image
+    groups: np.ndarray  # duplicate group of each image (with a manifest's groups: kept whole)
     # (path, class, path, class, similarity): look-alikes under different classes, not grouped
     near_duplicates: list[tuple[str, str, str, str, float]] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unreadable
     notes: list[tuple[str, str]] = field(default_factory=list)  # (path, what to know): read, with a warning
     fresh: list[int] = field(default_factory=list)  # decoded now, not taken from the cache
+    sources: list[str] | None = None  # where each image comes from (a manifest's source column)
 
     def save_to(self, cache: DecodeCache) -> None:
         """Write the freshly decoded images to the cache (done by one process per machine, not by all)."""
@@ -110,12 +113,13 @@ def build_index(
     cache: DecodeCache | None = None,
     duplicate_threshold: float = DEFAULT_THRESHOLD,
     crop: str = "none",
+    manifest: Manifest | None = None,
 ) -> ImageIndex:
     """Scan ``root`` (labels by ``class_names`` when given, else the sorted folders), decode every file
     once (or take it from ``cache``, which is read here, never written) and group the duplicates.
     Pixels are cropped (``crop="brain"``) before resizing; duplicates are found on the uncropped images,
     so the split does not depend on the crop."""
-    files = scan_image_files(root, class_names, class_map)
+    files = manifest.files if manifest else scan_image_files(root, class_names, class_map)
     readable, pixels, prints, hashes, decoded, bad, notes, fresh = _decode(
         root, files, image_size, content_fingerprint, cache, min_size, crop
     )
@@ -127,9 +131,19 @@ def build_index(
     if notes:
         listing = "\n".join(f"  {path}: {note}" for path, note in notes)
         log.warning("%d image(s) to know about:\n%s", len(notes), listing)
-    names = list(class_names or discover_classes(root))
+    names = list(class_names or (class_names_of(files) if manifest else discover_classes(root)))
     labels = np.array([item.label for item in readable])
     grouping = duplicate_groups(prints, labels, decoded, duplicate_threshold)
+    groups = grouping.groups
+    if manifest and manifest.groups:
+        groups, shared = join_given_groups(groups, [manifest.groups[item.path] for item in readable])
+        for copies in shared:
+            given = sorted({manifest.groups[readable[i].path] for i in copies})
+            log.warning(
+                "Copies of one scan are listed under the groups %s (%s): those groups are kept together.",
+                ", ".join(given),
+                ", ".join(readable[i].path for i in copies),
+            )
     for images, largest in grouping.cut_chains:
         log.warning(
             "%d images of one class were linked as near-duplicates in a chain; cut where its links are "
@@ -153,9 +167,15 @@ def build_index(
             near[0][2],
             near[0][4],
         )
+    sources = [manifest.sources[item.path] for item in readable] if manifest and manifest.sources else None
     return ImageIndex(
-        root, names, readable, pixels, prints, hashes, decoded, grouping.groups, near, bad, notes, fresh
+        root, names, readable, pixels, prints, hashes, decoded, groups, near, bad, notes, fresh, sources
     )
+
+
+def class_names_of(files: list[ImageFile]) -> list[str]:
+    """Class names in label order."""
+    return [name for _, name in sorted({(item.label, item.class_name) for item in files})]
 
 
 def _decode(
