@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from brain_mri.data.download import ensure_dataset
 from brain_mri.data.duplicates import DEFAULT_THRESHOLD
 from brain_mri.data.folder import ImageFile, scan_image_files
-from brain_mri.data.index import DecodeCache, ImageIndex, build_index
+from brain_mri.data.index import DecodeCache, ImageIndex, build_index, scan_sources
 from brain_mri.data.manifest import read_manifest
 from brain_mri.data.preprocessing import CROPS, to_model_input
 from brain_mri.data.split import (
@@ -112,6 +112,8 @@ class BrainMRIDataModule(L.LightningDataModule):
         class_names: list[str] | None = None,
         class_map: dict[str, str] | None = None,
         manifest: str | None = None,
+        sources: list[str] | None = None,
+        holdout_source: str | None = None,
         duplicate_threshold: float = DEFAULT_THRESHOLD,
         on_bad_image: str = "error",
         min_image_size: int = 32,
@@ -160,6 +162,7 @@ class BrainMRIDataModule(L.LightningDataModule):
         # plain Python values: hyperparameters are saved in checkpoints, which must load with weights_only
         self.hparams.class_names = [str(c) for c in class_names] if class_names else None
         self.hparams.class_map = {str(k): str(v) for k, v in class_map.items()} if class_map else None
+        self.hparams.sources = [str(source) for source in sources] if sources else None
         self.index: ImageIndex | None = None
         self.split: Split | None = None
         self.images: torch.Tensor | None = None
@@ -175,7 +178,11 @@ class BrainMRIDataModule(L.LightningDataModule):
         folders): the number of files it lists, 0 when the data is not there yet."""
         if self.hparams.manifest:
             return len(read_manifest(Path(self.hparams.manifest), self.hparams.class_names).files)
-        return len(scan_image_files(self.root)) if self.root.exists() else 0
+        if not self.root.exists():
+            return 0
+        if self.hparams.sources:
+            return len(scan_sources(self.root, self.hparams.sources, self.hparams.class_names, None)[0])
+        return len(scan_image_files(self.root))
 
     def prepare_data(self) -> None:
         """Lightning calls this in one process per machine once the processes exist: it fills the decode
@@ -227,12 +234,21 @@ class BrainMRIDataModule(L.LightningDataModule):
             hp.duplicate_threshold,
             hp.crop,
             listing,
+            hp.sources,
         )
         self._check_bad_images(index.bad)
         if hp.split_file:
             split = load_split(index, read_split(Path(hp.split_file)), hp.split_file, hp.num_folds, hp.fold)
         else:
-            split = make_split(index, hp.val_fraction, hp.test_fraction, hp.split_seed, hp.num_folds, hp.fold)
+            split = make_split(
+                index,
+                hp.val_fraction,
+                hp.test_fraction,
+                hp.split_seed,
+                hp.num_folds,
+                hp.fold,
+                hp.holdout_source,
+            )
         if len(split.order) < len(index.files):
             log.warning(
                 "%d image(s) under %s are not in the split %s and are left out.",
@@ -278,6 +294,11 @@ class BrainMRIDataModule(L.LightningDataModule):
     @property
     def class_names(self) -> list[str]:
         return self.index.class_names if self.index else []
+
+    @property
+    def sources(self) -> list[str] | None:
+        """Where each image of the split comes from (in the split's order), or None."""
+        return [row["source"] for row in self.split_table] if self.index and self.index.sources else None
 
     @property
     def near_duplicates(self) -> list[tuple[str, str, str, str, float]]:

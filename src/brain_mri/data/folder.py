@@ -44,8 +44,9 @@ def is_broken_link(path: Path) -> bool:
     return path.is_symlink() and not path.exists()
 
 
-def discover_classes(root: Path) -> list[str]:
-    """Class names are the sub-folder names in sorted order, so for the Kaggle set ``no`` = 0, ``yes`` = 1."""
+def discover_classes(root: Path, at_least: int = 2) -> list[str]:
+    """Class names are the sub-folder names in sorted order, so for the Kaggle set ``no`` = 0, ``yes`` = 1
+    (one source of several may hold a single class: ``at_least=1``)."""
     if root.exists() and not root.is_dir():
         raise BrainMRIError(
             f"The data root {root} is a file; data.root must be a folder with one sub-folder per class "
@@ -54,7 +55,7 @@ def discover_classes(root: Path) -> list[str]:
     if not root.is_dir():
         raise BrainMRIError(f"The data folder {root} does not exist.")
     classes = sorted(p.name for p in list_folder(root) if p.is_dir() and not is_ignored(p))
-    if len(classes) < 2:
+    if len(classes) < at_least:
         hint = ""
         if len(classes) == 1 and len([p for p in list_folder(root / classes[0]) if p.is_dir()]) >= 2:
             hint = f" Did you mean data.root={root / classes[0]}?"
@@ -87,14 +88,17 @@ def folder_labels(
 
 
 def scan_image_files(
-    root: Path, class_names: list[str] | None = None, class_map: dict[str, str] | None = None
+    root: Path,
+    class_names: list[str] | None = None,
+    class_map: dict[str, str] | None = None,
+    at_least: int = 2,
 ) -> list[ImageFile]:
     """Every non-hidden file in each class folder, in a deterministic order (folder, then path).
 
     Labels follow ``class_names`` when given (see :func:`folder_labels`), else the sorted folder names.
     """
     files = []
-    labels = folder_labels(discover_classes(root), class_names, class_map)
+    labels = folder_labels(discover_classes(root, at_least), class_names, class_map)
     for folder, (class_name, label) in labels.items():
         class_dir = root / folder
         entries = [p for p in list_folder(class_dir) if not is_ignored(p)]

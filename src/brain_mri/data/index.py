@@ -114,12 +114,20 @@ def build_index(
     duplicate_threshold: float = DEFAULT_THRESHOLD,
     crop: str = "none",
     manifest: Manifest | None = None,
+    sources: list[str] | None = None,
 ) -> ImageIndex:
     """Scan ``root`` (labels by ``class_names`` when given, else the sorted folders), decode every file
     once (or take it from ``cache``, which is read here, never written) and group the duplicates.
     Pixels are cropped (``crop="brain"``) before resizing; duplicates are found on the uncropped images,
     so the split does not depend on the crop."""
-    files = manifest.files if manifest else scan_image_files(root, class_names, class_map)
+    source_of: dict[str, str] | None = manifest.sources if manifest else None
+    if manifest:
+        files = manifest.files
+    elif sources:
+        files, source_of = scan_sources(root, sources, class_names, class_map)
+        class_names = class_names or class_names_of(files)
+    else:
+        files = scan_image_files(root, class_names, class_map)
     readable, pixels, prints, hashes, decoded, bad, notes, fresh = _decode(
         root, files, image_size, content_fingerprint, cache, min_size, crop
     )
@@ -167,10 +175,31 @@ def build_index(
             near[0][2],
             near[0][4],
         )
-    sources = [manifest.sources[item.path] for item in readable] if manifest and manifest.sources else None
+    from_source = [source_of[item.path] for item in readable] if source_of else None
     return ImageIndex(
-        root, names, readable, pixels, prints, hashes, decoded, groups, near, bad, notes, fresh, sources
+        root, names, readable, pixels, prints, hashes, decoded, groups, near, bad, notes, fresh, from_source
     )
+
+
+def scan_sources(
+    root: Path, sources: list[str], class_names: list[str] | None, class_map: dict[str, str] | None
+) -> tuple[list[ImageFile], dict[str, str]]:
+    """The class folders of each source folder under ``root`` (``data.sources``), labelled alike (by
+    ``class_names``, else every class any source has), and the source of each file."""
+    missing = [s for s in sources if not (root / s).is_dir()]
+    if missing:
+        raise BrainMRIError(
+            f"data.sources names folders that are not under {root}: {', '.join(missing)} (each source is a "
+            "folder of class folders)."
+        )
+    names = class_names or sorted({c for s in sources for c in discover_classes(root / s, at_least=1)})
+    files, source_of = [], {}
+    for source in sources:
+        for item in scan_image_files(root / source, names, class_map, at_least=1):
+            path = f"{source}/{item.path}"
+            files.append(ImageFile(path, item.class_name, item.label))
+            source_of[path] = source
+    return files, source_of
 
 
 def class_names_of(files: list[ImageFile]) -> list[str]:

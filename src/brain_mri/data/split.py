@@ -4,6 +4,7 @@ checking that it still describes the same images. Every duplicate group lies in 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from brain_mri.data.folder import ImageFile
 from brain_mri.data.index import ImageIndex
 from brain_mri.errors import BrainMRIError
 from brain_mri.runs.files import read_csv, write_csv
+
+log = logging.getLogger(__name__)
 
 PARTITIONS = ("train", "val", "test")
 
@@ -94,14 +97,62 @@ def make_split(
     seed: int,
     num_folds: int = 0,
     fold: int = 0,
+    holdout_source: str | None = None,
 ) -> Split:
-    """A new grouped, stratified split of every image of the index (see :func:`grouped_stratified_split`)."""
+    """A new grouped, stratified split of every image of the index (see :func:`grouped_stratified_split`);
+    with ``holdout_source``, that source is the test partition and the others are split into training
+    and validation (``test_fraction`` unused)."""
     check_groups_have_one_class(index.files, index.groups)
     labels = np.array([f.label for f in index.files])
-    partitions, folds = grouped_stratified_split(
-        labels, index.groups, val_fraction, test_fraction, seed, num_folds, fold
+    if holdout_source is None:
+        partitions, folds = grouped_stratified_split(
+            labels, index.groups, val_fraction, test_fraction, seed, num_folds, fold
+        )
+        return Split(list(range(len(index.files))), partitions, folds, index.groups)
+    held = held_out(index, holdout_source)
+    rest = np.flatnonzero(~held)
+    rest_partitions, rest_folds = grouped_stratified_split(
+        labels[rest], index.groups[rest], val_fraction, 0.0, seed, num_folds, fold
     )
+    partitions, folds = ["test"] * len(labels), [-1] * len(labels)
+    for position, partition, k in zip(rest, rest_partitions, rest_folds, strict=True):
+        partitions[position], folds[position] = partition, k
     return Split(list(range(len(index.files))), partitions, folds, index.groups)
+
+
+def held_out(index: ImageIndex, source: str) -> np.ndarray:
+    """Which images the test partition holds when ``source`` is held out: all of its images, and any
+    copy of them from another source (a scan is never on both sides). The source must exist and have
+    every class, which its test metrics need."""
+    if index.sources is None:
+        raise BrainMRIError(
+            f"data.holdout_source={source}, but the images have no source: list them in a data.manifest "
+            "with a source column, or put each source's class folders in its own folder (data.sources=[...])."
+        )
+    sources = np.array(index.sources)
+    if source not in set(index.sources):
+        raise BrainMRIError(
+            f"data.holdout_source={source} is none of the sources: {', '.join(sorted(set(index.sources)))}."
+        )
+    labels = np.array([f.label for f in index.files])
+    lacking = [
+        name for label, name in enumerate(index.class_names) if not np.any(labels[sources == source] == label)
+    ]
+    if lacking:
+        raise BrainMRIError(
+            f"data.holdout_source={source} has no images of {', '.join(lacking)}: its test metrics need "
+            "every class. Hold out another source."
+        )
+    held = np.isin(index.groups, index.groups[sources == source])
+    others = sorted(set(sources[held]) - {source})
+    if others:
+        log.warning(
+            "%d images of %s are copies of held-out scans: they are tested with %s, not trained on.",
+            int(np.sum(held & (sources != source))),
+            ", ".join(others),
+            source,
+        )
+    return held
 
 
 def load_split(index: ImageIndex, rows: list[dict], source: str, num_folds: int = 0, fold: int = 0) -> Split:
@@ -149,6 +200,7 @@ def split_rows(index: ImageIndex, split: Split) -> list[dict]:
             "group": int(g),
             "sha256": index.sha256[i],
         }
+        | ({"source": index.sources[i]} if index.sources else {})
         for i, p, k, g in zip(split.order, split.partitions, split.folds, split.groups, strict=True)
     ]
 
@@ -171,7 +223,8 @@ SPLIT_FIELDS = ("path", "class", "label", "partition", "fold", "group", "sha256"
 
 
 def write_split(path: Path, rows: list[dict]) -> None:
-    write_csv(path, rows, SPLIT_FIELDS)
+    """``split.csv``; with the source of each image when the images have sources."""
+    write_csv(path, rows, SPLIT_FIELDS + (("source",) if rows and "source" in rows[0] else ()))
 
 
 def read_split(path: Path) -> list[dict]:

@@ -25,7 +25,7 @@ from brain_mri.data.split import read_split
 from brain_mri.errors import BrainMRIError, stop
 from brain_mri.report import figures
 from brain_mri.report.page import BestRun, write_page
-from brain_mri.report.statistics import METRIC_NAMES, bootstrap_intervals, paired_difference
+from brain_mri.report.statistics import METRIC_NAMES, bootstrap_intervals, paired_difference, positive_label
 from brain_mri.report.tables import print_summary, render_markdown, report_sections
 from brain_mri.runs.files import (
     CONFIG_FILE,
@@ -279,20 +279,6 @@ def cross_validation_summary(
     return sorted(summary, key=lambda e: e["val_loss_best mean"])
 
 
-def positive_label(classes: list[str], positive_class: str | None) -> int | None:
-    """The label whose binary metrics a two-class run reports (``yes`` for runs from before it was
-    recorded); None for more classes, whose metrics are macro averages."""
-    if len(classes) != 2:
-        return None
-    return (
-        classes.index(positive_class)
-        if positive_class in classes
-        else classes.index("yes")
-        if "yes" in classes
-        else 1
-    )
-
-
 def best_run_figures(row: dict, out: Path, resamples: int, seed: int) -> dict:
     """Curves, ROC and confusion matrix of the best run, and bootstrap intervals of its test metrics."""
     run = row["folder"]
@@ -325,6 +311,7 @@ def best_run_figures(row: dict, out: Path, resamples: int, seed: int) -> dict:
         "val/loss_best": row["val_loss_best"],
         "test_images": len(labels),
         "test_scans": len(set(groups.tolist())),
+        "per_source": read_json(run / METRICS_FILE).get("per_source"),
         "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95, "unit": "scan (duplicate group)"},
         "metrics": intervals,
     }

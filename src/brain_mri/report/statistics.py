@@ -91,6 +91,32 @@ def metrics_of(labels: np.ndarray, probabilities: np.ndarray, positive: int | No
     return binary_metrics((labels == positive).astype(int), probabilities[..., positive])
 
 
+def positive_label(classes: list[str], positive_class: str | None) -> int | None:
+    """The label whose binary metrics a two-class run reports (``yes`` for runs from before it was
+    recorded); None for more classes, whose metrics are macro averages."""
+    if len(classes) != 2:
+        return None
+    return (
+        classes.index(positive_class)
+        if positive_class in classes
+        else classes.index("yes")
+        if "yes" in classes
+        else 1
+    )
+
+
+def metrics_by_source(
+    labels: np.ndarray, probabilities: np.ndarray, sources: list[str], positive: int | None
+) -> dict[str, dict[str, float]]:
+    """Each source's metrics (point estimates) and image count: how a model fares per hospital."""
+    found = {}
+    for source in sorted(set(sources)):
+        rows = np.flatnonzero(np.array(sources) == source)
+        values = metrics_of(labels[rows][None], np.asarray(probabilities, dtype=float)[rows][None], positive)
+        found[source] = {name: float(values[name][0]) for name in METRIC_NAMES} | {"images": len(rows)}
+    return found
+
+
 def resampled_rows(groups: np.ndarray, resamples: int, rng: np.random.Generator) -> list[np.ndarray]:
     """The rows of each resample: as many groups as there are, drawn with replacement, each with all its
     rows. With one row per group this is the plain bootstrap of rows (the same draws for the same seed)."""

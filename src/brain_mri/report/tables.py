@@ -81,6 +81,13 @@ def report_sections(
         scans = f", {best['test_scans']} scans" if "test_scans" in best else ""
         title = f"Best run {on}: {best['run']} ({best['test_images']} test images{scans})"
         sections.append(Section(title, text, metrics, ["metric", "estimate", "low", "high"]))
+    if best and best.get("per_source"):
+        per_source = [{"source": name, **values} for name, values in best["per_source"].items()]
+        columns = ["source", "images", *(c for c in per_source[0] if c not in ("source", "images"))]
+        text = (
+            "Each source's test images alone (point estimates): how the model fares per hospital or scanner."
+        )
+        sections.append(Section(f"Best run {on}: test metrics per source", text, per_source, columns))
     return sections
 
 

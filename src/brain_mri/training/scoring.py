@@ -12,7 +12,8 @@ from lightning.pytorch.callbacks import WeightAveraging
 
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.models import BrainMRIClassifier
-from brain_mri.runs.files import METRICS_FILE, write_json
+from brain_mri.report.statistics import metrics_by_source, positive_label
+from brain_mri.runs.files import METRICS_FILE, PREDICTIONS_FILE, read_predictions, write_json
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,15 @@ def seen_in_training(model: BrainMRIClassifier, hashes: list[str]) -> dict[str, 
     elif not model.provenance["train_sha256"]:
         log.warning("The checkpoint does not record which images it was trained on; cannot check.")
     return seen
+
+
+def per_source(predictions: Path, datamodule: BrainMRIDataModule, model: BrainMRIClassifier) -> dict:
+    """The test metrics of each source (hospital, scanner) the test partition holds."""
+    found = read_predictions(predictions)
+    source_of = {row["path"]: row.get("source", "") for row in datamodule.split_table}
+    positive = positive_label(found.class_names, model.hparams.get("positive_class"))
+    sources = [source_of[path] for path in found.paths]
+    return metrics_by_source(found.labels, found.probabilities, sources, positive)
 
 
 def test_and_save(
@@ -63,6 +73,8 @@ def test_and_save(
     trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
     datamodule.predict_partitions = ("test",)
     metrics |= seen_in_training(model, datamodule.partition_hashes("test"))
+    if datamodule.sources and trainer.is_global_zero:
+        metrics["per_source"] = per_source(output_dir / PREDICTIONS_FILE, datamodule, model)
     metrics |= {**(extra or {}), "positive_class": model.hparams.get("positive_class"), "status": "completed"}
     if trainer.is_global_zero:
         write_json(output_dir / METRICS_FILE, metrics)
