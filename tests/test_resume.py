@@ -270,7 +270,7 @@ def test_a_resumed_run_reads_as_incomplete_until_it_ends_again(uninterrupted, tm
     write_run_folder(
         run,
         OmegaConf.create(),
-        SimpleNamespace(bad_files=[]),
+        SimpleNamespace(bad_files=[], near_duplicates=[]),
         {"overrides": [], "first_epoch": 4, "first_step": 12, "checkpoints_removed": []},
     )
     assert not (run / "metrics.json").exists() and read_run(run, tmp_path)["status"] == "incomplete"
