@@ -325,6 +325,7 @@ def test_a_setting_of_the_wrong_type_is_refused_with_its_key(tmp_path, key):
         ("data.split_seed=-1", "data.split_seed must be a whole number of 0 or more"),
         ("seed=abc", "seed must be a whole number of 0 or more"),
         ("gallery_images=-1", "gallery_images must be a whole number of 0 or more"),
+        ("data.num_workers=-1", "data.num_workers must be 0 or more"),
         ("callbacks.early_stopping.patience=1.5", "callbacks.early_stopping.patience must be a whole number"),
         (
             "callbacks.early_stopping.patience=''",
@@ -355,6 +356,9 @@ def test_layout_and_resume_problems_stop_before_the_run_folder(phantom_root, tra
     assert "is a file; data.root must be a folder" in said
     said = check_at_start(tmp_path / "nowhere", *FAST_TRAINING, f"resume={tmp_path / 'nowhere'}")
     assert f"No run folder at {tmp_path / 'nowhere'} to resume." in said
+    (tmp_path / "a-run.txt").write_text("")
+    said = check_at_start(tmp_path / "x", *FAST_TRAINING, f"resume={tmp_path / 'a-run.txt'}")  # a file
+    assert f"No run folder at {tmp_path / 'a-run.txt'} to resume." in said
     said = check_at_start(tmp_path / "unused", *FAST_TRAINING, f"resume={tmp_path}")  # exists, holds no run
     assert f"{tmp_path} is not a run folder of this project (no config.yaml)." in said
     moved = ("resume=" + str(tmp_path / "nowhere"), f"hydra.run.dir={tmp_path / 'elsewhere'}")

@@ -342,8 +342,10 @@ def test_resume_needs_a_last_checkpoint(uninterrupted, tmp_path):
         "- data=synthetic\n- data.image_size=32\n- hydra.run.dir=x\n"
     )
     best = next((run / "checkpoints").glob("epoch*.ckpt"))
-    suggested = f"python train.py data=synthetic data.image_size=32 init_from={best}"
-    with pytest.raises(BrainMRIError, match=rf"was not kept .* or was deleted\. .*: {re.escape(suggested)}$"):
+    again = "python train.py data=synthetic data.image_size=32"
+    suggested = f"{again} init_from={best}; or start it again: {again}"
+    killed = "killed in its first epoch, between saving its best checkpoint and last.ckpt"
+    with pytest.raises(BrainMRIError, match=rf"{killed}.* or was deleted\. .*: {re.escape(suggested)}$"):
         train(compose_task("train", run, f"resume={run}", "trainer.max_epochs=5"))
     (run / "checkpoints" / "last.ckpt").write_bytes(
         next((run / "checkpoints").glob("epoch*.ckpt")).read_bytes()

@@ -253,6 +253,16 @@ def test_a_run_refused_after_hydra_made_its_folder_leaves_only_its_log(
     assert re.search(f"Stopped: {message}", kept)
 
 
+def test_resume_of_a_folder_that_is_not_a_run_leaves_it_as_it_was(tmp_path):
+    """Checked before Hydra writes its log into the folder: nothing is added to it, nothing removed."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_script("train.py", f"resume={empty}", f"paths.log_dir={tmp_path / 'logs'}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
+    assert f"{empty} is not a run folder of this project (no config.yaml)." in result.stderr
+    assert empty.is_dir() and not any(empty.iterdir()) and not (tmp_path / "logs").exists()
+
+
 def test_a_resumed_run_that_is_refused_keeps_its_folder(trained_run, tmp_path):
     """Only a folder with nothing but Hydra's files and a log is set aside."""
     assert set_aside_unstarted(trained_run, tmp_path / "failed_starts") is None

@@ -24,6 +24,7 @@ from brain_mri.config.settings import register_schemas
 from brain_mri.errors import BrainMRIError, stop, user_error
 from brain_mri.hardware import best_precision
 from brain_mri.runs.files import METRICS_FILE, failure_record, read_json, write_json
+from brain_mri.runs.resume import check_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -140,15 +141,21 @@ def ensure_writable(folder: str) -> None:
 
 
 class OutputFolderCheck(Callback):
-    """Hydra callback: checks the run or sweep folder before Hydra itself writes into it. The task checks
-    its settings; a run stopped by them leaves its log in ``failed_starts``, not a folder among the runs."""
+    """Hydra callback: checks the run or sweep folder before Hydra itself writes into it (a resumed
+    run's: that it is a run that no process trains). The task checks its settings; a run stopped by them
+    leaves its log in ``failed_starts``, not a folder among the runs."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         HydraConfig.instance().set_config(config)  # Hydra sets it only later; the folder's path needs it
         moved = [o for o in config.hydra.overrides.hydra if o.startswith("hydra.run.dir=")]
         if config.get("resume") and moved:
             stop(f"resume= continues a run in its own folder; drop {moved[0]}.")
-        if not config.get("resume"):  # a resume's folder is the run's own: the task checks that one
+        if config.get("resume"):  # the run's own folder: a run, trained by no other process, or untouched
+            try:
+                check_run_folder(Path(config.resume))
+            except BrainMRIError as err:
+                stop(err)
+        else:
             ensure_writable(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:

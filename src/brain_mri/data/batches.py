@@ -133,6 +133,10 @@ class BrainMRIDataModule(L.LightningDataModule):
             raise BrainMRIError(f"data.crop must be one of {', '.join(CROPS)}, got '{crop}'.")
         if on_bad_image not in ("error", "skip"):
             raise BrainMRIError(f"data.on_bad_image must be 'error' or 'skip', got '{on_bad_image}'.")
+        if num_workers < 0:
+            raise BrainMRIError(
+                f"data.num_workers must be 0 or more (0: load in the main process), got {num_workers}."
+            )
         if batch_size < 1:
             raise BrainMRIError(f"data.batch_size must be at least 1, got {batch_size}.")
         if not 0 < duplicate_threshold <= 1:

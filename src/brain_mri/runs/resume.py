@@ -328,7 +328,7 @@ def is_being_trained(run_dir: Path) -> bool:
 
 def check_run_folder(run_dir: Path) -> Path:
     """``run_dir`` as a run that can be resumed: a run folder of this project with a finished epoch,
-    which no process on this machine is still training."""
+    which no process is still training."""
     if is_being_trained(run_dir):
         raise BrainMRIError(f"{run_dir} is still being trained by another process: stop that process first.")
     if not run_dir.is_dir():
@@ -340,8 +340,10 @@ def check_run_folder(run_dir: Path) -> Path:
         settings = [shlex.quote(o) for o in run_overrides(run_dir) if not o.startswith("hydra.")]
         again = " ".join(["python train.py", *settings])
         why = (
-            f"it was not kept (callbacks.last_checkpoint=null) or was deleted. A new run with its settings "
-            f"can train on from its best weights (with a new optimizer state): {again} init_from={saved[0]}"
+            f"the run stopped before it saved one (killed in its first epoch, between saving its best "
+            f"checkpoint and last.ckpt), or it was not kept (callbacks.last_checkpoint=null) or was "
+            f"deleted. A new run with its settings can train on from its best weights (with a new "
+            f"optimizer state): {again} init_from={saved[0]}; or start it again: {again}"
             if saved
             else f"it stopped before its first epoch ended. Start it again with its settings: {again}"
         )

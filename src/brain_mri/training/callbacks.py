@@ -65,6 +65,8 @@ class RunFolderWriter(L.Callback):
             self.release()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
+        if isinstance(exception, KeyboardInterrupt) and self.lock and trainer.is_global_zero:
+            log.warning("Interrupted. To continue this run: python train.py resume=%s", self.output_dir)
         locked_out = isinstance(exception, RunFolderLocked)  # the folder is another process's
         if trainer.is_global_zero and not locked_out:
             write_json(self.output_dir / METRICS_FILE, failure_record(exception))
