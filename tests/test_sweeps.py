@@ -120,6 +120,16 @@ def test_out_of_fold_metrics_are_the_folds_own_validation_predictions(cv_sweep, 
     labels = torch.tensor([row["class"] == "yes" for row in predicted]).long()
     assert out_of_fold["auroc/estimate"] == pytest.approx(binary_auroc(scores, labels).item(), abs=1e-6)
     assert "out-of-fold" in (sweep / "report" / "runs.md").read_text() and best is not None
+    groups = {r["path"]: r["group"] for r in read_csv(sweep / "0" / "split.csv")}
+    assert out_of_fold["scans"] == len({groups[path] for path in validated}) < len(validated)  # copies
+    for row in out_of_fold["per_class"]:  # counted by hand from the folds' predictions
+        mine = [r for r in predicted if r["class"] == row["class"]]
+        assert row["images"] == len(mine)
+        assert row["sensitivity"] == pytest.approx(
+            sum(r["predicted_class"] == r["class"] for r in mine) / len(mine)
+        )
+        assert sum(v for k, v in row.items() if k.startswith("predicted ")) == len(mine)
+    assert (sweep / "report" / "confusion_oof.png").is_file()
 
 
 @pytest.mark.slow  # the folds are trained by a sweep

@@ -242,7 +242,20 @@ def out_of_fold(folds: list[dict], resamples: int, seed: int) -> dict | None:
         "metrics": bootstrap_intervals(
             labels, probabilities, positive, resamples=resamples, seed=seed, groups=np.array(groups)
         ),
+        "per_class": per_class(labels, probabilities.argmax(axis=1), classes),
     }
+
+
+def per_class(labels: np.ndarray, predicted: np.ndarray, classes: list[str]) -> list[dict]:
+    """Each true class: its images, its sensitivity (recall) and how its images were predicted (a row of
+    the confusion matrix)."""
+    rows = []
+    for label, name in enumerate(classes):
+        mine = labels == label
+        counts = {f"predicted {other}": int(np.sum(predicted[mine] == k)) for k, other in enumerate(classes)}
+        recall = float(np.mean(predicted[mine] == label)) if mine.any() else math.nan
+        rows.append({"class": name, "images": int(mine.sum()), "sensitivity": recall} | counts)
+    return rows
 
 
 def cross_validation_summary(
@@ -399,12 +412,17 @@ def report_data_set(
     cv = cross_validation_summary(data_set.rows, extra, resamples, seed)
     finished = [r for r in data_set.rows if r["status"] == "completed"]
     best = None
+    suffix = "" if index == 0 else "_" + re.sub(r"[^\w.-]+", "_", data_set.label).strip("_")
     if finished:
-        suffix = "" if index == 0 else "_" + re.sub(r"[^\w.-]+", "_", data_set.label).strip("_")
         title = f"{figures.LOSS}, {data_set.label}"
         figures.grid(finished, grid_settings(finished, extra), title, out / f"grid_3d{suffix}.png")
         best = best_run_figures(finished[0], out, resamples, seed)
         best |= {"data": data_set.label, "data_fingerprint": finished[0]["data_fingerprint"]}
+    if cv and cv[0]["oof"]:  # the best cross-validated configuration, every non-test image once
+        oof = cv[0]["oof"]
+        title = f"out-of-fold, {cv[0]['model']}, {oof['folds']} folds, {data_set.label}"
+        predicted = oof["probabilities"].argmax(axis=1)
+        figures.confusion(oof["labels"], predicted, oof["classes"], title, out / f"confusion_oof{suffix}.png")
     return {
         "data": data_set.label,
         "columns": columns,
@@ -438,6 +456,7 @@ def out_of_fold_record(entry: dict) -> dict:
         "folds": oof["folds"],
         "images": oof["images"],
         "scans": oof["scans"],
+        "per_class": oof["per_class"],
         "bootstrap": {
             "unit": "scan (duplicate group) of the non-test images, each predicted by the fold model that "
             "did not train on it"

@@ -64,6 +64,14 @@ def report_sections(
             "case)."
         )
         sections.append(Section(f"Cross-validation {on}: out-of-fold metrics", text, with_oof, oof_columns))
+    if with_oof:
+        best_oof = with_oof[0]
+        class_rows = best_oof["oof"]["per_class"]
+        title = f"Cross-validation {on}: out-of-fold per class ({best_oof['model']}, lowest validation loss)"
+        text = (
+            "Sensitivity (recall) of each class, and how its images were predicted (a confusion-matrix row)."
+        )
+        sections.append(Section(title, text, class_rows, list(class_rows[0])))
     if repeated:
         columns = ["model", "batch_size", "lr", "weight_decay", "seeds"]
         columns += [f"oof {n} {s}" for n in ("auroc", "accuracy") for s in ("mean", "std")]
