@@ -8,6 +8,8 @@ import torch
 from PIL import Image
 
 from brain_mri.data import BrainMRIDataModule
+from brain_mri.data.folder import scan_image_files
+from brain_mri.data.index import decode_files
 from brain_mri.data.preprocessing import augmentation_policy, to_model_input
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
@@ -75,7 +77,7 @@ def test_decoded_images_are_cached_per_file_content(phantom_root, tmp_path, capl
         return datamodule
 
     first = load()
-    assert "42 decoded, 2 from the cache" in caplog.text  # the two byte-identical copies are decoded once
+    assert "44 decoded, 0 from the cache" in caplog.text  # each file read on its own, copies too
     caplog.clear()
     second = load()
     assert "0 decoded, 44 from the cache" in caplog.text
@@ -199,3 +201,14 @@ def test_fractions_that_leave_nothing_to_train_on_ask_for_smaller_fractions(phan
     datamodule = BrainMRIDataModule(str(phantom_root), image_size=32, val_fraction=0.9, test_fraction=0.1)
     with pytest.raises(BrainMRIError, match=r"train partition\(s\) would be empty .* use smaller fractions"):
         datamodule.setup()
+
+
+def test_a_process_per_core_reads_the_same_index_as_one_process(phantom_root, tmp_path):
+    data = shutil.copytree(phantom_root, tmp_path / "data")
+    (data / "no" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # one unreadable file among them
+    files = scan_image_files(data)
+    alone = decode_files(data, files, 32, workers=1)
+    pooled = decode_files(data, files, 32, workers=2)
+    assert [f.path for f in alone[0]] == [f.path for f in pooled[0]]  # readable files, in order
+    assert np.array_equal(alone[1], pooled[1]) and np.array_equal(alone[2], pooled[2])  # pixels, prints
+    assert alone[3:] == pooled[3:] and [path for path, _ in alone[5]] == ["no/broken.png"]

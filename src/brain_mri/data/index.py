@@ -7,8 +7,12 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -54,18 +58,19 @@ class DecodeCache:
     def _path(self, sha256: str) -> Path:
         return self.folder / sha256[:2] / f"{sha256}.npz"
 
-    def get(self, sha256: str) -> tuple[np.ndarray, np.ndarray, str] | None:
+    def get(self, sha256: str) -> tuple[tuple[np.ndarray, np.ndarray, str] | None, bool]:
+        """The entry of a file content (None: not there, or unreadable), and whether it was damaged (the
+        caller counts those in ``damaged``: a worker process's count would be lost)."""
         path = self._path(sha256)
         try:
             with np.load(path) as entry:
                 if "pixel_hash" not in entry:  # written before decoded pixels were compared: decode again
-                    return None
-                return entry["pixels"], entry["fingerprint"], str(entry["pixel_hash"])
+                    return None, False
+                return (entry["pixels"], entry["fingerprint"], str(entry["pixel_hash"])), False
         except FileNotFoundError:
-            return None
+            return None, False
         except Exception:  # cut off, empty, not a zip, unreadable: np.load raises many kinds
-            self.damaged += path.exists()
-            return None
+            return None, path.exists()
 
     def put(self, sha256: str, pixels: np.ndarray, fingerprint: np.ndarray, decoded: str) -> None:
         if not self.writable:
@@ -128,8 +133,8 @@ def build_index(
         class_names = class_names or class_names_of(files)
     else:
         files = scan_image_files(root, class_names, class_map)
-    readable, pixels, prints, hashes, decoded, bad, notes, fresh = _decode(
-        root, files, image_size, content_fingerprint, cache, min_size, crop
+    readable, pixels, prints, hashes, decoded, bad, notes, fresh = decode_files(
+        root, files, image_size, cache, min_size, crop
     )
     log.info(
         "Read %d files: %d decoded, %d from the cache", len(files), len(fresh), len(readable) - len(fresh)
@@ -207,65 +212,95 @@ def class_names_of(files: list[ImageFile]) -> list[str]:
     return [name for _, name in sorted({(item.label, item.class_name) for item in files})]
 
 
-def _decode(
+POOL_FROM = 256  # files from which reading and decoding is spread over every core
+
+
+class FileRead(NamedTuple):
+    """What reading one file gave: its hash and entry (pixels, fingerprint, pixel hash), or why it is
+    unreadable; a note to show; whether it was decoded now (not found in the cache); a damaged cache entry."""
+
+    sha256: str = ""
+    entry: tuple[np.ndarray, np.ndarray, str] | None = None
+    bad: str | None = None
+    note: str | None = None
+    fresh: bool = False
+    damaged: bool = False
+
+
+def read_file(path: Path, image_size: int, crop: str, min_size: int, cache: DecodeCache | None) -> FileRead:
+    """Read one file: hash its bytes, then take its pixels and fingerprint from the cache, or decode it
+    (in a worker process of the pool, or in this one). Nothing is written to the cache here."""
+    try:
+        content = path.read_bytes()
+    except OSError as err:
+        return FileRead(bad=f"a broken symbolic link ({err.strerror})" if is_broken_link(path) else str(err))
+    sha256 = hashlib.sha256(content).hexdigest()
+    try:
+        width, height, frames = image_header(content)
+    except Exception as err:  # PIL raises many types for broken files; each is reported, none fatal
+        return FileRead(bad=unreadable_reason(content, err))
+    if min(width, height) < min_size:
+        return FileRead(bad=f"too small: {width}x{height} pixels (data.min_image_size={min_size})")
+    note = f"{frames} frames; only the first is used" if frames > 1 else None
+    entry, damaged = cache.get(sha256) if cache else (None, False)
+    if entry is not None:
+        return FileRead(sha256, entry, note=note, damaged=damaged)
+    try:
+        gray = read_grayscale(io.BytesIO(content))
+    except Exception as err:
+        return FileRead(bad=unreadable_reason(content, err))
+    entry = (model_pixels(gray, image_size, crop), content_fingerprint(gray), pixel_hash(gray))
+    return FileRead(sha256, entry, note=note, fresh=True, damaged=damaged)
+
+
+def decode_files(
     root: Path,
     files: list[ImageFile],
     image_size: int,
-    fingerprint,
     cache: DecodeCache | None = None,
     min_size: int = 1,
     crop: str = "none",
+    workers: int | None = None,
 ) -> tuple:
-    """Read every file once: hash its bytes, then take its pixels and fingerprint from the cache, from an
-    identical file earlier in this pass, or decode. Nothing is written to the cache here.
+    """Read every file once (:func:`read_file`): from ``POOL_FROM`` files on, in a process per core
+    (``workers``: how many; 1 reads here), in the files' order either way.
 
     Unreadable files (truncated, empty, not an image, DICOM, too large to decode safely, a shorter side
     below ``min_size`` pixels) are collected with their reasons, never raised one by one, so a user sees
     all of them at once. Images with several frames (animated GIF, multi-page TIFF) are read from their
     first frame and noted.
     """
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if len(files) >= POOL_FROM else 1
+    read = partial(read_file, image_size=image_size, crop=crop, min_size=min_size, cache=cache)
+    paths = [root / item.path for item in files]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(read, paths, chunksize=max(1, len(paths) // (8 * workers))))
+    else:
+        results = [read(path) for path in paths]
     readable: list[ImageFile] = []
-    pixels: list[np.ndarray] = []
-    prints: list[np.ndarray] = []
+    entries = []
     hashes: list[str] = []
-    decoded: list[str] = []
     bad: list[tuple[str, str]] = []
     fresh: list[int] = []
     notes: list[tuple[str, str]] = []
-    known: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
-    for item in files:
-        try:
-            content = (root / item.path).read_bytes()
-        except OSError as err:
-            link = is_broken_link(root / item.path)
-            bad.append((item.path, f"a broken symbolic link ({err.strerror})" if link else str(err)))
+    for item, result in zip(files, results, strict=True):
+        if cache is not None:
+            cache.damaged += result.damaged
+        if result.bad is not None:
+            bad.append((item.path, result.bad))
             continue
-        sha256 = hashlib.sha256(content).hexdigest()
-        try:
-            width, height, frames = image_header(content)
-        except Exception as err:  # PIL raises many types for broken files; each is reported, none fatal
-            bad.append((item.path, unreadable_reason(content, err)))
-            continue
-        if min(width, height) < min_size:
-            bad.append((item.path, f"too small: {width}x{height} pixels (data.min_image_size={min_size})"))
-            continue
-        if frames > 1:
-            notes.append((item.path, f"{frames} frames; only the first is used"))
-        entry = known.get(sha256) or (cache.get(sha256) if cache else None)
-        if entry is None:
-            try:
-                gray = read_grayscale(io.BytesIO(content))
-            except Exception as err:
-                bad.append((item.path, unreadable_reason(content, err)))
-                continue
-            entry = (model_pixels(gray, image_size, crop), fingerprint(gray), pixel_hash(gray))
+        if result.note:
+            notes.append((item.path, result.note))
+        if result.fresh:
             fresh.append(len(readable))
-        known[sha256] = entry
+        assert result.entry is not None
         readable.append(item)
-        hashes.append(sha256)
-        pixels.append(entry[0])
-        prints.append(entry[1])
-        decoded.append(entry[2])
+        hashes.append(result.sha256)
+        entries.append(result.entry)
     if not readable:
         raise BrainMRIError(f"None of the {len(files)} files under {root} can be read as an image.")
-    return readable, np.stack(pixels), np.stack(prints), hashes, decoded, bad, notes, fresh
+    pixels = np.stack([entry[0] for entry in entries])
+    prints = np.stack([entry[1] for entry in entries])
+    return readable, pixels, prints, hashes, [entry[2] for entry in entries], bad, notes, fresh
