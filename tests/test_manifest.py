@@ -63,7 +63,12 @@ def test_a_manifest_is_checked_whole_before_anything_is_decoded(phantom_root, tm
     rows[2] |= {"group": ""}
     rows.append(dict(rows[3]))  # listed twice
     rows[4] |= {"label": "yes"}  # its patient group now holds both labels
+    rows.append(
+        dict(rows[5]) | {"path": rows[5]["path"].replace("/", "/./")}
+    )  # the same file, spelt otherwise
     manifest = write_manifest(data / "manifest.csv", rows)
+    with manifest.open("a") as file:
+        file.write("no/extra.png,no,no-patient9,A,surplus\n")  # one cell too many (and no such file)
     cache = tmp_path / "cache"
     datamodule = BrainMRIDataModule("/not/used", image_size=32, manifest=str(manifest), cache_dir=str(cache))
     with pytest.raises(BrainMRIError) as refused:
@@ -71,10 +76,11 @@ def test_a_manifest_is_checked_whole_before_anything_is_decoded(phantom_root, tm
     said = str(refused.value)
     assert "nothing was read" in said
     for problem in (
-        "files that do not exist (1): no/missing.png",
+        "files that do not exist (2): no/missing.png, no/extra.png",
         "rows without a label (1): line 3",
         "blank group cells (1): line 4",
-        f"files listed more than once (1): {rows[3]['path']} (lines 5, {len(rows) + 1})",
+        f"files listed more than once (2): {rows[3]['path']} (lines 5, {len(rows)}), {rows[5]['path']}",
+        f"rows with more cells than columns (1): line {len(rows) + 2}",
         "groups whose images have more than one label",
     ):
         assert problem in said, problem
@@ -99,3 +105,11 @@ def test_training_from_a_manifest_records_it_and_its_groups(listed, tmp_path):
     # 10 patients per class, two of which the copies' own group (copies of 000 and 001) joins into one
     assert len(split) == 44 and len({r["group"] for r in split}) == 18
     assert f"manifest: {listed}" in (run / "config.yaml").read_text()
+
+
+def test_a_class_of_a_few_images_is_said_as_a_possible_typo(listed, caplog):
+    rows = read_csv(listed)
+    rows[0] |= {"label": "No", "group": "no-patient-alone"}  # a typo (alone in its group)
+    typo = write_manifest(listed.parent / "typo.csv", rows)
+    assert read_manifest(typo).files[0].class_name == "No"
+    assert "the classes No (1) hold fewer than 5 images: a typo in a label makes a class" in caplog.text

@@ -71,10 +71,17 @@ def test_a_held_out_source_without_a_class_is_refused(two_sources, tmp_path):
         datamodule.setup()
 
 
-def test_holding_out_a_source_needs_sources(phantom_root):
-    datamodule = BrainMRIDataModule(str(phantom_root), image_size=32, holdout_source="hospital_a")
-    with pytest.raises(BrainMRIError, match=r"the images have no source: list them in a data.manifest"):
-        datamodule.setup()
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"holdout_source": "hospital_a"}, r"data.holdout_source=hospital_a needs sources: a data.manifest"),
+        ({"sources": ["a", "a"]}, r"data.sources names a folder twice"),
+        ({"sources": ["a"], "manifest": "m.csv"}, r"gives each image's source in its source column"),
+    ],
+)
+def test_source_settings_that_cannot_work_are_refused_at_once(phantom_root, settings, message):
+    with pytest.raises(BrainMRIError, match=message):
+        BrainMRIDataModule(str(phantom_root), image_size=32, **settings)
 
 
 def test_metrics_per_source_are_each_sources_own():

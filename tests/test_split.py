@@ -1,4 +1,5 @@
 import hashlib
+import shutil
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -8,6 +9,7 @@ from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.folder import ImageFile
 from brain_mri.data.split import (
     check_groups_have_one_class,
+    data_fingerprint,
     grouped_stratified_split,
     read_split,
     write_split,
@@ -158,3 +160,19 @@ def test_the_real_sets_split_as_they_did_before_grouping_used_connected_componen
     lines = "\n".join(",".join(str(r[k]) for k in keys) for r in rows)
     assert (len(rows), len({r["group"] for r in rows})) == (images, groups)
     assert hashlib.sha256(lines.encode()).hexdigest() == digest
+
+
+def test_relabelled_data_has_another_fingerprint():
+    rows = [{"path": "a.png", "class": "no", "sha256": "1"}, {"path": "b.png", "class": "yes", "sha256": "2"}]
+    relabelled = [rows[0], rows[1] | {"class": "no"}]
+    assert data_fingerprint(rows) != data_fingerprint(relabelled)
+    assert data_fingerprint(rows) == data_fingerprint(rows[::-1])  # the order of the rows does not count
+
+
+def test_a_partition_without_a_class_is_said(phantom_root, tmp_path, caplog):
+    data = shutil.copytree(phantom_root, tmp_path / "data")
+    for extra in sorted((data / "no").iterdir())[1:]:  # one "no" image left: it goes to training
+        extra.unlink()
+    BrainMRIDataModule(str(data), image_size=32).setup()
+    assert "The val partition holds no images of no: its AUROC and sensitivity are undefined" in caplog.text
+    assert "The test partition holds no images of no" in caplog.text

@@ -94,7 +94,7 @@ def trainer_settings() -> type:
 
 
 # Arguments the tasks fill in, never set in a config: the data's classes, and the model's input contract
-IN_TASK_DATA = ("class_names", "class_map")
+IN_TASK_DATA = ("class_map",)  # set by evaluation from a checkpoint's classes
 IN_TASK_MODEL = ("num_classes", "class_names", "image_size", "crop")
 IN_TASK_EVAL_DATA = ("trained", "class_names", "image_size", "crop")
 

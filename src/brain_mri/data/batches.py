@@ -157,6 +157,17 @@ class BrainMRIDataModule(L.LightningDataModule):
         # the augmentation policy is an object (from the augmentation/ config group): not a hyperparameter
         self.save_hyperparameters(logger=False, ignore=["augmentation"])
         self.augmentation = augmentation
+        if sources and len(set(sources)) < len(sources):
+            raise BrainMRIError(f"data.sources names a folder twice: {list(sources)}.")
+        if manifest and sources:
+            raise BrainMRIError(
+                "data.manifest gives each image's source in its source column: drop data.sources."
+            )
+        if holdout_source and not (sources or manifest):
+            raise BrainMRIError(
+                f"data.holdout_source={holdout_source} needs sources: a data.manifest with a source column, "
+                "or one folder of class folders per source (data.sources=[...])."
+            )
         if manifest and (synthetic or download):
             raise BrainMRIError("data.manifest lists its own images: drop data.synthetic / data.download.")
         if manifest:  # its paths are relative to its folder, which is the data root
@@ -266,13 +277,27 @@ class BrainMRIDataModule(L.LightningDataModule):
         self.split_table = split_rows(index, split)
         counts = {p: self.partition_indices(p).size for p in PARTITIONS}
         groups = len(set(split.groups.tolist()))
-        log.info(
-            "Data: %d images in %d duplicate groups from %s; split %s",
-            len(self.files),
-            groups,
-            self.root,
-            counts,
+        kind = (
+            "groups (patients or studies, with their copies)"
+            if listing and listing.groups
+            else "duplicate groups"
         )
+        log.info(
+            "Data: %d images in %d %s from %s; split %s", len(self.files), groups, kind, self.root, counts
+        )
+        for partition in ("val", "test"):
+            present = {self._files[i].label for i in self.partition_indices(partition)}
+            missing = [name for label, name in enumerate(index.class_names) if label not in present]
+            if counts[partition] and missing:
+                log.warning(
+                    "The %s partition holds no images of %s: its AUROC and sensitivity are undefined%s. "
+                    "Use more images, or larger data.val_fraction / data.test_fraction.",
+                    partition,
+                    ", ".join(missing),
+                    ", and the best checkpoint is chosen on the other classes alone"
+                    if partition == "val"
+                    else "",
+                )
 
     def _check_bad_images(self, bad: list[tuple[str, str]]) -> None:
         """Stop and list every unreadable file, or (``on_bad_image=skip``) warn."""

@@ -160,7 +160,8 @@ def build_index(
     for images, largest in grouping.cut_chains:
         log.warning(
             "%d images of one class were linked as near-duplicates in a chain; cut where its links are "
-            "weakest into groups of at most %d (MAX_GROUP %d): distinct scans of one protocol look alike.",
+            "weakest into groups of at most %d (the most one group may hold: %d): distinct scans of one "
+            "protocol look alike.",
             images,
             largest,
             MAX_GROUP,

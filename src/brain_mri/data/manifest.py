@@ -9,16 +9,22 @@ problem is named in one message.
 from __future__ import annotations
 
 import csv
-from collections import defaultdict
+import logging
+import posixpath
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from brain_mri.data.folder import ImageFile
 from brain_mri.errors import BrainMRIError
 
+log = logging.getLogger(__name__)
+
 REQUIRED_COLUMNS = ("path", "label")
 OPTIONAL_COLUMNS = ("group", "source")
 SHOWN = 10  # problems of one kind named in the message; the rest are counted
+EXTRA = "(cells past the last column)"  # where csv puts a row's surplus cells
+FEW = 5  # a class read from the labels with fewer images than this is said (a typo makes a class)
 
 
 @dataclass
@@ -43,7 +49,10 @@ def read_manifest(path: Path, class_names: list[str] | None = None) -> Manifest:
         with path.open(newline="", encoding="utf-8-sig") as file:
             reader = csv.DictReader(file)
             columns = [c.strip() for c in reader.fieldnames or []]
-            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+            rows = [
+                {k.strip() if k else EXTRA: v if k is None else (v or "").strip() for k, v in row.items()}
+                for row in reader
+            ]
     except OSError as err:
         raise BrainMRIError(f"data.manifest={path} cannot be read ({err.strerror}).") from None
     except (UnicodeDecodeError, csv.Error) as err:
@@ -62,9 +71,12 @@ def read_manifest(path: Path, class_names: list[str] | None = None) -> Manifest:
     seen: dict[str, int] = {}
     for number, row in enumerate(rows, start=2):  # line 1 is the header
         where = f"line {number}"
+        if row.get(EXTRA):
+            problems["rows with more cells than columns"].append(where)
         if not row["path"]:
             problems["rows without a path"].append(where)
             continue
+        row["path"] = posixpath.normpath(row["path"])  # no/./a.png is no/a.png
         relative = Path(row["path"])
         if relative.is_absolute() or ".." in relative.parts:
             problems["paths not relative to the manifest's folder"].append(row["path"])
@@ -100,6 +112,16 @@ def read_manifest(path: Path, class_names: list[str] | None = None) -> Manifest:
             + "\n".join(f"  {listed(kind, items)}" for kind, items in problems.items())
         )
     names = list(class_names) if class_names else sorted({row["label"] for row in rows})
+    sizes = Counter(row["label"] for row in rows)
+    few = [f"{name} ({sizes[name]})" for name in names if sizes[name] < FEW]
+    if few and not class_names:
+        log.warning(
+            "data.manifest=%s: the classes %s hold fewer than %d images: a typo in a label makes a class. "
+            "data.class_names=[...] fixes the classes (a label outside them is then refused).",
+            path,
+            ", ".join(few),
+            FEW,
+        )
     files = [ImageFile(row["path"], row["label"], names.index(row["label"])) for row in rows]
     return Manifest(
         files,

@@ -206,8 +206,11 @@ def split_rows(index: ImageIndex, split: Split) -> list[dict]:
 
 
 def data_fingerprint(rows: list[dict]) -> str:
-    """SHA-256 over the sorted (path, content hash) pairs: changes when a file is added, removed or edited."""
-    listing = "\n".join(f"{r['path']}\t{r['sha256']}" for r in sorted(rows, key=lambda r: r["path"]))
+    """SHA-256 over the sorted (path, class, content hash) rows: changes when a file is added, removed,
+    edited or labelled otherwise (runs on relabelled data are another data set)."""
+    listing = "\n".join(
+        f"{r['path']}\t{r['class']}\t{r['sha256']}" for r in sorted(rows, key=lambda r: r["path"])
+    )
     return hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest()
 
 

@@ -107,13 +107,15 @@ def positive_label(classes: list[str], positive_class: str | None) -> int | None
 
 def metrics_by_source(
     labels: np.ndarray, probabilities: np.ndarray, sources: list[str], positive: int | None
-) -> dict[str, dict[str, float]]:
-    """Each source's metrics (point estimates) and image count: how a model fares per hospital."""
+) -> dict[str, dict[str, float | None]]:
+    """Each source's metrics (point estimates; None where undefined, e.g. a class missing) and image
+    count: how a model fares per hospital."""
     found = {}
     for source in sorted(set(sources)):
         rows = np.flatnonzero(np.array(sources) == source)
         values = metrics_of(labels[rows][None], np.asarray(probabilities, dtype=float)[rows][None], positive)
-        found[source] = {name: float(values[name][0]) for name in METRIC_NAMES} | {"images": len(rows)}
+        finite = {name: float(values[name][0]) for name in METRIC_NAMES}
+        found[source] = {k: (None if np.isnan(v) else v) for k, v in finite.items()} | {"images": len(rows)}
     return found
 
 
