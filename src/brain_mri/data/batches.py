@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from brain_mri.data.download import ensure_dataset
 from brain_mri.data.duplicates import DEFAULT_THRESHOLD
-from brain_mri.data.folder import ImageFile, scan_image_files
-from brain_mri.data.index import DecodeCache, ImageIndex, build_index, scan_sources
+from brain_mri.data.folder import ImageFile
+from brain_mri.data.index import DecodeCache, ImageIndex, build_index, list_files
 from brain_mri.data.manifest import read_manifest
 from brain_mri.data.preprocessing import CROPS, to_model_input
 from brain_mri.data.split import (
@@ -191,13 +191,11 @@ class BrainMRIDataModule(L.LightningDataModule):
     def check_layout(self) -> int:
         """The data set's listing, checked before anything is decoded (a manifest whole, else the class
         folders): the number of files it lists, 0 when the data is not there yet."""
-        if self.hparams.manifest:
-            return len(read_manifest(Path(self.hparams.manifest), self.hparams.class_names).files)
-        if not self.root.exists():
+        hp = self.hparams
+        listing = read_manifest(Path(hp.manifest), hp.class_names) if hp.manifest else None
+        if listing is None and not self.root.exists():
             return 0
-        if self.hparams.sources:
-            return len(scan_sources(self.root, self.hparams.sources, self.hparams.class_names, None)[0])
-        return len(scan_image_files(self.root))
+        return len(list_files(self.root, hp.class_names, hp.class_map, listing, hp.sources)[0])
 
     def prepare_data(self) -> None:
         """Lightning calls this in one process per machine once the processes exist: it fills the decode

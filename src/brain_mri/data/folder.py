@@ -131,3 +131,29 @@ def unreadable_reason(content: bytes, err: Exception) -> str:
     if isinstance(err, UnidentifiedImageError):
         return f"not an image format PIL can read ({len(content)} bytes)" if content else "an empty file"
     return str(err) or type(err).__name__
+
+
+def scan_sources(
+    root: Path, sources: list[str], class_names: list[str] | None, class_map: dict[str, str] | None
+) -> tuple[list[ImageFile], dict[str, str]]:
+    """The class folders of each source folder under ``root`` (``data.sources``), labelled alike (by
+    ``class_names``, else every class any source has), and the source of each file."""
+    missing = [s for s in sources if not (root / s).is_dir()]
+    if missing:
+        raise BrainMRIError(
+            f"data.sources names folders that are not under {root}: {', '.join(missing)} (each source is a "
+            "folder of class folders)."
+        )
+    names = class_names or sorted({c for s in sources for c in discover_classes(root / s, at_least=1)})
+    files, source_of = [], {}
+    for source in sources:
+        for item in scan_image_files(root / source, names, class_map, at_least=1):
+            path = f"{source}/{item.path}"
+            files.append(ImageFile(path, item.class_name, item.label))
+            source_of[path] = source
+    return files, source_of
+
+
+def class_names_of(files: list[ImageFile]) -> list[str]:
+    """Class names in label order."""
+    return [name for _, name in sorted({(item.label, item.class_name) for item in files})]

@@ -27,10 +27,12 @@ from brain_mri.data.duplicates import (
 )
 from brain_mri.data.folder import (
     ImageFile,
+    class_names_of,
     discover_classes,
     image_header,
     is_broken_link,
     scan_image_files,
+    scan_sources,
     unreadable_reason,
 )
 from brain_mri.data.manifest import Manifest
@@ -109,6 +111,22 @@ class ImageIndex:
         self.fresh = []
 
 
+def list_files(
+    root: Path,
+    class_names: list[str] | None = None,
+    class_map: dict[str, str] | None = None,
+    manifest: Manifest | None = None,
+    sources: list[str] | None = None,
+) -> tuple[list[ImageFile], dict[str, str] | None]:
+    """The data set's files, before anything is decoded (a manifest's, each source folder's, or the class
+    folders'), and each file's source when there are sources."""
+    if manifest:
+        return manifest.files, manifest.sources
+    if sources:
+        return scan_sources(root, sources, class_names, class_map)
+    return scan_image_files(root, class_names, class_map), None
+
+
 def build_index(
     root: Path,
     image_size: int,
@@ -125,14 +143,7 @@ def build_index(
     once (or take it from ``cache``, which is read here, never written) and group the duplicates.
     Pixels are cropped (``crop="brain"``) before resizing; duplicates are found on the uncropped images,
     so the split does not depend on the crop."""
-    source_of: dict[str, str] | None = manifest.sources if manifest else None
-    if manifest:
-        files = manifest.files
-    elif sources:
-        files, source_of = scan_sources(root, sources, class_names, class_map)
-        class_names = class_names or class_names_of(files)
-    else:
-        files = scan_image_files(root, class_names, class_map)
+    files, source_of = list_files(root, class_names, class_map, manifest, sources)
     readable, pixels, prints, hashes, decoded, bad, notes, fresh = decode_files(
         root, files, image_size, cache, min_size, crop
     )
@@ -144,7 +155,7 @@ def build_index(
     if notes:
         listing = "\n".join(f"  {path}: {note}" for path, note in notes)
         log.warning("%d image(s) to know about:\n%s", len(notes), listing)
-    names = list(class_names or (class_names_of(files) if manifest else discover_classes(root)))
+    names = list(class_names or (class_names_of(files) if manifest or sources else discover_classes(root)))
     labels = np.array([item.label for item in readable])
     grouping = duplicate_groups(prints, labels, decoded, duplicate_threshold)
     groups = grouping.groups
@@ -185,32 +196,6 @@ def build_index(
     return ImageIndex(
         root, names, readable, pixels, prints, hashes, decoded, groups, near, bad, notes, fresh, from_source
     )
-
-
-def scan_sources(
-    root: Path, sources: list[str], class_names: list[str] | None, class_map: dict[str, str] | None
-) -> tuple[list[ImageFile], dict[str, str]]:
-    """The class folders of each source folder under ``root`` (``data.sources``), labelled alike (by
-    ``class_names``, else every class any source has), and the source of each file."""
-    missing = [s for s in sources if not (root / s).is_dir()]
-    if missing:
-        raise BrainMRIError(
-            f"data.sources names folders that are not under {root}: {', '.join(missing)} (each source is a "
-            "folder of class folders)."
-        )
-    names = class_names or sorted({c for s in sources for c in discover_classes(root / s, at_least=1)})
-    files, source_of = [], {}
-    for source in sources:
-        for item in scan_image_files(root / source, names, class_map, at_least=1):
-            path = f"{source}/{item.path}"
-            files.append(ImageFile(path, item.class_name, item.label))
-            source_of[path] = source
-    return files, source_of
-
-
-def class_names_of(files: list[ImageFile]) -> list[str]:
-    """Class names in label order."""
-    return [name for _, name in sorted({(item.label, item.class_name) for item in files})]
 
 
 POOL_FROM = 256  # files from which reading and decoding is spread over every core
