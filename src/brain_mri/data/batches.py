@@ -114,6 +114,7 @@ class BrainMRIDataModule(L.LightningDataModule):
         manifest: str | None = None,
         sources: list[str] | None = None,
         holdout_source: str | None = None,
+        split_by: str = "group",
         duplicate_threshold: float = DEFAULT_THRESHOLD,
         on_bad_image: str = "error",
         min_image_size: int = 32,
@@ -131,6 +132,11 @@ class BrainMRIDataModule(L.LightningDataModule):
             raise BrainMRIError(f"data.image_size must be at least 32 pixels, got {image_size}.")
         if crop not in CROPS:
             raise BrainMRIError(f"data.crop must be one of {', '.join(CROPS)}, got '{crop}'.")
+        if split_by not in ("group", "image"):
+            raise BrainMRIError(
+                f"data.split_by must be 'group' (whole duplicate groups or patients) or 'image', "
+                f"got '{split_by}'."
+            )
         if on_bad_image not in ("error", "skip"):
             raise BrainMRIError(f"data.on_bad_image must be 'error' or 'skip', got '{on_bad_image}'.")
         if num_workers < 0:
@@ -261,6 +267,7 @@ class BrainMRIDataModule(L.LightningDataModule):
                 hp.num_folds,
                 hp.fold,
                 hp.holdout_source,
+                hp.split_by,
             )
         if len(split.order) < len(index.files):
             log.warning(

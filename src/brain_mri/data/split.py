@@ -58,13 +58,16 @@ def grouped_stratified_split(
     partition, folds = [""] * len(labels), [-1] * len(labels)
     for label in np.unique(labels):
         in_class = np.flatnonzero(labels == label)
-        class_groups = sorted({int(groups[i]) for i in in_class})
+        by_group = defaultdict(list)  # members of each group, found in one pass (not one per group)
+        for i in in_class.tolist():
+            by_group[int(groups[i])].append(i)
+        class_groups = sorted(by_group)
         rng.shuffle(class_groups)
         targets = {"test": test_fraction * len(in_class), "val": val_fraction * len(in_class)}
         counts = {"test": 0, "val": 0}
         fold_sizes = [0] * max(num_folds, 0)
         for group in class_groups:
-            members = in_class[groups[in_class] == group]
+            members = by_group[group]
             fold_of_group = -1
             if targets["test"] - counts["test"] >= len(members) / 2:
                 chosen = "test"
@@ -98,26 +101,36 @@ def make_split(
     num_folds: int = 0,
     fold: int = 0,
     holdout_source: str | None = None,
+    split_by: str = "group",
 ) -> Split:
     """A new grouped, stratified split of every image of the index (see :func:`grouped_stratified_split`);
     with ``holdout_source``, that source is the test partition and the others are split into training
-    and validation (``test_fraction`` unused)."""
+    and validation (``test_fraction`` unused). ``split_by="image"`` ignores the groups (each image is its
+    own): the random split whose leak the grouping removes, for comparison only."""
     check_groups_have_one_class(index.files, index.groups)
     labels = np.array([f.label for f in index.files])
+    groups = index.groups if split_by == "group" else np.arange(len(labels))
+    if split_by != "group" and len(set(index.groups.tolist())) < len(labels):
+        log.warning(
+            "data.split_by=image: the %d images of %d groups are split one by one, so copies and slices "
+            "of one scan or patient can fall on both sides and lift the metrics (for comparison only).",
+            len(labels),
+            len(set(index.groups.tolist())),
+        )
     if holdout_source is None:
         partitions, folds = grouped_stratified_split(
-            labels, index.groups, val_fraction, test_fraction, seed, num_folds, fold
+            labels, groups, val_fraction, test_fraction, seed, num_folds, fold
         )
-        return Split(list(range(len(index.files))), partitions, folds, index.groups)
+        return Split(list(range(len(index.files))), partitions, folds, groups)
     held = held_out(index, holdout_source)
     rest = np.flatnonzero(~held)
     rest_partitions, rest_folds = grouped_stratified_split(
-        labels[rest], index.groups[rest], val_fraction, 0.0, seed, num_folds, fold
+        labels[rest], groups[rest], val_fraction, 0.0, seed, num_folds, fold
     )
     partitions, folds = ["test"] * len(labels), [-1] * len(labels)
     for position, partition, k in zip(rest, rest_partitions, rest_folds, strict=True):
         partitions[position], folds[position] = partition, k
-    return Split(list(range(len(index.files))), partitions, folds, index.groups)
+    return Split(list(range(len(index.files))), partitions, folds, groups)
 
 
 def held_out(index: ImageIndex, source: str) -> np.ndarray:
