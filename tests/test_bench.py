@@ -23,3 +23,14 @@ def test_the_loops_without_a_trainer_use_the_same_mixed_precision(precision, dty
         assert torch.nn.functional.linear(torch.rand(2, 8), torch.rand(3, 8)).dtype == dtype
     with autocast("32-true", "cpu"):
         assert torch.nn.functional.linear(torch.rand(2, 8), torch.rand(3, 8)).dtype == torch.float32
+
+
+def test_the_data_benchmark_generates_distinct_phantoms_and_times_a_start(tmp_path):
+    from brain_mri.bench_data import generate, start
+
+    folder = generate(tmp_path / "images", 24, size=64)
+    assert sorted(len(list((folder / name).glob("*.png"))) for name in ("no", "yes")) == [12, 12]
+    assert generate(folder, 24, size=64) == folder  # kept: not written again
+    result = start(str(folder), str(tmp_path / "cache"), 32)
+    assert result["images"] == 24 and result["groups"] == 24 and result["largest_group"] == 1
+    assert list((tmp_path / "cache").rglob("*.npy"))  # the decoded set was written

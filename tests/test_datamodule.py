@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from brain_mri.data import BrainMRIDataModule
+from brain_mri.data import index as index_module
 from brain_mri.data.folder import scan_image_files
 from brain_mri.data.index import decode_files
 from brain_mri.data.preprocessing import augmentation_policy, to_model_input
@@ -82,6 +83,9 @@ def test_decoded_images_are_cached_per_file_content(phantom_root, tmp_path, capl
     second = load()
     assert "0 decoded, 44 from the cache" in caplog.text
     assert torch.equal(first.images, second.images) and second.split_table == first.split_table
+    # both read the pixels from one file on disk: processes share its pages instead of a copy each
+    assert isinstance(first.index.pixels, np.memmap) and isinstance(second.index.pixels, np.memmap)
+    assert first.index.pixels.filename == second.index.pixels.filename
     caplog.clear()
     edited = np.asarray(Image.open(data / "no" / "no_005.png")).copy()
     edited[0, 0] ^= 1
@@ -149,7 +153,8 @@ def test_the_study_has_no_augmentation_and_a_resumed_policy_repeats_its_draws():
     assert not torch.allclose(first, images, atol=1e-3)
 
 
-def test_damaged_cache_entries_are_decoded_again_and_rewritten(phantom_root, tmp_path, caplog):
+@pytest.mark.parametrize("damaged", ["*.npz", "*.npy"])  # the listing, or the pixels
+def test_a_damaged_decode_cache_is_decoded_again_and_rewritten(phantom_root, tmp_path, caplog, damaged):
     caplog.set_level(logging.INFO, logger="brain_mri")
     cache = tmp_path / "cache"
 
@@ -157,17 +162,40 @@ def test_damaged_cache_entries_are_decoded_again_and_rewritten(phantom_root, tmp
         caplog.clear()
         datamodule = BrainMRIDataModule(str(phantom_root), image_size=32, cache_dir=str(cache))
         datamodule.prepare_data()
+        datamodule.setup()
         return datamodule
 
     first = load()
-    entries = sorted(cache.rglob("*.npz"))
-    entries[0].write_bytes(entries[0].read_bytes()[: entries[0].stat().st_size // 2])  # cut in half
-    entries[1].write_bytes(b"")  # empty
+    images = first.images  # read before the file it maps is cut (in place: a mapping then faults)
+    (stored,) = cache.rglob(damaged)
+    stored.write_bytes(stored.read_bytes()[: stored.stat().st_size // 2])  # cut in half
     second = load()
-    assert "2 damaged decode-cache entries" in caplog.text and "2 decoded, 42 from the cache" in caplog.text
-    assert torch.equal(first.images, second.images)
+    assert "is damaged: decoding again" in caplog.text and "44 decoded, 0 from the cache" in caplog.text
+    assert torch.equal(images, second.images) and first.split_table == second.split_table
     load()
     assert "0 decoded, 44 from the cache" in caplog.text and "damaged" not in caplog.text
+
+
+def test_the_grouping_is_kept_with_the_decoded_set_for_the_same_images_and_threshold(
+    phantom_root, tmp_path, monkeypatch
+):
+    made = []
+    original = index_module.duplicate_groups
+    monkeypatch.setattr(
+        index_module, "duplicate_groups", lambda *args: made.append(args[-1]) or original(*args)
+    )
+
+    def groups(threshold):
+        datamodule = BrainMRIDataModule(
+            str(phantom_root), image_size=32, cache_dir=str(tmp_path), duplicate_threshold=threshold
+        )
+        datamodule.prepare_data()
+        return datamodule.index.groups
+
+    first = groups(0.9)
+    assert np.array_equal(groups(0.9), first) and made == [0.9]  # the second run takes it from the set
+    groups(0.95)
+    assert made == [0.9, 0.95]  # another threshold: grouped again
 
 
 def test_a_cache_folder_that_cannot_be_written_is_left_out_with_one_warning(phantom_root, tmp_path, caplog):
@@ -209,6 +237,8 @@ def test_a_process_per_core_reads_the_same_index_as_one_process(phantom_root, tm
     files = scan_image_files(data)
     alone = decode_files(data, files, 32, workers=1)
     pooled = decode_files(data, files, 32, workers=2)
-    assert [f.path for f in alone[0]] == [f.path for f in pooled[0]]  # readable files, in order
-    assert np.array_equal(alone[1], pooled[1]) and np.array_equal(alone[2], pooled[2])  # pixels, prints
-    assert alone[3:] == pooled[3:] and [path for path, _ in alone[5]] == ["no/broken.png"]
+    assert [f.path for f in alone.readable] == [f.path for f in pooled.readable]  # in order
+    assert np.array_equal(alone.pixels, pooled.pixels) and np.array_equal(alone.sizes, pooled.sizes)
+    assert np.array_equal(alone.fingerprints, pooled.fingerprints)
+    assert (alone.sha256, alone.pixel_hashes, alone.bad) == (pooled.sha256, pooled.pixel_hashes, pooled.bad)
+    assert [path for path, _ in alone.bad] == ["no/broken.png"] and alone.fresh == len(alone.readable)

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from brain_mri.data import BrainMRIDataModule
-from brain_mri.data.duplicates import MAX_GROUP, duplicate_groups
+from brain_mri.data.duplicates import MAX_GROUP, duplicate_groups, similar_pairs
 from brain_mri.data.index import build_index
 from brain_mri.data.synthetic import generate_phantom_dataset
 from brain_mri.errors import BrainMRIError
@@ -138,3 +138,26 @@ def test_a_look_alike_under_the_other_class_is_listed_and_the_data_set_still_sta
     write_near_duplicates(tmp_path, datamodule.near_duplicates)
     listed = read_csv(tmp_path / "near_duplicates.csv")
     assert {r["path"] for r in listed} | {r["other_path"] for r in listed} >= {path, other}
+
+
+@pytest.mark.parametrize("structured", [True, False])
+@pytest.mark.parametrize("bfloat16", [True, False])
+def test_the_rough_pass_keeps_exactly_the_pairs_a_full_comparison_finds(structured, bfloat16, monkeypatch):
+    """Fingerprints in a few directions (many pairs near any threshold) or spread over all."""
+    monkeypatch.setattr("brain_mri.data.duplicates.bfloat16_is_faster", lambda: bfloat16)
+    rng = np.random.default_rng(0)
+    dims = 8 if structured else 1024
+    vectors = rng.normal(size=(1500, dims)) @ rng.normal(size=(dims, 1024))
+    vectors[700:760] = vectors[:60] + 0.3 * rng.normal(size=(60, 1024)) * vectors.std()  # near copies
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    full = vectors @ vectors.T
+
+    def pairs(at_least):
+        return set(zip(*(side.tolist() for side in np.nonzero(np.triu(full >= at_least, 1))), strict=True))
+
+    for threshold in (0.8, 0.9, 0.95):
+        i, j, score = similar_pairs(vectors, threshold)
+        found = set(zip(i.tolist(), j.tolist(), strict=True))
+        # rounding may differ between the two ways of computing a pair within 1e-5 of the threshold
+        assert pairs(threshold + 1e-5) <= found <= pairs(threshold - 1e-5) and len(found) == len(i)
+        assert len(pairs(threshold + 1e-5)) > 50 and np.allclose(score, full[i, j], atol=1e-5)

@@ -9,7 +9,7 @@ from scipy.sparse.csgraph import connected_components
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "brain_mri"
 LAYERS = ("runs", "data", "models", "report", "training", "config", "tasks")
-ENTRIES = ("brain_mri", "brain_mri.bench")  # the package's face and the benchmark: above every layer
+ENTRIES = ("brain_mri", "brain_mri.bench", "brain_mri.bench_data")  # the face and benchmarks: above all
 
 
 def imports() -> dict[str, set[str]]:

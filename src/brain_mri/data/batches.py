@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from brain_mri.data.download import ensure_dataset
 from brain_mri.data.duplicates import DEFAULT_THRESHOLD
 from brain_mri.data.folder import ImageFile
-from brain_mri.data.index import DecodeCache, ImageIndex, build_index, list_files
+from brain_mri.data.index import DecodedSet, ImageIndex, build_index, list_files
 from brain_mri.data.manifest import read_manifest
 from brain_mri.data.preprocessing import CROPS, to_model_input
 from brain_mri.data.split import (
@@ -37,16 +37,18 @@ log = logging.getLogger(__name__)
 
 
 class IndexedBatches(Dataset):
-    """Serves whole batches by indexing the in-memory tensor with a list of indices: no per-item work."""
+    """Serves whole batches by indexing the decoded images with a list of indices: no per-item work.
+    ``pixels`` (N, size, size) uint8 may be mapped from the decoded set: a batch reads its rows only."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        self.images, self.labels = images, labels
+    def __init__(self, pixels: np.ndarray, positions: np.ndarray, labels: torch.Tensor):
+        self.pixels, self.positions, self.labels = pixels, positions, labels
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, indices):
-        return self.images[indices], self.labels[indices]
+        rows = self.positions[np.asarray(indices)]
+        return torch.from_numpy(np.ascontiguousarray(self.pixels[rows])).unsqueeze(1), self.labels[indices]
 
 
 class EpochBatches(Sampler[list[int]]):
@@ -185,8 +187,8 @@ class BrainMRIDataModule(L.LightningDataModule):
         self.hparams.class_map = {str(k): str(v) for k, v in class_map.items()} if class_map else None
         self.hparams.sources = [str(source) for source in sources] if sources else None
         self.index: ImageIndex | None = None
+        self._store: DecodedSet | None = None
         self.split: Split | None = None
-        self.images: torch.Tensor | None = None
         # what Trainer.predict serves: the test partition, and the validation one for out-of-fold metrics
         self.predict_partitions: tuple[str, ...] = ("test",)
 
@@ -209,9 +211,7 @@ class BrainMRIDataModule(L.LightningDataModule):
         if self.index is None:
             self._load()
         if self.index is not None and self.hparams.cache_dir:
-            self.index.save_to(
-                DecodeCache(self.hparams.cache_dir, self.hparams.image_size, self.hparams.crop)
-            )
+            self.index.save_to(self._decoded_set())
 
     def setup(self, stage: str | None = None) -> None:
         """Index and split once; later calls (every Trainer stage) reuse the result."""
@@ -242,14 +242,13 @@ class BrainMRIDataModule(L.LightningDataModule):
         listing = read_manifest(Path(hp.manifest), hp.class_names) if hp.manifest else None
         if listing is None:
             ensure_dataset(self.root, download=hp.download)
-        cache = DecodeCache(hp.cache_dir, hp.image_size, hp.crop) if hp.cache_dir else None
         index = build_index(
             self.root,
             hp.image_size,
             hp.class_names,
             hp.class_map,
             hp.min_image_size,
-            cache,
+            self._decoded_set() if hp.cache_dir else None,
             hp.duplicate_threshold,
             hp.crop,
             listing,
@@ -278,7 +277,6 @@ class BrainMRIDataModule(L.LightningDataModule):
             )
         self.index, self.split = index, split
         self._files = [index.files[i] for i in split.order]
-        self.images = torch.from_numpy(index.pixels[split.order]).unsqueeze(1)
         self.split_table = split_rows(index, split)
         counts = {p: self.partition_indices(p).size for p in PARTITIONS}
         groups = len(set(split.groups.tolist()))
@@ -304,6 +302,13 @@ class BrainMRIDataModule(L.LightningDataModule):
                     else "",
                 )
 
+    def _decoded_set(self) -> DecodedSet:
+        """One per data module: a folder found unwritable is said once."""
+        if self._store is None:
+            hp = self.hparams
+            self._store = DecodedSet(Path(hp.cache_dir).expanduser(), self.root, hp.image_size, hp.crop)
+        return self._store
+
     def _check_bad_images(self, bad: list[tuple[str, str]]) -> None:
         """Stop and list every unreadable file, or (``on_bad_image=skip``) warn."""
         if not bad:
@@ -320,6 +325,12 @@ class BrainMRIDataModule(L.LightningDataModule):
     def files(self) -> list[ImageFile]:
         """The images in split order."""
         return self._files if self.split else []
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The images in split order, (N, 1, size, size) uint8: a copy (batches read the shared set)."""
+        assert self.index is not None and self.split is not None, "setup() first"
+        return torch.from_numpy(np.ascontiguousarray(self.index.pixels[self.split.order])).unsqueeze(1)
 
     @property
     def partitions(self) -> list[str]:
@@ -361,10 +372,12 @@ class BrainMRIDataModule(L.LightningDataModule):
 
     def partition_loader(self, partition: str, shuffle: bool = False, sharded: bool = True) -> DataLoader:
         """Batches of one partition; ``sharded=False`` gives every image to this process, even under DDP."""
-        assert self.images is not None, "setup() first"
-        indices = torch.from_numpy(self.partition_indices(partition))
+        assert self.index is not None and self.split is not None, "setup() first"
+        indices = self.partition_indices(partition)
         labels = torch.tensor([f.label for f in self.files])
-        dataset = IndexedBatches(self.images[indices], labels[indices])
+        dataset = IndexedBatches(
+            self.index.pixels, np.asarray(self.split.order)[indices], labels[torch.from_numpy(indices)]
+        )
         shard = self._shard if sharded else lambda: (0, 1)
         sampler = EpochBatches(
             len(dataset),

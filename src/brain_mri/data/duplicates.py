@@ -12,10 +12,13 @@ chain of links that would grow a group past ``MAX_GROUP`` images is cut where it
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import defaultdict
+from functools import cache
 from typing import NamedTuple
 
 import numpy as np
+import torch
 from PIL import Image, ImageFilter
 from scipy.cluster.hierarchy import linkage, to_tree
 from scipy.sparse import coo_matrix
@@ -26,6 +29,8 @@ FINGERPRINT_SIZE = 32
 DEFAULT_THRESHOLD = 0.9
 MAX_GROUP = 30  # near-duplicate images one group may hold (copies of one scan: any number)
 CHUNK = 1024  # similarities a block of rows at a time: memory stays linear in the number of images
+PAIRS = 65536  # candidate pairs compared in full at a time
+BFLOAT16_SLACK = 0.01  # bound on how far bfloat16 rounding moves a similarity of unit vectors (< 0.006)
 
 
 def content_fingerprint(gray: Image.Image) -> np.ndarray:
@@ -61,16 +66,44 @@ class Grouping(NamedTuple):
 
 
 def similar_pairs(fingerprints: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every pair i < j whose fingerprints' similarity is at least ``threshold``, with the similarity."""
+    """Every pair i < j whose fingerprints' similarity is at least ``threshold``, with the similarity.
+
+    Exact, in two passes. The first compares all pairs a block of rows at a time, in bfloat16 where
+    that is faster (on CPUs with bfloat16 instructions, about twice float32's speed): rounding unit
+    vectors to bfloat16 and their product back moves a similarity by less than ``BFLOAT16_SLACK``, so
+    every pair that may reach the threshold is kept. The second computes the kept pairs' similarities
+    in float32."""
+    vectors = torch.from_numpy(np.ascontiguousarray(fingerprints, dtype=np.float32))
+    coarse, slack = (vectors.bfloat16(), BFLOAT16_SLACK) if bfloat16_is_faster() else (vectors, 0.0)
     rows, columns, scores = [np.empty(0, dtype=int)], [np.empty(0, dtype=int)], [np.empty(0, np.float32)]
-    for start in range(0, len(fingerprints), CHUNK):
-        similarity = fingerprints[start : start + CHUNK] @ fingerprints.T
-        i, j = np.nonzero(similarity >= threshold)
-        keep = i + start < j
-        rows.append(i[keep] + start)
-        columns.append(j[keep])
-        scores.append(similarity[i[keep], j[keep]])
+    for start in range(0, len(vectors), CHUNK):
+        rough = coarse[start : start + CHUNK] @ coarse[start:].T
+        i, j = torch.nonzero(rough >= threshold - slack, as_tuple=True)
+        i, j = i[i < j] + start, j[i < j] + start
+        score = torch.cat(
+            [(vectors[a] * vectors[b]).sum(1) for a, b in zip(i.split(PAIRS), j.split(PAIRS), strict=True)]
+            or [torch.empty(0)]
+        )
+        similar = score >= threshold
+        rows.append(i[similar].numpy())
+        columns.append(j[similar].numpy())
+        scores.append(score[similar].numpy())
     return np.concatenate(rows), np.concatenate(columns), np.concatenate(scores)
+
+
+@cache
+def bfloat16_is_faster() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices faster than float32 ones (timed once, briefly):
+    without bfloat16 instructions it is emulated, and slower."""
+    sample = torch.rand(512, FINGERPRINT_SIZE**2)
+
+    def seconds(matrix: torch.Tensor) -> float:
+        matrix @ matrix.T  # warm up
+        began = time.perf_counter()
+        matrix @ matrix.T
+        return time.perf_counter() - began
+
+    return seconds(sample.bfloat16()) < seconds(sample)
 
 
 def components(count: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ import hashlib
 import io
 import logging
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,7 +20,9 @@ import numpy as np
 from brain_mri.atomic import atomic_path
 from brain_mri.data.duplicates import (
     DEFAULT_THRESHOLD,
+    FINGERPRINT_SIZE,
     MAX_GROUP,
+    Grouping,
     content_fingerprint,
     duplicate_groups,
     join_given_groups,
@@ -42,47 +45,114 @@ from brain_mri.errors import BrainMRIError
 log = logging.getLogger(__name__)
 
 
-class DecodeCache:
-    """Decoded images on disk, one entry per (file content, image size, crop, preprocessing version).
+class StoredSet(NamedTuple):
+    """What a decoded set holds: per image its content hash, pixels (mapped, not read), fingerprint,
+    decoded-pixel hash and (width, height, frames); and the duplicate grouping last made of them."""
 
-    Every job of a sweep and every later run reads the entries instead of decoding again; a changed file
-    has a new content hash and so a new entry. Entries are written atomically, so parallel jobs can share
-    the folder. The cache is disposable: an entry that does not read is a miss (counted in ``damaged``,
-    decoded again and rewritten), and a folder that cannot be written turns the cache off with a warning.
+    sha256: list[str]
+    pixels: np.ndarray
+    fingerprints: np.ndarray
+    pixel_hashes: list[str]
+    sizes: np.ndarray
+    grouping_key: str
+    grouping: Grouping | None
+
+
+class DecodedSet:
+    """The decoded images of one data folder at one image size, crop and preprocessing version.
+
+    Pixels live in one ``.npy`` file that every process maps read-only (sweep jobs, DDP ranks, loader
+    workers): the page cache holds them once per machine, not once per process. Beside it, each image's
+    content hash, fingerprint and decoded-pixel hash let a later run decode only files whose content
+    changed, and the grouping of the last run is kept for the same images and threshold. Files are
+    replaced atomically, so parallel jobs can share the folder. The set is disposable: one that does not
+    read is decoded again and rewritten (``damaged``), and a folder that cannot be written turns it off
+    with a warning.
     """
 
-    def __init__(self, folder: Path, image_size: int, crop: str = "none"):
+    def __init__(self, folder: Path, root: Path, image_size: int, crop: str = "none"):
         cropped = "" if crop == "none" else f"-{crop}"
         self.folder = Path(folder) / f"v{PREPROCESSING_VERSION}-{image_size}px{cropped}"
-        self.damaged = 0
+        self.name = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
+        self.image_size = image_size
+        self.damaged = False
         self.writable = True
 
-    def _path(self, sha256: str) -> Path:
-        return self.folder / sha256[:2] / f"{sha256}.npz"
+    @property
+    def listing(self) -> Path:
+        return self.folder / f"{self.name}.npz"
 
-    def get(self, sha256: str) -> tuple[tuple[np.ndarray, np.ndarray, str] | None, bool]:
-        """The entry of a file content (None: not there, or unreadable), and whether it was damaged (the
-        caller counts those in ``damaged``: a worker process's count would be lost)."""
-        path = self._path(sha256)
+    def load(self) -> StoredSet | None:
+        """The stored set (None: not there, or damaged, which sets ``damaged``)."""
         try:
-            with np.load(path) as entry:
-                if "pixel_hash" not in entry:  # written before decoded pixels were compared: decode again
-                    return None, False
-                return (entry["pixels"], entry["fingerprint"], str(entry["pixel_hash"])), False
+            with np.load(self.listing) as listing:
+                stored = {key: listing[key] for key in listing.files}
+            pixels = self._mapped(str(stored["pixels"]), len(stored["sha256"]))
         except FileNotFoundError:
-            return None, False
+            return None
         except Exception:  # cut off, empty, not a zip, unreadable: np.load raises many kinds
-            return None, path.exists()
+            self.damaged = True
+            return None
+        grouping = Grouping(
+            stored["groups"],
+            [(int(a), int(b), float(score)) for a, b, score in stored["across_classes"]],
+            [(int(images), int(largest)) for images, largest in stored["cut_chains"]],
+        )
+        return StoredSet(
+            stored["sha256"].tolist(),
+            pixels,
+            stored["fingerprints"],
+            stored["pixel_hashes"].tolist(),
+            stored["sizes"],
+            str(stored["grouping_key"]),
+            grouping,
+        )
 
-    def put(self, sha256: str, pixels: np.ndarray, fingerprint: np.ndarray, decoded: str) -> None:
+    def save(self, index: ImageIndex) -> np.ndarray | None:
+        """Write the index's images and grouping as this folder's set; returns the pixels mapped from the
+        written file (to use instead of the copy in memory), or None when it cannot be written."""
         if not self.writable:
-            return
+            return None
+        pixels_file = f"{self.name}-{content_key(index.sha256)[:16]}.npy"
         try:
-            with atomic_path(self._path(sha256)) as temporary:
-                np.savez(temporary, pixels=pixels, fingerprint=fingerprint, pixel_hash=np.array(decoded))
+            try:  # the same images in the same order, written before: kept
+                self._mapped(pixels_file, len(index.sha256))
+            except Exception:
+                with atomic_path(self.folder / pixels_file) as temporary:
+                    np.save(temporary, np.ascontiguousarray(index.pixels))
+            with atomic_path(self.listing) as temporary:
+                np.savez(
+                    temporary,
+                    pixels=np.array(pixels_file),
+                    sha256=np.array(index.sha256),
+                    fingerprints=index.fingerprints,
+                    pixel_hashes=np.array(index.pixel_hashes),
+                    sizes=index.sizes,
+                    grouping_key=np.array(index.grouping_key),
+                    groups=index.grouping.groups,
+                    across_classes=np.array(index.grouping.across_classes, dtype=float).reshape(-1, 3),
+                    cut_chains=np.array(index.grouping.cut_chains, dtype=int).reshape(-1, 2),
+                )
         except OSError as err:
             self.writable = False
             log.warning("Cannot write the decode cache in %s (%s); running without it.", self.folder, err)
+            return None
+        for older in self.folder.glob(f"{self.name}-*.npy"):  # mapped elsewhere: unlinking keeps the pages
+            if older.name != pixels_file:
+                older.unlink(missing_ok=True)
+        return self._mapped(pixels_file, len(index.sha256))
+
+    def _mapped(self, pixels_file: str, count: int) -> np.ndarray:
+        """A pixel file, mapped read-only; raises unless it holds ``count`` whole images."""
+        pixels = np.load(self.folder / pixels_file, mmap_mode="r")
+        if pixels.shape != (count, self.image_size, self.image_size) or pixels.dtype != np.uint8:
+            raise ValueError(f"{pixels_file} holds pixels of shape {pixels.shape}, {pixels.dtype}")
+        return pixels
+
+
+def content_key(sha256: list[str]) -> str:
+    """One hash for a list of file contents, in order."""
+    return hashlib.sha256("\n".join(sha256).encode()).hexdigest()
 
 
 @dataclass
@@ -92,23 +162,29 @@ class ImageIndex:
     root: Path
     class_names: list[str]
     files: list[ImageFile]
-    pixels: np.ndarray  # (N, size, size) uint8
+    pixels: np.ndarray  # (N, size, size) uint8; mapped from the decoded set when there is one
     fingerprints: np.ndarray  # (N, D) float32
     sha256: list[str]
     pixel_hashes: list[str]  # of the decoded image: the same for re-encodings of the same pixels
+    sizes: np.ndarray  # (N, 3): width, height and frames of each file
+    grouping: Grouping  # duplicate groups (before a manifest's groups join them)
+    grouping_key: str  # what the grouping depends on: contents, classes and threshold
     groups: np.ndarray  # duplicate group of each image (with a manifest's groups: kept whole)
     # (path, class, path, class, similarity): look-alikes under different classes, not grouped
     near_duplicates: list[tuple[str, str, str, str, float]] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unreadable
     notes: list[tuple[str, str]] = field(default_factory=list)  # (path, what to know): read, with a warning
-    fresh: list[int] = field(default_factory=list)  # decoded now, not taken from the cache
+    stored: bool = False  # the decoded set holds exactly these images and this grouping
     sources: list[str] | None = None  # where each image comes from (a manifest's source column)
 
-    def save_to(self, cache: DecodeCache) -> None:
-        """Write the freshly decoded images to the cache (done by one process per machine, not by all)."""
-        for i in self.fresh:
-            cache.put(self.sha256[i], self.pixels[i], self.fingerprints[i], self.pixel_hashes[i])
-        self.fresh = []
+    def save_to(self, store: DecodedSet) -> None:
+        """Write the decoded set (done by one process per machine, not by all), then read the pixels
+        from it: the copy decoded in memory is let go, and this process shares the others' pages."""
+        if self.stored:
+            return
+        mapped = store.save(self)
+        if mapped is not None:
+            self.pixels, self.stored = mapped, True
 
 
 def list_files(
@@ -133,31 +209,49 @@ def build_index(
     class_names: list[str] | None = None,
     class_map: dict[str, str] | None = None,
     min_size: int = 1,
-    cache: DecodeCache | None = None,
+    store: DecodedSet | None = None,
     duplicate_threshold: float = DEFAULT_THRESHOLD,
     crop: str = "none",
     manifest: Manifest | None = None,
     sources: list[str] | None = None,
 ) -> ImageIndex:
     """Scan ``root`` (labels by ``class_names`` when given, else the sorted folders), decode every file
-    once (or take it from ``cache``, which is read here, never written) and group the duplicates.
-    Pixels are cropped (``crop="brain"``) before resizing; duplicates are found on the uncropped images,
-    so the split does not depend on the crop."""
+    once (or take it from the decoded set ``store``, which is read here, never written) and group the
+    duplicates. Pixels are cropped (``crop="brain"``) before resizing; duplicates are found on the
+    uncropped images, so the split does not depend on the crop."""
     files, source_of = list_files(root, class_names, class_map, manifest, sources)
-    readable, pixels, prints, hashes, decoded, bad, notes, fresh = decode_files(
-        root, files, image_size, cache, min_size, crop
-    )
+    stored = store.load() if store is not None else None
+    if store is not None and store.damaged:
+        log.warning("The decode cache %s is damaged: decoding again and rewriting it.", store.listing)
+    decoded = decode_files(root, files, image_size, stored, min_size, crop)
     log.info(
-        "Read %d files: %d decoded, %d from the cache", len(files), len(fresh), len(readable) - len(fresh)
+        "Read %d files: %d decoded, %d from the cache",
+        len(files),
+        decoded.fresh,
+        len(decoded.readable) - decoded.fresh,
     )
-    if cache is not None and cache.damaged:
-        log.warning("%d damaged decode-cache entries were decoded again and rewritten.", cache.damaged)
-    if notes:
-        listing = "\n".join(f"  {path}: {note}" for path, note in notes)
-        log.warning("%d image(s) to know about:\n%s", len(notes), listing)
+    if decoded.notes:
+        listing = "\n".join(f"  {path}: {note}" for path, note in decoded.notes)
+        log.warning("%d image(s) to know about:\n%s", len(decoded.notes), listing)
+    readable = decoded.readable
     names = list(class_names or (class_names_of(files) if manifest or sources else discover_classes(root)))
     labels = np.array([item.label for item in readable])
-    grouping = duplicate_groups(prints, labels, decoded, duplicate_threshold)
+    key = hashlib.sha256(
+        f"{content_key(decoded.sha256)} {labels.tolist()} {duplicate_threshold}".encode()
+    ).hexdigest()
+    if stored is not None and stored.grouping_key == key and stored.grouping is not None:
+        grouping = stored.grouping
+    else:
+        log.info(
+            "Finding duplicates among %d images (similarity >= %s) ...", len(readable), duplicate_threshold
+        )
+        began = time.perf_counter()
+        grouping = duplicate_groups(decoded.fingerprints, labels, decoded.pixel_hashes, duplicate_threshold)
+        log.info(
+            "%d duplicate groups found in %.1f s",
+            len(np.unique(grouping.groups)),
+            time.perf_counter() - began,
+        )
     groups = grouping.groups
     if manifest and manifest.groups:
         groups, shared = join_given_groups(groups, [manifest.groups[item.path] for item in readable])
@@ -192,9 +286,23 @@ def build_index(
             near[0][2],
             near[0][4],
         )
-    from_source = [source_of[item.path] for item in readable] if source_of else None
     return ImageIndex(
-        root, names, readable, pixels, prints, hashes, decoded, groups, near, bad, notes, fresh, from_source
+        root,
+        names,
+        readable,
+        decoded.pixels,
+        decoded.fingerprints,
+        decoded.sha256,
+        decoded.pixel_hashes,
+        decoded.sizes,
+        grouping,
+        key,
+        groups,
+        near,
+        decoded.bad,
+        decoded.notes,
+        stored=decoded.whole_set and stored is not None and stored.grouping_key == key,
+        sources=[source_of[item.path] for item in readable] if source_of else None,
     )
 
 
@@ -202,53 +310,78 @@ POOL_FROM = 256  # files from which reading and decoding is spread over every co
 
 
 class FileRead(NamedTuple):
-    """What reading one file gave: its hash and entry (pixels, fingerprint, pixel hash), or why it is
-    unreadable; a note to show; whether it was decoded now (not found in the cache); a damaged cache entry."""
+    """What reading one file gave: its hash and entry (pixels, fingerprint, pixel hash), its width,
+    height and frames, or why it is unreadable."""
 
     sha256: str = ""
     entry: tuple[np.ndarray, np.ndarray, str] | None = None
+    size: tuple[int, int, int] = (0, 0, 0)
     bad: str | None = None
-    note: str | None = None
-    fresh: bool = False
-    damaged: bool = False
 
 
-def read_file(path: Path, image_size: int, crop: str, min_size: int, cache: DecodeCache | None) -> FileRead:
-    """Read one file: hash its bytes, then take its pixels and fingerprint from the cache, or decode it
-    (in a worker process of the pool, or in this one). Nothing is written to the cache here."""
+def read_file(path: Path, image_size: int, crop: str, min_size: int) -> FileRead:
+    """Read one file: hash its bytes and decode it (in a worker process of the pool, or in this one)."""
     try:
         content = path.read_bytes()
     except OSError as err:
-        return FileRead(bad=f"a broken symbolic link ({err.strerror})" if is_broken_link(path) else str(err))
+        return FileRead(bad=read_error(path, err))
     sha256 = hashlib.sha256(content).hexdigest()
     try:
         width, height, frames = image_header(content)
     except Exception as err:  # PIL raises many types for broken files; each is reported, none fatal
         return FileRead(bad=unreadable_reason(content, err))
     if min(width, height) < min_size:
-        return FileRead(bad=f"too small: {width}x{height} pixels (data.min_image_size={min_size})")
-    note = f"{frames} frames; only the first is used" if frames > 1 else None
-    entry, damaged = cache.get(sha256) if cache else (None, False)
-    if entry is not None:
-        return FileRead(sha256, entry, note=note, damaged=damaged)
+        return FileRead(bad=too_small(width, height, min_size))
     try:
         gray = read_grayscale(io.BytesIO(content))
     except Exception as err:
         return FileRead(bad=unreadable_reason(content, err))
     entry = (model_pixels(gray, image_size, crop), content_fingerprint(gray), pixel_hash(gray))
-    return FileRead(sha256, entry, note=note, fresh=True, damaged=damaged)
+    return FileRead(sha256, entry, (width, height, frames))
+
+
+def read_error(path: Path, err: OSError) -> str:
+    return f"a broken symbolic link ({err.strerror})" if is_broken_link(path) else str(err)
+
+
+def too_small(width: int, height: int, min_size: int) -> str:
+    return f"too small: {width}x{height} pixels (data.min_image_size={min_size})"
+
+
+def hash_file(path: Path) -> str | None:
+    """The sha256 of a file's bytes; None when it cannot be read (reading it again says why)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+class Decoded(NamedTuple):
+    """The readable files, in order, with what :func:`read_file` gives for each; the unreadable ones."""
+
+    readable: list[ImageFile]
+    pixels: np.ndarray
+    fingerprints: np.ndarray
+    sha256: list[str]
+    pixel_hashes: list[str]
+    sizes: np.ndarray
+    bad: list[tuple[str, str]]
+    notes: list[tuple[str, str]]
+    fresh: int  # decoded now, not taken from the decoded set
+    whole_set: bool  # every image from the decoded set, in its order: ``pixels`` is its mapping
 
 
 def decode_files(
     root: Path,
     files: list[ImageFile],
     image_size: int,
-    cache: DecodeCache | None = None,
+    stored: StoredSet | None = None,
     min_size: int = 1,
     crop: str = "none",
     workers: int | None = None,
-) -> tuple:
-    """Read every file once (:func:`read_file`): from ``POOL_FROM`` files on, in a process per core
+) -> Decoded:
+    """Read every file once: a file whose content the decoded set ``stored`` holds is only hashed, the
+    others are decoded (:func:`read_file`); from ``POOL_FROM`` files on, in a process per core
     (``workers``: how many; 1 reads here), in the files' order either way.
 
     Unreadable files (truncated, empty, not an image, DICOM, too large to decode safely, a shorter side
@@ -258,35 +391,81 @@ def decode_files(
     """
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if len(files) >= POOL_FROM else 1
-    read = partial(read_file, image_size=image_size, crop=crop, min_size=min_size, cache=cache)
     paths = [root / item.path for item in files]
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(read, paths, chunksize=max(1, len(paths) // (8 * workers))))
-    else:
-        results = [read(path) for path in paths]
+    row_of = {sha: row for row, sha in enumerate(stored.sha256)} if stored is not None else {}
+    hashes: list[str | None] = [None] * len(paths)
+    if row_of:
+        hashes = map_in_pool(hash_file, paths, workers)
+    rows = [row_of.get(sha, -1) if sha else -1 for sha in hashes]
+    rows = [
+        -1 if row >= 0 and min(stored.sizes[row][:2]) < min_size else row  # type: ignore[union-attr]
+        for row in rows
+    ]
+    missing = [i for i, row in enumerate(rows) if row < 0]
+    read = partial(read_file, image_size=image_size, crop=crop, min_size=min_size)
+    results = dict(zip(missing, map_in_pool(read, [paths[i] for i in missing], workers), strict=True))
     readable: list[ImageFile] = []
-    entries = []
-    hashes: list[str] = []
     bad: list[tuple[str, str]] = []
-    fresh: list[int] = []
     notes: list[tuple[str, str]] = []
-    for item, result in zip(files, results, strict=True):
-        if cache is not None:
-            cache.damaged += result.damaged
-        if result.bad is not None:
-            bad.append((item.path, result.bad))
-            continue
-        if result.note:
-            notes.append((item.path, result.note))
-        if result.fresh:
-            fresh.append(len(readable))
-        assert result.entry is not None
+    taken: list[int] = []  # row in the set, or -1 - position in ``entries``
+    entries: list[tuple[np.ndarray, np.ndarray, str]] = []
+    sha256: list[str] = []
+    sizes: list[tuple[int, int, int]] = []
+    for position, (item, row) in enumerate(zip(files, rows, strict=True)):
+        if row >= 0:
+            assert stored is not None
+            size = tuple(int(v) for v in stored.sizes[row])
+            taken.append(row)
+            sha256.append(stored.sha256[row])
+        else:
+            result = results[position]
+            if result.bad is not None:
+                bad.append((item.path, result.bad))
+                continue
+            assert result.entry is not None
+            size = result.size
+            taken.append(-1 - len(entries))
+            entries.append(result.entry)
+            sha256.append(result.sha256)
+        if size[2] > 1:
+            notes.append((item.path, f"{size[2]} frames; only the first is used"))
         readable.append(item)
-        hashes.append(result.sha256)
-        entries.append(result.entry)
+        sizes.append(size)  # type: ignore[arg-type]
     if not readable:
         raise BrainMRIError(f"None of the {len(files)} files under {root} can be read as an image.")
-    pixels = np.stack([entry[0] for entry in entries])
-    prints = np.stack([entry[1] for entry in entries])
-    return readable, pixels, prints, hashes, [entry[2] for entry in entries], bad, notes, fresh
+    whole_set = stored is not None and sha256 == stored.sha256 and not entries
+    if whole_set:
+        assert stored is not None
+        pixels, prints, decoded = stored.pixels, stored.fingerprints, stored.pixel_hashes
+    else:
+        pixels = np.empty((len(readable), image_size, image_size), np.uint8)
+        prints = np.empty((len(readable), FINGERPRINT_SIZE**2), np.float32)
+        decoded = []
+        for position, row in enumerate(taken):
+            if row >= 0:
+                assert stored is not None
+                pixels[position], prints[position] = stored.pixels[row], stored.fingerprints[row]
+                decoded.append(stored.pixel_hashes[row])
+            else:
+                pixels[position], prints[position], pixel_digest = entries[-1 - row]
+                decoded.append(pixel_digest)
+    return Decoded(
+        readable,
+        pixels,
+        prints,
+        sha256,
+        decoded,
+        np.array(sizes, dtype=np.int64).reshape(-1, 3),
+        bad,
+        notes,
+        len(entries),
+        whole_set,
+    )
+
+
+def map_in_pool(function, items: list, workers: int) -> list:
+    """``function`` of each item, in order: in ``workers`` processes when more than one."""
+    if workers > 1 and len(items) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            return list(pool.map(function, items, chunksize=max(1, len(items) // (8 * workers))))
+    return [function(item) for item in items]

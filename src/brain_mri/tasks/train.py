@@ -100,7 +100,10 @@ def train(cfg: DictConfig) -> float:
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.setup("fit")  # data problems surface now, before any model is built
+    # data problems surface now, before any model is built; the decoded set is written before Lightning
+    # starts other processes (DDP ranks), which then map it instead of decoding a copy each
+    datamodule.prepare_data()
+    datamodule.setup("fit")
     initial = one_checkpoint(cfg.init_from) if cfg.get("init_from") else None  # a run folder: its best
     source = load_checkpoint(initial) if initial else None
     inherited = {}
