@@ -153,7 +153,7 @@ def test_the_study_has_no_augmentation_and_a_resumed_policy_repeats_its_draws():
     assert not torch.allclose(first, images, atol=1e-3)
 
 
-@pytest.mark.parametrize("damaged", ["*.npz", "*.npy"])  # the listing, or the pixels
+@pytest.mark.parametrize("damaged", ["*.npz", "*[0-9a-f].npy", "*.fingerprints.npy"])  # listing, arrays
 def test_a_damaged_decode_cache_is_decoded_again_and_rewritten(phantom_root, tmp_path, caplog, damaged):
     caplog.set_level(logging.INFO, logger="brain_mri")
     cache = tmp_path / "cache"

@@ -45,6 +45,9 @@ from brain_mri.errors import BrainMRIError
 log = logging.getLogger(__name__)
 
 
+PIXELS, FINGERPRINTS = ".npy", ".fingerprints.npy"  # a decoded set's two arrays, beside its listing
+
+
 class StoredSet(NamedTuple):
     """What a decoded set holds: per image its content hash, pixels (mapped, not read), fingerprint,
     decoded-pixel hash and (width, height, frames); and the duplicate grouping last made of them."""
@@ -87,7 +90,7 @@ class DecodedSet:
         try:
             with np.load(self.listing) as listing:
                 stored = {key: listing[key] for key in listing.files}
-            pixels = self._mapped(str(stored["pixels"]), len(stored["sha256"]))
+            pixels, fingerprints = self._mapped(str(stored["arrays"]), len(stored["sha256"]))
         except FileNotFoundError:
             return None
         except Exception:  # cut off, empty, not a zip, unreadable: np.load raises many kinds
@@ -101,31 +104,32 @@ class DecodedSet:
         return StoredSet(
             stored["sha256"].tolist(),
             pixels,
-            stored["fingerprints"],
+            fingerprints,
             stored["pixel_hashes"].tolist(),
             stored["sizes"],
             str(stored["grouping_key"]),
             grouping,
         )
 
-    def save(self, index: ImageIndex) -> np.ndarray | None:
-        """Write the index's images and grouping as this folder's set; returns the pixels mapped from the
-        written file (to use instead of the copy in memory), or None when it cannot be written."""
+    def save(self, index: ImageIndex) -> tuple[np.ndarray, np.ndarray] | None:
+        """Write the index's images and grouping as this folder's set; returns its pixels and fingerprints
+        mapped from the written files (to use instead of the copies in memory), or None when it cannot be
+        written."""
         if not self.writable:
             return None
-        pixels_file = f"{self.name}-{content_key(index.sha256)[:16]}.npy"
+        arrays = f"{self.name}-{content_key(index.sha256)[:16]}"  # named by content: shared by groupings
         try:
             try:  # the same images in the same order, written before: kept
-                self._mapped(pixels_file, len(index.sha256))
+                self._mapped(arrays, len(index.sha256))
             except Exception:
-                with atomic_path(self.folder / pixels_file) as temporary:
-                    np.save(temporary, np.ascontiguousarray(index.pixels))
+                for suffix, values in ((PIXELS, index.pixels), (FINGERPRINTS, index.fingerprints)):
+                    with atomic_path(self.folder / f"{arrays}{suffix}") as temporary:
+                        np.save(temporary, np.ascontiguousarray(values))
             with atomic_path(self.listing) as temporary:
                 np.savez(
                     temporary,
-                    pixels=np.array(pixels_file),
+                    arrays=np.array(arrays),
                     sha256=np.array(index.sha256),
-                    fingerprints=index.fingerprints,
                     pixel_hashes=np.array(index.pixel_hashes),
                     sizes=index.sizes,
                     grouping_key=np.array(index.grouping_key),
@@ -138,16 +142,23 @@ class DecodedSet:
             log.warning("Cannot write the decode cache in %s (%s); running without it.", self.folder, err)
             return None
         for older in self.folder.glob(f"{self.name}-*.npy"):  # mapped elsewhere: unlinking keeps the pages
-            if older.name != pixels_file:
+            if not older.name.startswith(arrays):
                 older.unlink(missing_ok=True)
-        return self._mapped(pixels_file, len(index.sha256))
+        return self._mapped(arrays, len(index.sha256))
 
-    def _mapped(self, pixels_file: str, count: int) -> np.ndarray:
-        """A pixel file, mapped read-only; raises unless it holds ``count`` whole images."""
-        pixels = np.load(self.folder / pixels_file, mmap_mode="r")
-        if pixels.shape != (count, self.image_size, self.image_size) or pixels.dtype != np.uint8:
-            raise ValueError(f"{pixels_file} holds pixels of shape {pixels.shape}, {pixels.dtype}")
-        return pixels
+    def _mapped(self, arrays: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """A set's pixels and fingerprints, mapped read-only (pages are read when used); raises unless
+        they hold ``count`` whole images."""
+        pixels = np.load(self.folder / f"{arrays}{PIXELS}", mmap_mode="r")
+        fingerprints = np.load(self.folder / f"{arrays}{FINGERPRINTS}", mmap_mode="r")
+        expected = {
+            PIXELS: (pixels, (count, self.image_size, self.image_size), np.uint8),
+            FINGERPRINTS: (fingerprints, (count, FINGERPRINT_SIZE**2), np.float32),
+        }
+        for suffix, (values, shape, dtype) in expected.items():
+            if values.shape != shape or values.dtype != dtype:
+                raise ValueError(f"{arrays}{suffix} holds an array of shape {values.shape}, {values.dtype}")
+        return pixels, fingerprints
 
 
 def content_key(sha256: list[str]) -> str:
@@ -184,7 +195,7 @@ class ImageIndex:
             return
         mapped = store.save(self)
         if mapped is not None:
-            self.pixels, self.stored = mapped, True
+            (self.pixels, self.fingerprints), self.stored = mapped, True
 
 
 def list_files(
