@@ -320,7 +320,7 @@ def test_a_setting_of_the_wrong_type_is_refused_with_its_key(tmp_path, key):
     ("override", "message"),
     [
         ("trainer.max_epochs=0", "trainer.max_epochs must be a whole number of at least 1"),
-        ("data.image_size=10000", "GiB for one training batch of resnet18"),
+        ("data.image_size=10000", "GiB for one training batch of 16 images of resnet18"),
         ("data.image_size=10", "data.image_size must be at least 32 pixels"),
         ("data.split_seed=-1", "data.split_seed must be a whole number of 0 or more"),
         ("seed=abc", "seed must be a whole number of 0 or more"),
@@ -340,6 +340,8 @@ def test_a_setting_of_the_wrong_type_is_refused_with_its_key(tmp_path, key):
         ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val must be greater than 0"),
         ("model.scheduler=onecycle", "The one-cycle schedule needs 0 < model.warmup_fraction < 1"),
         ("model.label_smoothing=1", "model.label_smoothing must lie in [0, 1)"),
+        ("model.lr=inf", "model.lr must be a finite number, got inf."),
+        ("model.weight_decay=nan", "model.weight_decay must be a finite number, got nan."),
         ("model.cam_layer=fc", "model.cam_layer=fc: its output is not a feature map (N, C, H, W) but (1, 2)"),
         ("model.cam_layer=layer9", "model.cam_layer=layer9: resnet18 has no such module"),
     ],
@@ -391,3 +393,15 @@ def test_odd_images_are_named_for_what_they_are(tmp_path, caplog):
     assert "BytesIO" not in str(error.value)
     assert "no/line.png: too small: 64x1 pixels (data.min_image_size=32)" in str(error.value)
     assert "yes/animated.gif: 2 frames; only the first is used" in caplog.text
+
+
+def test_the_memory_estimate_counts_the_batch_that_can_form(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from brain_mri.config import settings
+
+    monkeypatch.setattr(settings, "available_memory", lambda accelerator: 1)  # nothing fits: it is said
+    data = OmegaConf.create({"image_size": 100, "batch_size": 100000})
+    (said,) = settings.memory_problems("resnet18", data, "cpu", files=253)
+    assert "one training batch of 253 images of resnet18" in said and "data.batch_size=100000" in said
+    assert float(said.split("GiB for one training batch")[0].split()[-1]) < 8  # 253 images, not 100,000

@@ -73,7 +73,32 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path):
     )
     with pytest.raises(BrainMRIError, match="refused"):
         load_checkpoint(tmp_path / "evil.ckpt")
+    with pytest.raises(BrainMRIError, match="refused"):  # the class method goes through the same loader
+        BrainMRIClassifier.load_from_checkpoint(tmp_path / "evil.ckpt")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "said"),
+    [
+        ("lr", float("nan"), "model.lr must be a finite number, got nan."),
+        ("image_size", -5, "image_size must be a whole number from 32 to 4096, got -5."),
+        ("image_size", "big", "image_size must be a whole number from 32 to 4096, got 'big'."),
+        ("freeze_backbone_epochs", "x", "model.freeze_backbone_epochs must be a whole number of 0 or more"),
+        ("channels_last", "yes", "model.channels_last must be true or false, got 'yes'."),
+        ("arch", ["resnet18"], "model architecture '['resnet18']'. Choose one of: convnext_tiny"),
+        ("planted", 1, "hyperparameters a BrainMRIClassifier does not take: ['planted']"),
+    ],
+)
+def test_a_damaged_hyperparameter_of_a_checkpoint_is_one_message_naming_it(
+    trained_run, tmp_path, setting, value, said
+):
+    checkpoint = load_checkpoint(trained_run / "checkpoints" / "last.ckpt")
+    checkpoint["hyper_parameters"][setting] = value
+    torch.save(checkpoint, tmp_path / "damaged.ckpt")
+    with pytest.raises(BrainMRIError) as error:
+        BrainMRIClassifier.load_from_checkpoint(tmp_path / "damaged.ckpt")
+    assert said in str(error.value) and str(tmp_path / "damaged.ckpt") in str(error.value)
 
 
 def test_weights_for_another_head_give_a_clear_message(trained_run):

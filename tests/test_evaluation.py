@@ -157,3 +157,19 @@ def test_an_ensemble_of_runs_with_other_test_partitions_is_refused(small_sweep, 
     (sweep / "1" / "split.csv").write_text("\n".join(split) + "\n")
     with pytest.raises(BrainMRIError, match="another test partition"):
         evaluate(compose_task("eval", tmp_path / "eval", f"ckpt_path={sweep}"))
+
+
+def test_nothing_a_checkpoint_names_chooses_a_folder_evaluation_writes_or_trusts(trained_run, tmp_path):
+    from brain_mri.runs.checkpoints import load_checkpoint
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(trained_run / "split.csv", run / "split.csv")
+    checkpoint = load_checkpoint(read_json(trained_run / "metrics.json")["best_checkpoint"])
+    planted = tmp_path / "planted"
+    checkpoint["datamodule_hyper_parameters"]["cache_dir"] = str(planted)
+    torch.save(checkpoint, run / "checkpoints" / "best.ckpt")
+    evaluate_in(tmp_path / "eval", run / "checkpoints" / "best.ckpt", f"data.cache_dir={tmp_path / 'own'}")
+    assert not planted.exists() and list((tmp_path / "own").rglob("*.npy"))  # this run's cache only
+    with pytest.raises(BrainMRIError, match=r"eval\.on=all tests every image of a folder: name it"):
+        evaluate_in(tmp_path / "all", run / "checkpoints" / "best.ckpt", "eval.on=all")

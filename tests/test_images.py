@@ -111,3 +111,36 @@ def test_dicom_slices_train_beside_png_ones(tmp_path):
     index = build_index(tmp_path, 32)
     assert [f.path for f in index.files] == ["no/a.png", "yes/a.png", "yes/b.dcm"] and not index.bad
     assert index.pixels[2].mean() == pytest.approx(255 * (900 - 750) / 500, abs=2)
+
+
+def float_tiff(path: Path, pixels: np.ndarray) -> Path:
+    Image.fromarray(pixels.astype(np.float32), mode="F").save(path)
+    return path
+
+
+def test_a_float_image_is_scaled_from_its_range(tmp_path):
+    pixels = np.linspace(-1.0, 3.0, 64 * 64).reshape(64, 64)
+    gray = np.asarray(read_grayscale(float_tiff(tmp_path / "f.tif", pixels)))
+    assert gray.min() == 0 and gray.max() == 255 and gray[0, 0] == 0 and gray[-1, -1] == 255
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+def test_a_float_image_with_non_finite_pixels_is_unreadable_in_training_and_prediction(
+    tmp_path, trained_run, bad_value
+):
+    from brain_mri.models import BrainMRIClassifier
+    from brain_mri.models.inference import predict_files
+
+    make_class_folders(tmp_path)
+    pixels = np.random.default_rng(0).random((64, 64)) * 100
+    pixels[10:12, 10:13] = bad_value
+    damaged = float_tiff(tmp_path / "yes" / "damaged.tif", pixels)
+    index = build_index(tmp_path, 32)
+    assert "yes/damaged.tif" not in [f.path for f in index.files]
+    assert dict(index.bad)["yes/damaged.tif"] == (
+        "6 of its 4096 pixels are NaN or infinite (a damaged float image)"
+    )
+    model = BrainMRIClassifier.load_from_checkpoint(next((trained_run / "checkpoints").glob("epoch*.ckpt")))
+    bad: list = []
+    assert list(predict_files(model, [damaged], bad=bad, progress=False)) == []
+    assert bad == [(str(damaged), "6 of its 4096 pixels are NaN or infinite (a damaged float image)")]

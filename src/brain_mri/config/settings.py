@@ -272,14 +272,16 @@ def check_train_settings(cfg: DictConfig) -> None:
 def memory_problems(arch: str, data: Any, accelerator: str, files: int) -> list[str]:
     """Whether the decoded images plus one training batch fit in the memory free now; estimated, said."""
     free = available_memory(accelerator)
-    decoded, batch = training_memory(arch, data.image_size, data.batch_size, files)
+    largest = min(data.batch_size, max(files, 1))  # no batch holds more images than the data set
+    decoded, batch = training_memory(arch, data.image_size, largest, files)
     if decoded + batch <= free:
         return []
     gib = 1024**3
     return [
         f"data.image_size={data.image_size} with data.batch_size={data.batch_size} needs about "
         f"{decoded / gib:.1f} GiB for the decoded images and {batch / gib:.1f} GiB for one training batch "
-        f"of {arch}, but {free / gib:.1f} GiB are free. Use a smaller image size or batch size."
+        f"of {largest} images of {arch}, but {free / gib:.1f} GiB are free. Use a smaller image size or "
+        "batch size."
     ]
 
 
@@ -290,12 +292,20 @@ def check_given(cfg: DictConfig, keys: tuple[str, ...], script: str, section: st
         raise BrainMRIError(f"{script} needs {' and '.join(missing)} (see docs/evaluation.md: {section}).")
 
 
+ALL_NEEDS_A_ROOT = (
+    "eval.on=all tests every image of a folder: name it with data.root=<folder>. (The data root a "
+    "checkpoint remembers is read only through its run's split, whose hashes are checked.)"
+)
+
+
 def check_eval_settings(cfg: DictConfig) -> None:
     from brain_mri.models.ensemble import VIEWS
 
     if cfg.eval.on not in ("test", "all"):
         raise BrainMRIError(f"eval.on must be 'test' or 'all', got '{cfg.eval.on}'.")
     check_given(cfg, ("ckpt_path",), "eval.py", "Evaluating and reloading a checkpoint")
+    if cfg.eval.on == "all" and not cfg.data.get("root"):
+        raise BrainMRIError(ALL_NEEDS_A_ROOT)
     if cfg.eval.tta not in VIEWS:
         raise BrainMRIError(f"eval.tta must be one of {', '.join(VIEWS)}, got '{cfg.eval.tta}'.")
     best_checkpoints(cfg.ckpt_path)  # each file there, or one message

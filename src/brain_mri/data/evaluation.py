@@ -22,15 +22,24 @@ def evaluation_data(
     on_bad_image: str | None = None,
     batch_size: int | None = None,
     num_workers: int = 0,
+    cache_dir: str | None = None,
 ) -> BrainMRIDataModule:
     """The data a checkpoint is tested on, prepared as in training: at the model's input size, labelled by
     its ``class_names``, with the training run's data root and handling of unreadable files by default.
 
     ``on="test"``: the test partition of the run's ``split.csv`` (or of ``split_file``);
-    ``on="all"``: every image under ``root`` (default: the training data root).
+    ``on="all"``: every image under ``root``, which must be given.
+
+    Nothing the checkpoint holds chooses a folder that is written to or trusted unchecked: the decode
+    cache is this run's ``cache_dir``, and the training data root it remembers is read only through the
+    run's split, whose content hashes every image must match.
     """
-    if not trained:
+    if not isinstance(trained, dict) or not trained:
         raise BrainMRIError(f"{ckpt_path} holds no data settings: was it written by train.py?")
+    if on == "all" and not root:  # eval.py says so at start (config.settings.check_eval_settings)
+        raise BrainMRIError("evaluation_data(on='all') needs the folder to test: root=<folder>.")
+    if not isinstance(trained.get("root"), str):
+        raise BrainMRIError(f"{ckpt_path} holds a damaged data root: {trained.get('root')!r}.")
     settings = {
         "root": root or trained["root"],
         # a manifest-listed set is read through its manifest (labels, groups); another root is a folder
@@ -43,15 +52,24 @@ def evaluation_data(
         "class_names": class_names,
         "class_map": class_map,
         "batch_size": batch_size or trained["batch_size"],
-        "cache_dir": trained.get("cache_dir"),
+        "cache_dir": cache_dir,
         "num_workers": num_workers,
     }
     if on == "all":
-        return BrainMRIDataModule(**settings, val_fraction=0.0, test_fraction=1.0)
+        return checked_data(ckpt_path, settings, val_fraction=0.0, test_fraction=1.0)
     saved_split = Path(split_file) if split_file else run_folder_of(ckpt_path) / SPLIT_FILE
     if not saved_split.is_file():
         raise BrainMRIError(
             f"No split file at {saved_split}: pass data.split_file=<run>/split.csv, or evaluate every "
             "image of a folder the model was not trained on with eval.on=all data.root=<folder>."
         )
-    return BrainMRIDataModule(**settings, split_file=str(saved_split))
+    return checked_data(ckpt_path, settings, split_file=str(saved_split))
+
+
+def checked_data(ckpt_path: str, settings: dict, **more) -> BrainMRIDataModule:
+    """The data module, whose constructor checks every setting's range; a value of the wrong type taken
+    from the checkpoint is one message too."""
+    try:
+        return BrainMRIDataModule(**settings, **more)
+    except (TypeError, ValueError) as err:
+        raise BrainMRIError(f"{ckpt_path} holds data settings that are not valid: {err}") from None

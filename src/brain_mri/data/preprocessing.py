@@ -74,14 +74,26 @@ def read_grayscale(source: Path | BinaryIO) -> Image.Image:
     with Image.open(source) as opened:
         image: Image.Image = ImageOps.exif_transpose(opened)
         if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-            pixels = np.asarray(image, dtype=np.float64)
-            top = pixels.max()
-            scaled = pixels * (255.0 / top) if top > 0 else pixels
-            return Image.fromarray(scaled.astype(np.uint8), mode="L")
+            return Image.fromarray(to_8bit(np.asarray(image, dtype=np.float64)), mode="L")
         if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
             rgba = image.convert("RGBA")
             image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
         return image.convert("L")
+
+
+def to_8bit(pixels: np.ndarray) -> np.ndarray:
+    """High-bit-depth or float pixels as 0-255: scaled from 0 to the largest value (from the smallest
+    when some are negative). An image with NaN or infinite pixels is damaged, not dark: it is refused
+    (listed as unreadable wherever it is read: training, evaluation, prediction)."""
+    finite = np.isfinite(pixels)
+    if not finite.all():
+        raise ValueError(
+            f"{int((~finite).sum())} of its {pixels.size} pixels are NaN or infinite (a damaged float image)"
+        )
+    low = min(float(pixels.min()), 0.0)
+    high = float(pixels.max())
+    scaled = (pixels - low) * (255.0 / (high - low)) if high > low else np.zeros_like(pixels)
+    return scaled.astype(np.uint8)  # truncated: the decode cache holds images made so
 
 
 def resize_square(image: Image.Image, size: int) -> np.ndarray:

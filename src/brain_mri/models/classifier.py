@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -27,9 +28,11 @@ from torchmetrics.classification import (
 from brain_mri.data.preprocessing import CROPS
 from brain_mri.errors import BrainMRIError
 from brain_mri.models.backbones import BACKBONES, PRETRAINED, build_backbone, unknown_architecture
-from brain_mri.runs.checkpoints import keeps_best_checkpoints, verify_checksums
+from brain_mri.runs.checkpoints import keeps_best_checkpoints, load_checkpoint
 
 log = logging.getLogger(__name__)
+
+MAX_IMAGE_SIZE = 4096  # pixels per side: larger is a damaged value, not a model
 
 OPTIMIZERS = {
     "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
@@ -119,7 +122,17 @@ def model_setting_problems(
 ) -> list[str]:
     """What is wrong with these settings, one sentence each (used at start and by the constructor)."""
     problems = []
-    if arch not in BACKBONES:
+    for name, value in (
+        ("lr", lr),
+        ("weight_decay", weight_decay),
+        ("warmup_fraction", warmup_fraction),
+        ("label_smoothing", label_smoothing),
+    ):
+        if not is_finite_number(value):
+            problems.append(f"model.{name} must be a finite number, got {value!r}.")
+    if problems:  # the range checks below compare numbers
+        return problems
+    if not isinstance(arch, str) or arch not in BACKBONES:
         problems.append(unknown_architecture(arch))
     if optimizer not in OPTIMIZERS:
         problems.append(f"Unknown optimizer '{optimizer}'. Choose one of: {', '.join(OPTIMIZERS)}.")
@@ -147,9 +160,20 @@ def model_setting_problems(
         problems.append(
             f"model.normalization must be null or one of {', '.join(NORMALIZATIONS)}, got '{normalization}'."
         )
-    if freeze_backbone_epochs < 0:
-        problems.append(f"model.freeze_backbone_epochs must be 0 or more, got {freeze_backbone_epochs}.")
+    if not is_whole(freeze_backbone_epochs) or freeze_backbone_epochs < 0:
+        problems.append(
+            "model.freeze_backbone_epochs must be a whole number of 0 or more, "
+            f"got {freeze_backbone_epochs!r}."
+        )
     return problems
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class BrainMRIClassifier(L.LightningModule):
@@ -209,6 +233,16 @@ class BrainMRIClassifier(L.LightningModule):
         )
         if crop not in CROPS:
             problems.append(f"crop must be one of {', '.join(CROPS)}, got '{crop}'.")
+        if image_size is not None and not (is_whole(image_size) and 32 <= image_size <= MAX_IMAGE_SIZE):
+            problems.append(
+                f"image_size must be a whole number from 32 to {MAX_IMAGE_SIZE}, got {image_size!r}."
+            )
+        for name, flag in (
+            ("channels_last", channels_last),
+            ("decay_norms_and_biases", decay_norms_and_biases),
+        ):
+            if not isinstance(flag, bool):
+                problems.append(f"model.{name} must be true or false, got {flag!r}.")
         if problems:
             raise BrainMRIError("\n".join(problems))
         class_names = resolve_class_names(class_names, num_classes)
@@ -341,11 +375,23 @@ class BrainMRIClassifier(L.LightningModule):
         return self(images).float().softmax(dim=1)
 
     @classmethod
-    def restored(cls, checkpoint: dict) -> BrainMRIClassifier:
+    def restored(cls, checkpoint: dict, path: str | Path = "The checkpoint") -> BrainMRIClassifier:
         """A classifier built from a loaded checkpoint's hyperparameters (``checkpoints.load_checkpoint``),
-        with its weights and provenance; pretrained weights are not fetched."""
-        with restoring_weights():
-            model = cls(**checkpoint["hyper_parameters"])
+        with its weights and provenance; pretrained weights are not fetched. Its hyperparameters are
+        checked as command-line settings are: a damaged value is one message that names it."""
+        settings = checkpoint.get("hyper_parameters")
+        if not isinstance(settings, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+            raise BrainMRIError(
+                f"{path} holds no BrainMRIClassifier: its hyperparameters or weights are missing."
+            )
+        unknown = sorted(set(settings) - set(inspect.signature(cls.__init__).parameters))
+        if unknown:
+            raise BrainMRIError(f"{path} has hyperparameters a BrainMRIClassifier does not take: {unknown}.")
+        try:
+            with restoring_weights():
+                model = cls(**settings)
+        except (BrainMRIError, TypeError, ValueError) as err:
+            raise BrainMRIError(f"{path} holds hyperparameters that are not valid:\n{err}") from None
         try:
             model.load_state_dict(checkpoint["state_dict"])
         except RuntimeError as err:
@@ -357,13 +403,16 @@ class BrainMRIClassifier(L.LightningModule):
         return model
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
-        """Lightning's, after checking the file's CRC-32 checksums: a damaged file is refused, never
-        loaded as wrong weights."""
-        if isinstance(checkpoint_path, (str, Path)) and Path(checkpoint_path).is_file():
-            verify_checksums(Path(checkpoint_path))
-        with restoring_weights():
-            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path, map_location: str | torch.device | None = None, **overrides: Any
+    ) -> BrainMRIClassifier:
+        """Lightning's call, through the project's one safe loader: ``weights_only=True`` (a file that would
+        run code is refused), CRC-32 checksums (a damaged file is refused, never loaded as wrong weights),
+        hyperparameters checked as settings; ``overrides`` replace saved hyperparameters."""
+        checkpoint = load_checkpoint(checkpoint_path)
+        checkpoint["hyper_parameters"] = {**checkpoint.get("hyper_parameters", {}), **overrides}
+        model = cls.restored(checkpoint, checkpoint_path)
+        return model.to(map_location) if map_location is not None else model
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep the random state, so that training resumed from this checkpoint continues exactly, and
