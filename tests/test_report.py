@@ -371,6 +371,30 @@ def test_names_from_folders_files_and_settings_reach_the_page_escaped(tmp_path):
     assert "<svg" not in page and page.count("&lt;svg onload=alert(5)&gt;") >= 7
 
 
+def test_names_in_a_runs_gallery_and_in_markdown_are_shown_never_run(tmp_path):
+    from brain_mri.report.tables import render_markdown
+
+    hostile = '"><svg onload=alert(5)>'
+    run = tmp_path / "run"
+    (run / "gallery").mkdir(parents=True)
+    (run / "gallery" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (tmp_path / "report").mkdir()
+    tested = {"class": hostile, "predicted_class": "no"}
+    write_csv(run / "predictions.csv", [tested], tuple(tested))
+    row = {"image": "gallery/0.png", "path": hostile, "class": hostile, "predicted_class": "no"}
+    write_csv(run / "gallery.csv", [row], tuple(row))
+    page = write_page(tmp_path / "report", [], [BestRun(hostile, run, hostile)]).read_text()
+    assert "<svg" not in page and page.count("&lt;svg onload=alert(5)&gt;") >= 4
+    section = SimpleNamespace(
+        title=hostile, text=hostile, rows=[{hostile: hostile}], columns=[hostile], level=1
+    )
+    markdown = render_markdown([section], note=hostile)
+    assert "<svg" not in markdown and markdown.count("&lt;svg onload=alert(5)&gt;") == 5
+    write_csv(run / "gallery.csv", [row | {"image": "../../../etc/hostname"}], tuple(row))  # outside
+    with pytest.raises(BrainMRIError, match=r"gallery\.csv is damaged: it names an image outside gallery/"):
+        write_page(tmp_path / "report", [], [BestRun("1", run, None)])
+
+
 def test_the_gallery_counts_the_runs_misclassified_test_images(trained_run, tmp_path):
     rows = read_csv(trained_run / "predictions.csv")
     wrong = sum(r["predicted_class"] != r["class"] for r in rows)
@@ -379,3 +403,19 @@ def test_the_gallery_counts_the_runs_misclassified_test_images(trained_run, tmp_
     page = write_page(out, [], [BestRun("1", trained_run, None)]).read_text()
     said = f"{wrong} misclassified (shown first)" if wrong else "none misclassified"
     assert f"test images of run 1, {said}." in page and page.count('class="wrong"') == wrong
+
+
+def test_a_page_that_fails_to_write_leaves_the_last_page_whole_and_no_partial_file(tmp_path, monkeypatch):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "index.html").write_text("the last page")
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("brain_mri.atomic.os.replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_page(out, [], [])
+    assert [p.name for p in out.iterdir()] == ["index.html"] and (
+        out / "index.html"
+    ).read_text() == "the last page"

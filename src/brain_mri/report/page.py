@@ -13,8 +13,9 @@ from typing import NamedTuple
 
 import jinja2
 
+from brain_mri.errors import BrainMRIError
 from brain_mri.report.tables import format_value
-from brain_mri.runs.files import GALLERY_FILE, PREDICTIONS_FILE, read_csv
+from brain_mri.runs.files import GALLERY_DIR, GALLERY_FILE, PREDICTIONS_FILE, atomic_write_text, read_csv
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,10 @@ def gallery(best: BestRun) -> Gallery:
     for row in rows:
         misclassified = row["predicted_class"] != row["class"]
         label = f"{row['path']}: true {row['class']}{' (misclassified)' if misclassified else ''}"
-        figures.append(Figure(png_uri(run / row["image"]), label, misclassified))
+        image = (run / row["image"]).resolve()
+        if not image.is_relative_to((run / GALLERY_DIR).resolve()):  # a file names it: never elsewhere
+            raise BrainMRIError(f"{run / GALLERY_FILE} is damaged: it names an image outside {GALLERY_DIR}/")
+        figures.append(Figure(png_uri(image), label, misclassified))
     return Gallery(heading, gallery_summary(best.name, len(rows), len(tested), wrong), tuple(figures))
 
 
@@ -135,5 +139,5 @@ def write_page(out: Path, sections: list, best_runs: list[BestRun], note: str = 
         galleries=[gallery(best) for best in best_runs],
     )
     path = out / PAGE_FILE
-    path.write_text(page, encoding="utf-8")
+    atomic_write_text(path, page)
     return path

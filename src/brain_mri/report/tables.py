@@ -4,6 +4,7 @@ cell formatter serves them all."""
 
 from __future__ import annotations
 
+import html
 import math
 from functools import partial
 from typing import NamedTuple
@@ -22,10 +23,16 @@ def format_value(value, one_line: bool = False) -> str:
     return text.splitlines()[0].replace("|", "/") if one_line and text else text
 
 
+def markdown_text(text: str) -> str:
+    """Text from names (runs, folders, classes, files, settings) as Markdown shows it, never as markup:
+    Markdown renders HTML, so ``<``, ``>`` and ``&`` are written as entities."""
+    return html.escape(text, quote=False)
+
+
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines = ["| " + " | ".join(markdown_text(c) for c in columns) + " |", "|" + " --- |" * len(columns)]
     cell = partial(format_value, one_line=True)
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(markdown_text(cell(r.get(c))) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -100,10 +107,10 @@ def report_sections(
 
 
 def render_markdown(sections: list[Section], note: str = "") -> str:
-    parts = [f"**Note:** {note}\n"] if note else []
+    parts = [f"**Note:** {markdown_text(note)}\n"] if note else []
     for section in sections:
-        parts += [f"{chr(10) if parts else ''}{'#' * section.level} {section.title}\n"]
-        parts += [f"{section.text}\n"] if section.text else []
+        parts += [f"{chr(10) if parts else ''}{'#' * section.level} {markdown_text(section.title)}\n"]
+        parts += [f"{markdown_text(section.text)}\n"] if section.text else []
         parts.append(markdown_table(section.rows, section.columns))
     return "\n".join(parts) + "\n"
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from brain_mri.atomic import atomic_path
 from brain_mri.config.settings import EXPORT_FORMATS, check_export_settings
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
@@ -126,26 +127,27 @@ def write(model, contract: dict, format: str, target: Path) -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # Lightning's and torchmetrics' notices
             traced = model.to_torchscript(method="trace", example_inputs=example)  # Lightning's, jit-safe
-        torch.jit.save(traced, str(target), _extra_files={"contract.json": json.dumps(contract)})
+        with atomic_path(target) as temporary:
+            torch.jit.save(traced, str(temporary), _extra_files={"contract.json": json.dumps(contract)})
         return target
     try:
         import onnx
     except ImportError as err:
         raise BrainMRIError("ONNX export needs the export extra: pip install -e '.[export]'") from err
-    with warnings.catch_warnings(), native_stdout_silenced():
+    with atomic_path(target) as temporary, warnings.catch_warnings(), native_stdout_silenced():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             model,
             (example,),
-            str(target),
+            str(temporary),
             input_names=["images"],
             output_names=["logits"],
             dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
             opset_version=17,
             dynamo=False,
         )
-    exported = onnx.load(str(target))
-    for key, value in contract.items():
-        exported.metadata_props.add(key=key, value=json.dumps(value))
-    onnx.save(exported, str(target))
+        exported = onnx.load(str(temporary))
+        for key, value in contract.items():
+            exported.metadata_props.add(key=key, value=json.dumps(value))
+        onnx.save(exported, str(temporary))
     return target

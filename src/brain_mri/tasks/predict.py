@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from brain_mri.atomic import atomic_path
 from brain_mri.errors import BrainMRIError
 from brain_mri.hardware import precision_for_checkpoint
 from brain_mri.models.explain import explanation_path, overlay
@@ -83,7 +84,8 @@ def predict(cfg: DictConfig) -> float:
                 picture = explanation_path(output_dir, found.path, input_root)
                 picture.parent.mkdir(parents=True, exist_ok=True)
                 caption = f"{row['predicted_class']} {found.probabilities.max():.2f}"
-                overlay(found.pixels, found.heat_map, caption).save(picture)
+                with atomic_path(picture) as temporary:
+                    overlay(found.pixels, found.heat_map, caption).save(temporary)
                 row["explanation"] = picture.relative_to(output_dir).as_posix()
             out.write(row)
             count += 1

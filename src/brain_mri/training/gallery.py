@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from brain_mri.atomic import atomic_path
 from brain_mri.models.classifier import BrainMRIClassifier
 from brain_mri.models.explain import overlay
 from brain_mri.models.inference import predict_files
@@ -34,7 +35,8 @@ def write_gallery(run_dir: Path, model: BrainMRIClassifier, data_root: Path, lim
         image = f"{GALLERY_DIR}/{number:03d}.png"
         caption = f"{row['predicted_class']} {prediction.probabilities.max():.2f}"
         assert prediction.heat_map is not None  # explain=True
-        overlay(prediction.pixels, prediction.heat_map, caption).save(run_dir / image)
+        with atomic_path(run_dir / image) as temporary:
+            overlay(prediction.pixels, prediction.heat_map, caption).save(temporary)
         shown.append({"image": image, "probability": float(prediction.probabilities.max())} | row)
     write_csv(run_dir / GALLERY_FILE, shown, GALLERY_FIELDS)
     return len(shown)

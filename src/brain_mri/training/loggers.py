@@ -15,6 +15,8 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams
 
+from brain_mri.runs.files import atomic_write_text
+
 
 class ResumableCSVLogger(CSVLogger):
     """Lightning's CSVLogger, but a resumed run appends to the ``metrics.csv`` of the run it continues.
@@ -39,7 +41,7 @@ class ResumableCSVLogger(CSVLogger):
             warnings.filterwarnings("ignore", message="Experiment logs directory")
             writer = super().experiment
         if kept:
-            metrics_file.write_text(kept)
+            atomic_write_text(metrics_file, kept)
             writer.metrics_keys = next(csv.reader(kept.splitlines()), [])
         self._continued = True
         return writer
