@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -65,6 +66,22 @@ class PoisonAt(L.Callback):
         if trainer.current_epoch == self.epoch and not trainer.sanity_checking:
             with torch.no_grad():
                 pl_module.net.fc.bias.fill_(float("nan"))
+
+
+class TermAt(L.Callback):
+    """Sends this process SIGTERM when training epoch ``epoch`` starts, as a cluster's scheduler does when
+    a job's time is up (a test callback, for ``+callbacks.term._target_=helpers.TermAt``); once per
+    process, so that the resumed run, whose config names it too, runs to its end."""
+
+    sent = False
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch and not TermAt.sent:
+            TermAt.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def compose_task(config_name: str, output_dir: Path, *overrides: str) -> DictConfig:

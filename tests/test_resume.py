@@ -1,5 +1,6 @@
 """Interruptions and reproducibility: a killed run resumes to the same result; reruns repeat exactly."""
 
+import errno
 import logging
 import os
 import re
@@ -153,6 +154,57 @@ def test_a_killed_run_resumes_at_the_next_epoch_to_the_same_result(phantom_root,
     with pytest.raises(BrainMRIError, match=r"nothing is left.*trainer\.max_epochs=15"):  # and not recorded
         train(compose_task("train", run, f"resume={run}"))
     assert len(read_json(run / "run_info.json")["resumes"]) == 2
+
+
+def test_sigterm_is_an_interruption_said_in_one_line_and_the_run_resumes(phantom_root, tmp_path, capsys):
+    from brain_mri.config.launch import run_task
+
+    run = tmp_path / "run"
+    cfg = compose_task(
+        "train", run, *FAST_TRAINING, "+callbacks.term._target_=helpers.TermAt", "+callbacks.term.epoch=1"
+    )
+    with pytest.raises(SystemExit) as exited:
+        run_task(train, cfg)
+    assert exited.value.code == 128 + signal.SIGTERM  # not 0: a stop asked for is not a success
+    assert read_json(run / "metrics.json") == {
+        "status": "interrupted",
+        "error": "SIGTERM: the process was asked to stop",
+    }
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said == [f"Interrupted by SIGTERM (its state is in {run})."]
+    assert not is_being_trained(run)
+    train(compose_task("train", run, f"resume={run}"))
+    assert read_json(run / "metrics.json")["status"] == "completed"
+
+
+def test_a_full_disk_is_one_message_with_the_space_needed_and_leaves_whole_files(
+    phantom_root, tmp_path, capsys, monkeypatch
+):
+    from lightning.fabric.plugins import TorchCheckpointIO
+
+    from brain_mri.config.launch import run_task
+
+    saved = []
+    original = TorchCheckpointIO.save_checkpoint
+
+    def fills_the_disk(self, checkpoint, path, storage_options=None):
+        saved.append(path)
+        if len(saved) > 2:  # the checkpoints of epoch 0 are written, the next fill the disk half-way
+            Path(path).write_bytes(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        original(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", fills_the_disk)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exited:
+        run_task(train, compose_task("train", run, *FAST_TRAINING, f"data.root={phantom_root}"))
+    said = capsys.readouterr().err.strip()
+    assert exited.value.code == 1 and said.count("\n") == 0 and "Traceback" not in said
+    assert said.startswith(f"Error: The disk is full: {run / 'checkpoints'}")
+    assert re.search(r"cannot be written \([0-9.]+ MB free, and it needs about [0-9.]+ MB\)", said)
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 0  # the last whole one
+    assert not [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no half file
+    assert read_json(run / "metrics.json")["status"] == "failed"
 
 
 def test_a_resume_may_raise_the_patience_saved_in_its_checkpoint():

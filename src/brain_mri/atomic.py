@@ -4,21 +4,50 @@ one, even when the writer is killed."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from brain_mri.errors import BrainMRIError
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, needed: int | None = None) -> Iterator[Path]:
     """Yields the temporary path to write (beside ``path``, hidden, with its suffix, which some writers
-    read the format from); renames it into place when the block ends without an error, else removes it."""
+    read the format from); renames it into place when the block ends without an error, else removes it.
+    A full disk is one message that names the file and, given ``needed`` (bytes), the space it needs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         yield temporary
         os.replace(temporary, path)
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise disk_full(path, needed) from None
+        raise
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def disk_full(path: str | Path, needed: int | None = None) -> BrainMRIError:
+    """The message for a write that found its disk full: the file, the space free and needed."""
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    wanted = f", and it needs about {megabytes(needed)}" if needed else ""
+    return BrainMRIError(
+        f"The disk is full: {path} cannot be written ({megabytes(free)} free{wanted}). Free some space, or "
+        "write elsewhere (hydra.run.dir=..., paths.log_dir=...); files written before it are whole, and a "
+        "training run goes on with resume=<its folder>."
+    )
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f} MB"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +19,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from brain_mri.atomic import DISK_FULL, disk_full
 from brain_mri.config.settings import register_schemas
 from brain_mri.errors import BrainMRIError, stop, user_error
 from brain_mri.hardware import best_precision
@@ -61,8 +64,13 @@ def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
             stream.reconfigure(errors="backslashreplace")
     try:
         return task(cfg)
+    except SIGTERMException:  # Lightning's, a SystemExit of status 0: a stop asked for is not a success
+        print(f"Interrupted by SIGTERM (its state is in {cfg.paths.output_dir}).", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except Exception as caught:
         err = user_error(caught) or caught
+        if isinstance(err, OSError) and err.errno in DISK_FULL:  # a write outside the project's own writer
+            err = disk_full(err.filename or cfg.paths.output_dir)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             if isinstance(err, BrainMRIError):  # a setting or input problem: its message is enough
                 log.error("Job failed; the sweep goes on. Error: %s", err)

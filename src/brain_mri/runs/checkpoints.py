@@ -7,6 +7,7 @@ import functools
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
@@ -90,6 +91,17 @@ def load_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
+def tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors in a checkpoint (its weights and optimizer state): about its size on disk."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(item) for item in value)
+    return 0
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint I/O that never leaves a torn file and only loads what is safe.
 
@@ -99,7 +111,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        with atomic_path(path) as temporary:
+        with atomic_path(path, needed=tensor_bytes(checkpoint)) as temporary:
             super().save_checkpoint(checkpoint, temporary, storage_options)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:

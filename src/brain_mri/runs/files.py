@@ -13,6 +13,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
 from brain_mri.atomic import atomic_path
 from brain_mri.errors import BrainMRIError
 
@@ -154,7 +156,10 @@ def write_json(path: Path, values: dict) -> None:
 
 
 def failure_record(err: BaseException) -> dict:
-    """What ``metrics.json`` says of a run that did not complete."""
+    """What ``metrics.json`` says of a run that did not complete: interrupted (Ctrl-C, or SIGTERM, as a
+    cluster's scheduler sends when a job's time is up), or failed."""
+    if isinstance(err, SIGTERMException):
+        return {"status": "interrupted", "error": "SIGTERM: the process was asked to stop"}
     status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
     return {"status": status, "error": str(err) or type(err).__name__}
 

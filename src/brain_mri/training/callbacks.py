@@ -13,7 +13,9 @@ import torch
 from filelock import FileLock
 from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from brain_mri.errors import BrainMRIError
 from brain_mri.models.explain import grad_cam
 from brain_mri.report import figures
 from brain_mri.runs.checkpoints import keeps_best_checkpoints
@@ -65,11 +67,15 @@ class RunFolderWriter(L.Callback):
             self.release()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
-        if isinstance(exception, KeyboardInterrupt) and self.lock and trainer.is_global_zero:
+        interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        if interrupted and self.lock and trainer.is_global_zero:
             log.warning("Interrupted. To continue this run: python train.py resume=%s", self.output_dir)
         locked_out = isinstance(exception, RunFolderLocked)  # the folder is another process's
         if trainer.is_global_zero and not locked_out:
-            write_json(self.output_dir / METRICS_FILE, failure_record(exception))
+            try:
+                write_json(self.output_dir / METRICS_FILE, failure_record(exception))
+            except (BrainMRIError, OSError) as err:  # a full disk: the error that stopped the run is said
+                log.warning("Could not record the failure in %s: %s", METRICS_FILE, err)
         self.release()
 
     def release(self) -> None:
