@@ -4,8 +4,10 @@ import contextlib
 import io
 import os
 import shutil
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -405,3 +407,34 @@ def test_the_memory_estimate_counts_the_batch_that_can_form(monkeypatch):
     (said,) = settings.memory_problems("resnet18", data, "cpu", files=253)
     assert "one training batch of 253 images of resnet18" in said and "data.batch_size=100000" in said
     assert float(said.split("GiB for one training batch")[0].split()[-1]) < 8  # 253 images, not 100,000
+
+
+def claim(*overrides, run_dir=None):
+    """The run folder Hydra's callback claims for a train.py run of ``overrides``."""
+    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    if run_dir:
+        with open_dict(cfg):
+            cfg.hydra.run.dir = str(run_dir)
+    OutputFolderCheck().on_run_start(cfg)
+    return Path(cfg.hydra.run.dir)
+
+
+def test_two_runs_started_in_the_same_second_get_a_folder_each(tmp_path):
+    """The default folder is named by the second a run starts: the second run's is taken by the first,
+    so it gets <folder>_2. Each folder is claimed by an exclusively created file before Hydra writes."""
+    same_second = tmp_path / "runs" / "2026-12-06_17-20-00"
+    first, second = claim(run_dir=same_second), claim(run_dir=same_second)
+    assert first == same_second and second == same_second.with_name(f"{same_second.name}_2")
+    owner = f"{os.getpid()}@{socket.gethostname()}\n"
+    assert (first / ".claimed").read_text() == (second / ".claimed").read_text() == owner
+
+
+def test_a_folder_named_for_a_run_that_holds_another_run_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("model: {}\n")  # a run from before folders were claimed
+    for taken in (tmp_path / "run", claim(run_dir=tmp_path / "new")):
+        with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as stderr:
+            claim(f"hydra.run.dir={taken}")
+        said = stderr.getvalue()
+        assert f"{taken} holds another run: choose a new folder (hydra.run.dir=...), or continue" in said

@@ -5,10 +5,13 @@ settings, once, before it reads or writes anything)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import os
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,14 +23,14 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from brain_mri.atomic import DISK_FULL, disk_full
 from brain_mri.config.settings import register_schemas
 from brain_mri.errors import BrainMRIError, stop, user_error
 from brain_mri.hardware import best_precision
-from brain_mri.runs.files import METRICS_FILE, failure_record, read_json, write_json
-from brain_mri.runs.resume import check_run_folder
+from brain_mri.runs.files import CONFIG_FILE, METRICS_FILE, failure_record, read_json, write_json
+from brain_mri.runs.resume import LOCK_FILE, check_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,9 @@ def set_aside_unstarted(output_dir: Path, failed_starts: Path) -> Path | None:
     except OSError:
         return None
     logs = [entry for entry in entries if entry.suffix == ".log" and entry.is_file()]
-    if len(logs) != 1 or any(entry.name != ".hydra" and entry not in logs for entry in entries):
+    if len(logs) != 1 or any(
+        entry.name not in (".hydra", CLAIM_FILE) and entry not in logs for entry in entries
+    ):
         return None
     failed_starts.mkdir(parents=True, exist_ok=True)
     kept = failed_starts / f"{output_dir.name}_{logs[0].name}"
@@ -134,13 +139,44 @@ def instantiate_group(group: DictConfig | None) -> list:
     return [hydra.utils.instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
 
 
-def ensure_writable(folder: str) -> None:
-    """Stop with one message, before any work, when ``folder`` cannot be created or written."""
+CLAIM_FILE = ".claimed"  # created first, exclusively: the folder belongs to the run that created it
+RUN_FILES = (".hydra", CLAIM_FILE, CONFIG_FILE, METRICS_FILE, LOCK_FILE)  # a folder holding one is a run's
+
+
+def claim_folder(folder: Path, named_by_user: bool) -> Path:
+    """Make ``folder`` this run's before anything is written: its claim file is created exclusively, so
+    that two runs started in the same second never share a folder. A folder of the default name that is
+    another run's gives way to ``<folder>_2``, ``_3``, ...; one the user named is refused. A folder that
+    cannot be created or written is one message."""
+    candidate = folder
+    for number in itertools.count(2):
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            if any((candidate / name).exists() for name in RUN_FILES):
+                raise FileExistsError
+            with open(candidate / CLAIM_FILE, "x") as claim:
+                claim.write(f"{os.getpid()}@{socket.gethostname()}\n")
+            return candidate
+        except FileExistsError:
+            if named_by_user:
+                stop(
+                    f"{folder} holds another run: choose a new folder (hydra.run.dir=...), or continue that "
+                    f"run with resume={folder}."
+                )
+            candidate = folder.with_name(f"{folder.name}_{number}")
+        except OSError as err:
+            stop(
+                f"cannot write the output folder {candidate} ({err.strerror}). "
+                "Choose another with hydra.run.dir=... / hydra.sweep.dir=... or paths.log_dir=..."
+            )
+    raise AssertionError("unreachable")
+
+
+def check_writable(folder: Path) -> None:
+    """Stop with one message, before any work, when ``folder`` cannot be written."""
     try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        probe = Path(folder) / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        (folder / ".write-test").write_text("")
+        (folder / ".write-test").unlink()
     except OSError as err:
         stop(
             f"cannot write the output folder {folder} ({err.strerror}). "
@@ -164,13 +200,22 @@ class OutputFolderCheck(Callback):
             except BrainMRIError as err:
                 stop(err)
         else:
-            ensure_writable(config.hydra.run.dir)
+            named = any(o.startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
+            claimed = claim_folder(Path(config.hydra.run.dir), named_by_user=named)
+            with read_write(config.hydra), open_dict(config.hydra):
+                config.hydra.run.dir = str(claimed)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         HydraConfig.instance().set_config(config)
         if OmegaConf.select(config, "hydra.launcher.n_jobs") == 0:  # joblib: -1 is every core, 0 nothing
             stop("hydra.launcher.n_jobs must not be 0 (-1: one job per core).")
-        ensure_writable(config.hydra.sweep.dir)
+        if any(o.startswith("hydra.sweep.dir=") for o in config.hydra.overrides.hydra):
+            Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)  # a named one may gain jobs
+            check_writable(Path(config.hydra.sweep.dir))
+        else:  # two sweeps started in the same second get a folder each
+            claimed = claim_folder(Path(config.hydra.sweep.dir), named_by_user=False)
+            with read_write(config.hydra), open_dict(config.hydra):
+                config.hydra.sweep.dir = str(claimed)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         """Say how many jobs failed; a sweep in which every job failed exits with status 1."""
