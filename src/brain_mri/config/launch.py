@@ -172,6 +172,12 @@ def claim_folder(folder: Path, named_by_user: bool) -> Path:
     raise AssertionError("unreachable")
 
 
+def started_by_another_process() -> bool:
+    """Whether this process is one of a run's other processes: a DDP rank Lightning started anew with the
+    same command, or a process of another machine (``NODE_RANK``, a cluster's task number)."""
+    return getattr(rank_zero_only, "rank", 0) > 0 or int(os.environ.get("NODE_RANK", 0) or 0) > 0
+
+
 def check_writable(folder: Path) -> None:
     """Stop with one message, before any work, when ``folder`` cannot be written."""
     try:
@@ -199,6 +205,9 @@ class OutputFolderCheck(Callback):
                 check_run_folder(Path(config.resume))
             except BrainMRIError as err:
                 stop(err)
+        elif started_by_another_process():  # the folder is the first process's, claimed by it
+            Path(config.hydra.run.dir).mkdir(parents=True, exist_ok=True)
+            check_writable(Path(config.hydra.run.dir))
         else:
             named = any(o.startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
             claimed = claim_folder(Path(config.hydra.run.dir), named_by_user=named)
