@@ -414,7 +414,7 @@ def test_a_page_that_fails_to_write_leaves_the_last_page_whole_and_no_partial_fi
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("brain_mri.atomic.os.replace", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(BrainMRIError, match=r"The disk is full: .*index\.html cannot be written"):
         write_page(out, [], [])
     assert [p.name for p in out.iterdir()] == ["index.html"] and (
         out / "index.html"
