@@ -209,3 +209,25 @@ def test_a_sweep_with_no_parallel_jobs_stops_before_it_starts(tmp_path):
         OutputFolderCheck().on_multirun_start(cfg)
     assert stopped.value.code == 1 and "hydra.launcher.n_jobs must not be 0" in stderr.getvalue()
     assert not (tmp_path / "s").exists()
+
+
+def test_a_sweep_stopped_with_ctrl_c_says_the_jobs_after_it_never_started(tmp_path, capsys):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict, read_write
+
+    from brain_mri.config.launch import run_task
+    from helpers import compose_task
+
+    cfg = compose_task("train", tmp_path / "1")
+    hydra_cfg = HydraConfig.get()
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.mode, hydra_cfg.job.num = RunMode.MULTIRUN, 1
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_task(interrupted, cfg)
+    said = capsys.readouterr().err
+    assert f"The sweep was interrupted in job 1 ({tmp_path / '1'}): jobs after it never started." in said

@@ -70,6 +70,15 @@ def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
     except SIGTERMException:  # Lightning's, a SystemExit of status 0: a stop asked for is not a success
         print(f"Interrupted by SIGTERM (its state is in {cfg.paths.output_dir}).", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
+    except KeyboardInterrupt:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # the launcher stops here: say what never ran
+            number = HydraConfig.get().job.num
+            print(
+                f"The sweep was interrupted in job {number} ({cfg.paths.output_dir}): jobs after it never "
+                "started. python -m brain_mri.report <sweep folder> lists the jobs that ran.",
+                file=sys.stderr,
+            )
+        raise
     except Exception as caught:
         err = user_error(caught) or caught
         if isinstance(err, OSError) and err.errno in DISK_FULL:  # a write outside the project's own writer
