@@ -79,9 +79,12 @@ def test_decoded_images_are_cached_per_file_content(phantom_root, tmp_path, capl
 
     first = load()
     assert "44 decoded, 0 from the cache" in caplog.text  # each file read on its own, copies too
+    assert "Finding duplicates among 44 images" in caplog.text  # said: on a large set it takes a while
+    assert "40 duplicate groups found in" in caplog.text
     caplog.clear()
     second = load()
     assert "0 decoded, 44 from the cache" in caplog.text
+    assert "Finding duplicates" not in caplog.text  # the grouping is kept with the decoded set
     assert torch.equal(first.images, second.images) and second.split_table == first.split_table
     # both read the pixels from one file on disk: processes share its pages instead of a copy each
     assert isinstance(first.index.pixels, np.memmap) and isinstance(second.index.pixels, np.memmap)
