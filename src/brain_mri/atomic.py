@@ -5,6 +5,7 @@ one, even when the writer is killed."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -23,7 +24,9 @@ def atomic_path(path: str | Path, needed: int | None = None) -> Iterator[Path]:
     A full disk is one message that names the file and, given ``needed`` (bytes), the space it needs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    # short, whatever the name's length (a file system allows 255 bytes), with the suffix some writers need
+    tag = hashlib.sha1(path.name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    temporary = path.with_name(f".{tag}.{os.getpid()}.tmp{path.suffix[:16]}")
     try:
         yield temporary
         os.replace(temporary, path)

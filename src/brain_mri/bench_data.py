@@ -167,6 +167,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--start", help=argparse.SUPPRESS)  # one timed start, in a fresh process
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.images < 1:
+        parser.error(f"--images must be at least 1, got {args.images}.")
+    if args.folder.exists() and not args.folder.is_dir():
+        parser.error(f"--folder {args.folder} is a file: name a folder.")
     if args.start:
         result = start(args.start, args.cache, args.image_size)
         print(json.dumps(result))

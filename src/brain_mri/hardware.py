@@ -24,6 +24,21 @@ def best_precision(accelerator: str = "auto") -> str:
     return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
 
 
+# the precisions a checkpoint may record (Lightning's names; the short ones are what Lightning stores)
+PRECISIONS = (
+    "16-true",
+    "16-mixed",
+    "bf16-true",
+    "bf16-mixed",
+    "32-true",
+    "64-true",
+    "16",
+    "bf16",
+    "32",
+    "64",
+)
+
+
 def precision_available(precision: str, accelerator: str = "auto") -> bool:
     """Whether this machine computes ``precision`` natively (half precision: on GPUs; bf16: where
     :func:`best_precision` would choose it)."""

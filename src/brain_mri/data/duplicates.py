@@ -73,7 +73,7 @@ def similar_pairs(fingerprints: np.ndarray, threshold: float) -> tuple[np.ndarra
     vectors to bfloat16 and their product back moves a similarity by less than ``BFLOAT16_SLACK``, so
     every pair that may reach the threshold is kept. The second computes the kept pairs' similarities
     in float32."""
-    vectors = torch.from_numpy(np.ascontiguousarray(fingerprints, dtype=np.float32))
+    vectors = torch.from_numpy(np.array(fingerprints, dtype=np.float32))  # a copy: the set's are read-only
     coarse, slack = (vectors.bfloat16(), BFLOAT16_SLACK) if bfloat16_is_faster() else (vectors, 0.0)
     rows, columns, scores = [np.empty(0, dtype=int)], [np.empty(0, dtype=int)], [np.empty(0, np.float32)]
     for start in range(0, len(vectors), CHUNK):

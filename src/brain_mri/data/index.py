@@ -91,7 +91,7 @@ class DecodedSet:
             with np.load(self.listing) as listing:
                 stored = {key: listing[key] for key in listing.files}
             pixels, fingerprints = self._mapped(str(stored["arrays"]), len(stored["sha256"]))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # not there (or the folder is a file: said on write)
             return None
         except Exception:  # cut off, empty, not a zip, unreadable: np.load raises many kinds
             self.damaged = True

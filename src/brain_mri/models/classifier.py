@@ -27,6 +27,7 @@ from torchmetrics.classification import (
 
 from brain_mri.data.preprocessing import CROPS
 from brain_mri.errors import BrainMRIError
+from brain_mri.hardware import PRECISIONS
 from brain_mri.models.backbones import BACKBONES, PRETRAINED, build_backbone, unknown_architecture
 from brain_mri.runs.checkpoints import keeps_best_checkpoints, load_checkpoint
 
@@ -392,6 +393,11 @@ class BrainMRIClassifier(L.LightningModule):
                 model = cls(**settings)
         except (BrainMRIError, TypeError, ValueError) as err:
             raise BrainMRIError(f"{path} holds hyperparameters that are not valid:\n{err}") from None
+        provenance = checkpoint.get("provenance", {})
+        if not isinstance(provenance, dict) or provenance.get("precision") not in (None, *PRECISIONS):
+            raise BrainMRIError(
+                f"{path} holds a damaged record of its training (provenance): {provenance!r:.200}."
+            )
         try:
             model.load_state_dict(checkpoint["state_dict"])
         except RuntimeError as err:

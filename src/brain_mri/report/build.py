@@ -14,6 +14,7 @@ import argparse
 import math
 import re
 import statistics
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -344,7 +345,12 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     data_sets = group_by_data(rows)
     rows = [row for data_set in data_sets for row in data_set.rows]
     out = folder / "report"
-    out.mkdir(exist_ok=True)
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as err:
+        raise BrainMRIError(
+            f"cannot write the report folder {out} ({err.strerror}): copy the runs to a folder you can write."
+        ) from None
     columns = run_columns(extra)  # every run's whole record
     write_csv(out / "runs.csv", rows, (*columns, "error", "data_fingerprint"))
     reports = [
@@ -628,6 +634,9 @@ def main(argv: list[str] | None = None) -> None:
         help="another cross-validation sweep: paired bootstrap of the out-of-fold AUROC difference",
     )
     args = parser.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # names that are not UTF-8 are printed escaped, not a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         if args.compare and not args.compare.is_dir():  # before the report of the first folder is rewritten
             raise BrainMRIError(f"--compare {args.compare}: no such folder.")

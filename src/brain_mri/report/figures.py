@@ -8,17 +8,26 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure  # figures without pyplot: no display, no global state
+from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
 from brain_mri.atomic import atomic_path
 
 
 def _save(figure, path: Path) -> Path:
-    """Drawn to a temporary file and renamed into place, like every file the project writes."""
+    """Drawn to a temporary file and renamed into place, like every file the project writes. Names that
+    are not valid UTF-8 (kept byte for byte from the file system) are drawn with escapes."""
+    for text in figure.findobj(Text):
+        text.set_text(displayable(text.get_text()))
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=120)
     return path
+
+
+def displayable(text: str) -> str:
+    """``text`` with the undecodable bytes of a file name (``os.fsdecode``'s surrogates) as escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 SETTING_LABELS = {"batch_size": "batch size", "lr": "learning rate", "weight_decay": "weight decay"}

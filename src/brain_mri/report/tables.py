@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from functools import partial
 from typing import NamedTuple
 
@@ -23,10 +24,15 @@ def format_value(value, one_line: bool = False) -> str:
     return text.splitlines()[0].replace("|", "/") if one_line and text else text
 
 
+MARKDOWN_SPECIALS = re.compile(r"([\\`\[\]|])")  # what could make a link, code or a table cell
+
+
 def markdown_text(text: str) -> str:
     """Text from names (runs, folders, classes, files, settings) as Markdown shows it, never as markup:
-    Markdown renders HTML, so ``<``, ``>`` and ``&`` are written as entities."""
-    return html.escape(text, quote=False)
+    ``<``, ``>`` and ``&`` as entities (Markdown renders HTML), brackets, backticks and bars escaped (no
+    link, code or table cell can be made from a name), line breaks as spaces (no heading either)."""
+    one_line = " ".join(str(text).splitlines())
+    return MARKDOWN_SPECIALS.sub(r"\\\1", html.escape(one_line, quote=False))
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:

@@ -41,7 +41,8 @@ def input_files(source: str | Path, exclude: Path | None = None) -> list[Path]:
     files = []
     for folder, subfolders, names in walk_folders(path, exclude):
         subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-        files += [folder / n for n in names if not n.startswith(".") and (folder / n).is_file()]
+        # a broken link is listed too: reading it says why it is left out
+        files += [folder / n for n in names if not n.startswith(".") and not (folder / n).is_dir()]
     if not files:
         raise BrainMRIError(f"input={source}: the folder holds no files.")
     return sorted(files)

@@ -20,6 +20,7 @@ from brain_mri.models.explain import grad_cam
 from brain_mri.report import figures
 from brain_mri.runs.checkpoints import keeps_best_checkpoints
 from brain_mri.runs.files import (
+    LAST_CHECKPOINT,
     METRICS_FILE,
     failure_record,
     prediction_fields,
@@ -69,7 +70,10 @@ class RunFolderWriter(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
         interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
         if interrupted and self.lock and trainer.is_global_zero:
-            log.warning("Interrupted. To continue this run: python train.py resume=%s", self.output_dir)
+            if (self.output_dir / LAST_CHECKPOINT).is_file():
+                log.warning("Interrupted. To continue this run: python train.py resume=%s", self.output_dir)
+            else:
+                log.warning("Interrupted before its first epoch ended: nothing to resume; start it again.")
         locked_out = isinstance(exception, RunFolderLocked)  # the folder is another process's
         if trainer.is_global_zero and not locked_out:
             try:

@@ -3,6 +3,7 @@ made the predictions (``gallery/`` and ``gallery.csv``), shown by the report pag
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from brain_mri.atomic import atomic_path
@@ -18,6 +19,8 @@ from brain_mri.runs.files import (
     write_csv,
 )
 
+log = logging.getLogger(__name__)
+
 
 def write_gallery(run_dir: Path, model: BrainMRIClassifier, data_root: Path, limit: int) -> int:
     """Grad-CAM overlays of up to ``limit`` of the run's test images (``predictions.csv``, paths under
@@ -27,7 +30,8 @@ def write_gallery(run_dir: Path, model: BrainMRIClassifier, data_root: Path, lim
     rows = rows[:limit]
     by_file = {data_root / r["path"]: r for r in rows}
     # the run read every one of them: no size limit of its own here
-    found = predict_files(model, list(by_file), progress=False, explain=True, min_image_size=1)
+    unread: list[tuple[str, str]] = []
+    found = predict_files(model, list(by_file), progress=False, explain=True, min_image_size=1, bad=unread)
     (run_dir / GALLERY_DIR).mkdir(exist_ok=True)
     shown = []
     for number, prediction in enumerate(found):
@@ -39,4 +43,12 @@ def write_gallery(run_dir: Path, model: BrainMRIClassifier, data_root: Path, lim
             overlay(prediction.pixels, prediction.heat_map, caption).save(temporary)
         shown.append({"image": image, "probability": float(prediction.probabilities.max())} | row)
     write_csv(run_dir / GALLERY_FILE, shown, GALLERY_FIELDS)
+    if unread:
+        log.warning(
+            "%d of the %d test images drawn for the gallery could not be read again (the data changed since "
+            "they were decoded?), e.g. %s: %s",
+            len(unread),
+            len(rows),
+            *unread[0],
+        )
     return len(shown)
