@@ -171,7 +171,11 @@ def test_a_damaged_decode_cache_is_decoded_again_and_rewritten(phantom_root, tmp
     first = load()
     images = first.images  # read before the file it maps is cut (in place: a mapping then faults)
     (stored,) = cache.rglob(damaged)
-    stored.write_bytes(stored.read_bytes()[: stored.stat().st_size // 2])  # cut in half
+    content = stored.read_bytes()
+    if damaged.endswith(".npz"):
+        stored.write_bytes(content[: len(content) // 2])  # cut in half
+    else:  # the same size, other bytes: seen by the checksum
+        stored.write_bytes(content[:-64] + bytes(255 - b for b in content[-64:]))
     second = load()
     assert "is damaged: decoding again" in caplog.text and "44 decoded, 0 from the cache" in caplog.text
     assert torch.equal(images, second.images) and first.split_table == second.split_table
