@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,27 @@ def test_a_checkpoint_is_checksummed_once_per_version_of_the_file(trained_run, t
     with pytest.raises(BrainMRIError, match=r"fails its checksum"):
         load_checkpoint(copy)
     assert len(reads) == 2
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "said"),
+    [
+        ("class_names", ["yes", "no"], "class_names ['yes', 'no'] (its run: ['no', 'yes'])"),
+        ("normalization", "imagenet", "normalization 'imagenet' (its run: 'none')"),
+    ],
+)
+def test_a_checkpoint_that_disagrees_with_its_run_is_refused(trained_run, tmp_path, setting, value, said):
+    """In-range values that would make every prediction silently wrong (swapped classes, another input
+    normalisation): the run's predictions.csv and config.yaml say what the checkpoint should hold."""
+    from brain_mri.models.loading import load_model
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("config.yaml", "predictions.csv"):
+        shutil.copy(trained_run / name, run / name)
+    checkpoint = load_checkpoint(trained_run / "checkpoints" / "last.ckpt")
+    checkpoint["hyper_parameters"][setting] = value
+    torch.save(checkpoint, run / "checkpoints" / "edited.ckpt")
+    with pytest.raises(BrainMRIError) as error:
+        load_model(str(run / "checkpoints" / "edited.ckpt"), "none")
+    assert said in str(error.value) and "edited or moved into another run's folder" in str(error.value)
