@@ -122,3 +122,27 @@ def test_a_folder_of_unreadable_files_leaves_no_predictions(trained_run, tmp_pat
 def test_missing_arguments_are_one_message(trained_run, tmp_path):
     with pytest.raises(BrainMRIError, match=r"predict\.py needs input="):
         predict(compose_task("predict", tmp_path, f"ckpt_path={trained_run}"))
+
+
+def test_sigterm_while_predicting_is_said_and_leaves_no_partial_file(
+    trained_run, new_scans, tmp_path, monkeypatch, capsys
+):
+    import os
+    import signal
+
+    from brain_mri.config.launch import run_task
+    from brain_mri.runs.files import CsvAppender
+
+    written = CsvAppender.write
+
+    def stopped_after_the_first_row(self, row):
+        written(self, row)
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a scheduler would, mid-way
+
+    monkeypatch.setattr(CsvAppender, "write", stopped_after_the_first_row)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exited:
+        run_task(predict, compose_task("predict", out, f"ckpt_path={trained_run}", f"input={new_scans}"))
+    assert exited.value.code == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip() == f"Interrupted by SIGTERM (its state is in {out})."
+    assert not (out / "predictions.csv").exists() and not [p for p in out.rglob(".*") if "tmp" in p.name]

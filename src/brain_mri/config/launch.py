@@ -13,7 +13,8 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,8 @@ def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     try:
-        return task(cfg)
+        with sigterm_raises():
+            return task(cfg)
     except SIGTERMException:  # Lightning's, a SystemExit of status 0: a stop asked for is not a success
         print(f"Interrupted by SIGTERM (its state is in {cfg.paths.output_dir}).", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
@@ -96,6 +98,26 @@ def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
         write_to_log_files(f"Stopped: {err}")
         kept = set_aside_unstarted(Path(cfg.paths.output_dir), Path(cfg.paths.log_dir) / FAILED_STARTS_DIR)
         stop(f"{err}\nThe log: {kept}" if kept else err)
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, ``kill``) raises Lightning's SIGTERMException in this process, in
+    evaluation and prediction too, so that files being written are cleaned up and the task says it was
+    interrupted; Lightning adds its own handling while it trains. Only the main thread can set it."""
+
+    def interrupt(signum, frame):
+        raise SIGTERMException
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 FAILED_STARTS_DIR = "failed_starts"  # under paths.log_dir: the logs of runs that stopped before any work
