@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     generated_s = time.perf_counter() - began
     cache = args.folder / "cache"
     shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(args.folder / "runs", ignore_errors=True)  # the training runs' folders: made anew
     first = timed_start(root, cache, args.image_size)
     second = timed_start(root, cache, args.image_size)
     result = {
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
         "largest_group": first["largest_group"],
     }
     if not args.skip_memory:
+        print(json.dumps(result), flush=True)  # the timings, before the slower memory runs
         one = training_memory(root, cache, args.image_size, args.folder / "runs", ddp=False)
         two = training_memory(root, cache, args.image_size, args.folder / "runs", ddp=True)
         result |= {
