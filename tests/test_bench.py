@@ -34,3 +34,14 @@ def test_the_data_benchmark_generates_distinct_phantoms_and_times_a_start(tmp_pa
     result = start(str(folder), str(tmp_path / "cache"), 32)
     assert result["images"] == 24 and result["groups"] == 24 and result["largest_group"] == 1
     assert list((tmp_path / "cache").rglob("*.npy"))  # the decoded set was written
+
+
+@pytest.mark.parametrize("arguments", [["--images", "0"], ["--folder", "a-file"]])
+def test_the_data_benchmark_refuses_bad_arguments_in_one_line(tmp_path, monkeypatch, capsys, arguments):
+    from brain_mri.bench_data import main as bench_data
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit) as exited:
+        bench_data([*arguments, "--skip-memory"])
+    assert exited.value.code == 2 and "Traceback" not in capsys.readouterr().err

@@ -168,3 +168,12 @@ def test_a_checkpoint_that_disagrees_with_its_run_is_refused(trained_run, tmp_pa
     with pytest.raises(BrainMRIError) as error:
         load_model(str(run / "checkpoints" / "edited.ckpt"), "none")
     assert said in str(error.value) and "edited or moved into another run's folder" in str(error.value)
+
+
+@pytest.mark.parametrize("provenance", ["garbage", {"precision": "garbage"}])
+def test_a_damaged_record_of_training_is_one_message(trained_run, tmp_path, provenance):
+    checkpoint = load_checkpoint(trained_run / "checkpoints" / "last.ckpt")
+    checkpoint["provenance"] = provenance
+    torch.save(checkpoint, tmp_path / "damaged.ckpt")
+    with pytest.raises(BrainMRIError, match=r"damaged\.ckpt holds a damaged record of its training"):
+        BrainMRIClassifier.load_from_checkpoint(tmp_path / "damaged.ckpt")

@@ -144,3 +144,12 @@ def test_a_float_image_with_non_finite_pixels_is_unreadable_in_training_and_pred
     bad: list = []
     assert list(predict_files(model, [damaged], bad=bad, progress=False)) == []
     assert bad == [(str(damaged), "6 of its 4096 pixels are NaN or infinite (a damaged float image)")]
+
+
+def test_a_file_name_of_250_bytes_is_written_atomically(tmp_path):
+    from brain_mri.atomic import atomic_path
+
+    target = tmp_path / ("x" * 246 + ".png")
+    with atomic_path(target) as temporary:
+        temporary.write_bytes(b"whole")
+    assert target.read_bytes() == b"whole" and [p.name for p in tmp_path.iterdir()] == [target.name]

@@ -146,3 +146,10 @@ def test_sigterm_while_predicting_is_said_and_leaves_no_partial_file(
     assert exited.value.code == 128 + signal.SIGTERM
     assert capsys.readouterr().err.strip() == f"Interrupted by SIGTERM (its state is in {out})."
     assert not (out / "predictions.csv").exists() and not [p for p in out.rglob(".*") if "tmp" in p.name]
+
+
+def test_a_broken_link_among_the_inputs_is_listed_not_dropped(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "scan.png").write_bytes(b"")
+    (tmp_path / "in" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert [p.name for p in input_files(tmp_path / "in")] == ["gone.png", "scan.png"]  # read, and said why

@@ -419,3 +419,17 @@ def test_a_page_that_fails_to_write_leaves_the_last_page_whole_and_no_partial_fi
     assert [p.name for p in out.iterdir()] == ["index.html"] and (
         out / "index.html"
     ).read_text() == "the last page"
+
+
+def test_names_that_are_not_utf8_or_hold_markdown_are_drawn_and_written_as_text(tmp_path):
+    from matplotlib.figure import Figure
+
+    from brain_mri.report.figures import _save
+    from brain_mri.report.tables import markdown_text
+
+    figure = Figure()
+    figure.add_subplot().set_title("caf\udce9_run")  # a Latin-1 folder name, as os.fsdecode gives it
+    _save(figure, tmp_path / "figure.png")
+    assert (tmp_path / "figure.png").read_bytes().startswith(b"\x89PNG")
+    said = markdown_text("a|b\n# HACKED [x](javascript:alert(1)) `code`")
+    assert said == "a\\|b # HACKED \\[x\\](javascript:alert(1)) \\`code\\`"
