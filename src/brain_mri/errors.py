@@ -16,6 +16,13 @@ def user_error(err: BaseException | None) -> BrainMRIError | None:
     return err
 
 
+def print_undecodable_escaped() -> None:
+    """File names that are not UTF-8 (kept byte for byte) are printed with escapes, never a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def stop(message: object) -> NoReturn:
     """End a script with one line on standard error and exit status 1: a user's error, no traceback."""
     print(f"Error: {message}", file=sys.stderr)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from brain_mri.atomic import DISK_FULL, disk_full
 from brain_mri.config.settings import register_schemas
-from brain_mri.errors import BrainMRIError, stop, user_error
+from brain_mri.errors import BrainMRIError, print_undecodable_escaped, stop, user_error
 from brain_mri.hardware import best_precision
 from brain_mri.runs.files import CONFIG_FILE, METRICS_FILE, failure_record, read_json, write_json
 from brain_mri.runs.resume import LOCK_FILE, check_run_folder
@@ -63,9 +63,7 @@ def run_task(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
     failing job (any exception) is recorded as failed in its ``metrics.json`` and returns NaN, which the
     sweepers treat as a failed trial, so the other jobs still run.
     """
-    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, not a crash
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
+    print_undecodable_escaped()
     try:
         with sigterm_raises():
             return task(cfg)
@@ -196,11 +194,16 @@ def claim_folder(folder: Path, named_by_user: bool) -> Path:
                 )
             candidate = folder.with_name(f"{folder.name}_{number}")
         except OSError as err:
-            stop(
-                f"cannot write the output folder {candidate} ({err.strerror}). "
-                "Choose another with hydra.run.dir=... / hydra.sweep.dir=... or paths.log_dir=..."
-            )
+            unwritable(candidate, err)
     raise AssertionError("unreachable")
+
+
+def claim_output_folder(config: DictConfig, key: str, named_by_user: bool) -> None:
+    """Claim the folder ``hydra.<key>.dir`` names and set it to the folder claimed."""
+    node = config.hydra[key]
+    claimed = claim_folder(Path(node.dir), named_by_user)
+    with read_write(config.hydra), open_dict(config.hydra):
+        node.dir = str(claimed)
 
 
 def started_by_another_process() -> bool:
@@ -210,15 +213,20 @@ def started_by_another_process() -> bool:
 
 
 def check_writable(folder: Path) -> None:
-    """Stop with one message, before any work, when ``folder`` cannot be written."""
+    """Stop with one message, before any work, when ``folder`` cannot be created or written."""
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         (folder / ".write-test").write_text("")
         (folder / ".write-test").unlink()
     except OSError as err:
-        stop(
-            f"cannot write the output folder {folder} ({err.strerror}). "
-            "Choose another with hydra.run.dir=... / hydra.sweep.dir=... or paths.log_dir=..."
-        )
+        unwritable(folder, err)
+
+
+def unwritable(folder: Path, err: OSError) -> NoReturn:
+    stop(
+        f"cannot write the output folder {folder} ({err.strerror}). "
+        "Choose another with hydra.run.dir=... / hydra.sweep.dir=... or paths.log_dir=..."
+    )
 
 
 class OutputFolderCheck(Callback):
@@ -237,25 +245,19 @@ class OutputFolderCheck(Callback):
             except BrainMRIError as err:
                 stop(err)
         elif started_by_another_process():  # the folder is the first process's, claimed by it
-            Path(config.hydra.run.dir).mkdir(parents=True, exist_ok=True)
             check_writable(Path(config.hydra.run.dir))
         else:
             named = any(o.startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
-            claimed = claim_folder(Path(config.hydra.run.dir), named_by_user=named)
-            with read_write(config.hydra), open_dict(config.hydra):
-                config.hydra.run.dir = str(claimed)
+            claim_output_folder(config, "run", named_by_user=named)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         HydraConfig.instance().set_config(config)
         if OmegaConf.select(config, "hydra.launcher.n_jobs") == 0:  # joblib: -1 is every core, 0 nothing
             stop("hydra.launcher.n_jobs must not be 0 (-1: one job per core).")
         if any(o.startswith("hydra.sweep.dir=") for o in config.hydra.overrides.hydra):
-            Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)  # a named one may gain jobs
-            check_writable(Path(config.hydra.sweep.dir))
+            check_writable(Path(config.hydra.sweep.dir))  # a named one may gain jobs
         else:  # two sweeps started in the same second get a folder each
-            claimed = claim_folder(Path(config.hydra.sweep.dir), named_by_user=False)
-            with read_write(config.hydra), open_dict(config.hydra):
-                config.hydra.sweep.dir = str(claimed)
+            claim_output_folder(config, "sweep", named_by_user=False)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         """Say how many jobs failed; a sweep in which every job failed exits with status 1."""

@@ -59,7 +59,7 @@ class StoredSet(NamedTuple):
     pixel_hashes: list[str]
     sizes: np.ndarray
     grouping_key: str
-    grouping: Grouping | None
+    grouping: Grouping
 
 
 class DecodedSet:
@@ -266,7 +266,7 @@ def build_index(
     key = hashlib.sha256(
         f"{content_key(decoded.sha256)} {labels.tolist()} {duplicate_threshold}".encode()
     ).hexdigest()
-    if stored is not None and stored.grouping_key == key and stored.grouping is not None:
+    if stored is not None and stored.grouping_key == key:
         grouping = stored.grouping
     else:
         log.info(
@@ -351,28 +351,20 @@ def read_file(path: Path, image_size: int, crop: str, min_size: int) -> FileRead
     try:
         content = path.read_bytes()
     except OSError as err:
-        return FileRead(bad=read_error(path, err))
+        return FileRead(bad=f"a broken symbolic link ({err.strerror})" if is_broken_link(path) else str(err))
     sha256 = hashlib.sha256(content).hexdigest()
     try:
         width, height, frames = image_header(content)
     except Exception as err:  # PIL raises many types for broken files; each is reported, none fatal
         return FileRead(bad=unreadable_reason(content, err))
     if min(width, height) < min_size:
-        return FileRead(bad=too_small(width, height, min_size))
+        return FileRead(bad=f"too small: {width}x{height} pixels (data.min_image_size={min_size})")
     try:
         gray = read_grayscale(io.BytesIO(content))
     except Exception as err:
         return FileRead(bad=unreadable_reason(content, err))
     entry = (model_pixels(gray, image_size, crop), content_fingerprint(gray), pixel_hash(gray))
     return FileRead(sha256, entry, (width, height, frames))
-
-
-def read_error(path: Path, err: OSError) -> str:
-    return f"a broken symbolic link ({err.strerror})" if is_broken_link(path) else str(err)
-
-
-def too_small(width: int, height: int, min_size: int) -> str:
-    return f"too small: {width}x{height} pixels (data.min_image_size={min_size})"
 
 
 def hash_file(path: Path) -> str | None:
@@ -419,48 +411,39 @@ def decode_files(
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if len(files) >= POOL_FROM else 1
     paths = [root / item.path for item in files]
-    row_of = {sha: row for row, sha in enumerate(stored.sha256)} if stored is not None else {}
-    hashes: list[str | None] = [None] * len(paths)
-    if row_of:
-        hashes = map_in_pool(hash_file, paths, workers)
-    rows = [row_of.get(sha, -1) if sha else -1 for sha in hashes]
-    rows = [
-        -1 if row >= 0 and min(stored.sizes[row][:2]) < min_size else row  # type: ignore[union-attr]
-        for row in rows
-    ]
-    missing = [i for i, row in enumerate(rows) if row < 0]
+    rows: list[int | None] = [None] * len(files)  # each file's row in the decoded set, if it is there
+    if stored is not None:
+        row_of = {sha: row for row, sha in enumerate(stored.sha256)}
+        for position, sha in enumerate(map_in_pool(hash_file, paths, workers)):
+            row = row_of.get(sha) if sha else None
+            if row is not None and min(stored.sizes[row][:2]) >= min_size:
+                rows[position] = row
+    missing = [i for i, row in enumerate(rows) if row is None]
     read = partial(read_file, image_size=image_size, crop=crop, min_size=min_size)
-    results = dict(zip(missing, map_in_pool(read, [paths[i] for i in missing], workers), strict=True))
+    fresh = dict(zip(missing, map_in_pool(read, [paths[i] for i in missing], workers), strict=True))
     readable: list[ImageFile] = []
+    kept: list[int | FileRead] = []  # per readable file: its row in the set, or what decoding it gave
     bad: list[tuple[str, str]] = []
-    notes: list[tuple[str, str]] = []
-    taken: list[int] = []  # row in the set, or -1 - position in ``entries``
-    entries: list[tuple[np.ndarray, np.ndarray, str]] = []
-    sha256: list[str] = []
-    sizes: list[tuple[int, int, int]] = []
     for position, (item, row) in enumerate(zip(files, rows, strict=True)):
-        if row >= 0:
-            assert stored is not None
-            size = tuple(int(v) for v in stored.sizes[row])
-            taken.append(row)
-            sha256.append(stored.sha256[row])
-        else:
-            result = results[position]
-            if result.bad is not None:
-                bad.append((item.path, result.bad))
-                continue
-            assert result.entry is not None
-            size = result.size
-            taken.append(-1 - len(entries))
-            entries.append(result.entry)
-            sha256.append(result.sha256)
-        if size[2] > 1:
-            notes.append((item.path, f"{size[2]} frames; only the first is used"))
+        if row is None and fresh[position].bad is not None:
+            bad.append((item.path, str(fresh[position].bad)))
+            continue
         readable.append(item)
-        sizes.append(size)  # type: ignore[arg-type]
+        kept.append(fresh[position] if row is None else row)
     if not readable:
         raise BrainMRIError(f"None of the {len(files)} files under {root} can be read as an image.")
-    whole_set = stored is not None and sha256 == stored.sha256 and not entries
+    sha256 = [k.sha256 if isinstance(k, FileRead) else stored.sha256[k] for k in kept]  # type: ignore[union-attr]
+    sizes = np.array(
+        [k.size if isinstance(k, FileRead) else stored.sizes[k] for k in kept],  # type: ignore[union-attr]
+        dtype=np.int64,
+    ).reshape(-1, 3)
+    notes = [
+        (item.path, f"{frames} frames; only the first is used")
+        for item, frames in zip(readable, sizes[:, 2].tolist(), strict=True)
+        if frames > 1
+    ]
+    decoded_now = sum(isinstance(source, FileRead) for source in kept)
+    whole_set = stored is not None and sha256 == stored.sha256 and not decoded_now
     if whole_set:
         assert stored is not None
         pixels, prints, decoded = stored.pixels, stored.fingerprints, stored.pixel_hashes
@@ -468,24 +451,25 @@ def decode_files(
         pixels = np.empty((len(readable), image_size, image_size), np.uint8)
         prints = np.empty((len(readable), FINGERPRINT_SIZE**2), np.float32)
         decoded = []
-        for position, row in enumerate(taken):
-            if row >= 0:
-                assert stored is not None
-                pixels[position], prints[position] = stored.pixels[row], stored.fingerprints[row]
-                decoded.append(stored.pixel_hashes[row])
+        for position, source in enumerate(kept):
+            if isinstance(source, FileRead):
+                assert source.entry is not None
+                pixels[position], prints[position], pixel_digest = source.entry
             else:
-                pixels[position], prints[position], pixel_digest = entries[-1 - row]
-                decoded.append(pixel_digest)
+                assert stored is not None
+                pixels[position], prints[position] = stored.pixels[source], stored.fingerprints[source]
+                pixel_digest = stored.pixel_hashes[source]
+            decoded.append(pixel_digest)
     return Decoded(
         readable,
         pixels,
         prints,
         sha256,
         decoded,
-        np.array(sizes, dtype=np.int64).reshape(-1, 3),
+        sizes,
         bad,
         notes,
-        len(entries),
+        decoded_now,
         whole_set,
     )
 

@@ -14,7 +14,6 @@ import argparse
 import math
 import re
 import statistics
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,7 +22,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from brain_mri.data.split import read_split
-from brain_mri.errors import BrainMRIError, stop
+from brain_mri.errors import BrainMRIError, print_undecodable_escaped, stop
 from brain_mri.report import figures
 from brain_mri.report.page import BestRun, write_page
 from brain_mri.report.statistics import METRIC_NAMES, bootstrap_intervals, paired_difference, positive_label
@@ -634,9 +633,7 @@ def main(argv: list[str] | None = None) -> None:
         help="another cross-validation sweep: paired bootstrap of the out-of-fold AUROC difference",
     )
     args = parser.parse_args(argv)
-    for stream in (sys.stdout, sys.stderr):  # names that are not UTF-8 are printed escaped, not a crash
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
+    print_undecodable_escaped()
     try:
         if args.compare and not args.compare.is_dir():  # before the report of the first folder is rewritten
             raise BrainMRIError(f"--compare {args.compare}: no such folder.")
