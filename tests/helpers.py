@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,6 +83,21 @@ class TermAt(L.Callback):
         if trainer.current_epoch == self.epoch and not TermAt.sent:
             TermAt.sent = True
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class SlurmSignalAt(L.Callback):
+    """Asks Slurm to send this job ``signal`` (``scancel --signal``, as a cluster does before preempting
+    or ending a job) when training epoch ``epoch`` starts, in the job's first start only, then waits for
+    what the signal does (a test callback for runs under the local Slurm cluster)."""
+
+    def __init__(self, epoch: int, signal: str = "USR1"):
+        self.epoch, self.signal = epoch, signal
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        first_start = not os.environ.get("SLURM_RESTART_COUNT")
+        if trainer.current_epoch == self.epoch and first_start and trainer.is_global_zero:
+            subprocess.run(["scancel", f"--signal={self.signal}", os.environ["SLURM_JOB_ID"]], check=True)
+            time.sleep(120)  # Slurm stops the job meanwhile
 
 
 def compose_task(config_name: str, output_dir: Path, *overrides: str) -> DictConfig:

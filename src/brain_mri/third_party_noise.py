@@ -7,6 +7,7 @@ prediction writer that needs no batch indices, an example input that gives the s
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 
 # (message at its start, module that issues it): what each one says is either wrong here or an advert
@@ -27,12 +28,15 @@ WARNINGS = (
     (r"`torch\.jit\.(trace|trace_method|save|load)` is deprecated", r"torch\.jit\."),
 )
 
-# (logger, message at its start): notices logged at INFO on every run or search
+# (logger, pattern the message starts with): notices logged on every run, search or poll
 NOTICES = (
     ("lightning.pytorch.utilities.rank_zero", "💡 Tip: For seamless cloud"),  # Lightning's adverts
     ("alembic.runtime.plugins", "setup plugin "),  # seven lines when Optuna imports its storage
     ("alembic.runtime.migration", "Context impl "),  # a database storage's schema set-up
     ("alembic.runtime.migration", "Will assume "),
+    # submitit asks sacct for its jobs' states at every poll; on a cluster without accounting (the local
+    # one) sacct refuses, and submitit follows its jobs by their result files instead
+    ("submitit", r"Call #\d+ - Bypassing sacct error Command '\['sacct', "),
 )
 
 
@@ -45,4 +49,4 @@ def silence_third_party_noise() -> None:
 
 
 def not_a_notice(record: logging.LogRecord) -> bool:
-    return not any(record.name == logger and str(record.msg).startswith(start) for logger, start in NOTICES)
+    return not any(record.name == logger and re.match(start, str(record.msg)) for logger, start in NOTICES)

@@ -27,7 +27,15 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from brain_mri.atomic import DISK_FULL, disk_full
+from brain_mri.cluster import slurm_job
 from brain_mri.config.settings import register_schemas
+from brain_mri.config.slurm import (
+    check_slurm_launcher,
+    first_task_folder,
+    remember_folder,
+    requeued_folder,
+    uses_slurm_launcher,
+)
 from brain_mri.errors import BrainMRIError, print_undecodable_escaped, stop, user_error
 from brain_mri.hardware import best_precision
 from brain_mri.runs.files import CONFIG_FILE, METRICS_FILE, failure_record, read_json, write_json
@@ -206,6 +214,14 @@ def claim_output_folder(config: DictConfig, key: str, named_by_user: bool) -> No
         node.dir = str(claimed)
 
 
+def use_folder_of_its_run(config: DictConfig, folder: Path) -> None:
+    """Run in ``folder``, which another process of the same run claimed (its ``.hydra/`` is left as it
+    was written)."""
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.run.dir = str(folder)
+        config.hydra.output_subdir = None
+
+
 def started_by_another_process() -> bool:
     """Whether this process is one of a run's other processes: a DDP rank Lightning started anew with the
     same command, or a process of another machine (``NODE_RANK``, a cluster's task number)."""
@@ -244,14 +260,28 @@ class OutputFolderCheck(Callback):
                 check_run_folder(Path(config.resume))
             except BrainMRIError as err:
                 stop(err)
-        elif started_by_another_process():  # the folder is the first process's, claimed by it
+            return
+        job = slurm_job()
+        if started_by_another_process():  # the folder is the first process's, claimed by it
+            if job is not None and (first := first_task_folder(config, job)) is not None:
+                use_folder_of_its_run(config, first)
             check_writable(Path(config.hydra.run.dir))
+        elif job is not None and (earlier := requeued_folder(config, job)) is not None:
+            use_folder_of_its_run(config, earlier)
+            remember_folder(config, job, earlier)
         else:
             named = any(o.startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
             claim_output_folder(config, "run", named_by_user=named)
+            if job is not None:
+                remember_folder(config, job, Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         HydraConfig.instance().set_config(config)
+        if uses_slurm_launcher(config):
+            try:
+                check_slurm_launcher(config)
+            except BrainMRIError as err:
+                stop(err)
         if OmegaConf.select(config, "hydra.launcher.n_jobs") == 0:  # joblib: -1 is every core, 0 nothing
             stop("hydra.launcher.n_jobs must not be 0 (-1: one job per core).")
         if any(o.startswith("hydra.sweep.dir=") for o in config.hydra.overrides.hydra):

@@ -14,6 +14,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from brain_mri.cluster import allocated_nodes
 from brain_mri.errors import BrainMRIError, user_error
 from brain_mri.runs.checkpoints import load_checkpoint
 from brain_mri.runs.files import best_checkpoints, one_checkpoint
@@ -231,6 +232,13 @@ def check_train_settings(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=0)  # no early stopping: no patience to check
         if not is_whole(value) or value < 0:
             problems.append(f"{key} must be a whole number of 0 or more, got {value!r}.")
+    num_nodes = trainer.get("num_nodes") or 1
+    if is_whole(num_nodes) and num_nodes > (allocated := allocated_nodes()):
+        problems.append(
+            f"trainer.num_nodes={num_nodes} but this Slurm job holds {allocated} node"
+            f"{'s' if allocated > 1 else ''}: ask for them (sbatch "
+            f"--nodes={num_nodes}) or set trainer.num_nodes={allocated}; Lightning would wait for ever."
+        )
     try:
         starts = [f"{key}={cfg[key]}" for key in ("resume", "ckpt_path", "init_from") if cfg.get(key)]
         if len(starts) > 1:

@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from brain_mri.cluster import slurm_job
 from brain_mri.errors import BrainMRIError
 from brain_mri.runs.checkpoints import AtomicCheckpointIO, load_checkpoint
 from brain_mri.runs.files import (
@@ -119,12 +120,13 @@ def move_run(cfg: DictConfig, run_dir: Path, last: dict) -> DictConfig:
     return moved
 
 
-def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, dict]:
+def config_for_resume(run_dir: Path, composed: DictConfig, requeued: bool = False) -> tuple[DictConfig, dict]:
     """The interrupted run's own config, set to continue from its ``last.ckpt`` on its own split, with the
     command line's changes that a resume may make (``RESUME_MAY_CHANGE``); any other change is refused.
+    A job that Slurm ``requeued`` repeats the run's own command line, which changes nothing.
     Returns the config and the record of this resume for ``run_info.json``."""
     last = check_run_folder(run_dir)
-    overrides = command_line_overrides()
+    overrides = [] if requeued else command_line_overrides()
     keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)]
     refused = sorted({key for key in keys if key not in (*RESUME_MAY_CHANGE, "resume")})
     if refused:
@@ -152,6 +154,8 @@ def config_for_resume(run_dir: Path, composed: DictConfig) -> tuple[DictConfig, 
         "first_step": checkpoint["global_step"],
         "checkpoints_removed": checkpoints_to_redo(run_dir, checkpoint),
     }
+    if requeued and (job := slurm_job()) is not None:
+        record["slurm_requeue"] = {"job": job.job_id, "restart": job.restarts}
     check_epochs_left(record["first_epoch"], cfg.trainer.max_epochs)
     check_patience_left(checkpoint, str(last), OmegaConf.select(cfg, "callbacks.early_stopping.patience"))
     return cfg, record
@@ -394,3 +398,11 @@ def prepare_resumed_folder(output_dir: Path, resume: dict) -> None:
     for name in resume["checkpoints_removed"]:
         log.info("Removing %s: saved in an epoch this resume trains again.", name)
         (output_dir / CHECKPOINT_DIR / name).unlink(missing_ok=True)
+    for path in sorted(output_dir.glob("hpc_ckpt_*.ckpt")):
+        log.info(
+            "Removing %s: Lightning saved it in mid-epoch when Slurm asked the job to stop; the run goes on "
+            "from the end of its last whole epoch (%s), as an uninterrupted run would.",
+            path.name,
+            LAST_CHECKPOINT,
+        )
+        path.unlink()

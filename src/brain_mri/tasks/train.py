@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.config.launch import instantiate_group, optimized_value
 from brain_mri.config.settings import check_train_settings
+from brain_mri.config.slurm import is_requeued_run
 from brain_mri.data.split import write_split
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier
@@ -97,6 +98,8 @@ def train(cfg: DictConfig) -> float:
     resume = None
     if cfg.get("resume"):
         cfg, resume = config_for_resume(Path(cfg.resume), cfg)
+    elif is_requeued_run(Path(cfg.paths.output_dir)):  # Slurm stopped it and started it again
+        cfg, resume = config_for_resume(Path(cfg.paths.output_dir), cfg, requeued=True)
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
@@ -147,7 +150,10 @@ def train(cfg: DictConfig) -> float:
     ckpt_path = cfg.get("ckpt_path") or None  # ckpt_path='' is none, as resume='' is
     with warnings.catch_warnings():
         if resume:
-            log.info("Resuming %s at epoch %d.", output_dir, resume["first_epoch"])
+            again = ""
+            if requeue := resume.get("slurm_requeue"):
+                again = f"Slurm started job {requeue['job']} again (restart {requeue['restart']}). "
+            log.info("%sResuming %s at epoch %d.", again, output_dir, resume["first_epoch"])
             # Lightning's warning about a checkpoint folder that is not empty: it is this run's
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         elif ckpt_path:
