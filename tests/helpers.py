@@ -86,18 +86,23 @@ class TermAt(L.Callback):
 
 
 class SlurmSignalAt(L.Callback):
-    """Asks Slurm to send this job ``signal`` (``scancel --signal``, as a cluster does before preempting
-    or ending a job) when training epoch ``epoch`` starts, in the job's first start only, then waits for
-    what the signal does (a test callback for runs under the local Slurm cluster)."""
+    """Has Slurm stop this job as a cluster does, when training epoch ``epoch`` starts in the job's
+    ``start``-th start (0: the first): ``how="USR1"`` sends SIGUSR1 (``scancel --signal``, a time limit's
+    warning), ``how="requeue"`` requeues it (``scontrol requeue``: SIGTERM, then a new start). It then
+    waits for Slurm to stop it (a test callback for runs on the local Slurm cluster)."""
 
-    def __init__(self, epoch: int, signal: str = "USR1"):
-        self.epoch, self.signal = epoch, signal
+    def __init__(self, epoch: int, start: int = 0, how: str = "USR1"):
+        self.epoch, self.start, self.how = epoch, start, how
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        first_start = not os.environ.get("SLURM_RESTART_COUNT")
-        if trainer.current_epoch == self.epoch and first_start and trainer.is_global_zero:
-            subprocess.run(["scancel", f"--signal={self.signal}", os.environ["SLURM_JOB_ID"]], check=True)
-            time.sleep(120)  # Slurm stops the job meanwhile
+        this_start = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+        if trainer.current_epoch == self.epoch and this_start == self.start and trainer.is_global_zero:
+            job = os.environ["SLURM_JOB_ID"]
+            command = (
+                ["scontrol", "requeue", job] if self.how == "requeue" else ["scancel", "--signal=USR1", job]
+            )
+            subprocess.run(command, check=True)
+            time.sleep(120)
 
 
 def compose_task(config_name: str, output_dir: Path, *overrides: str) -> DictConfig:

@@ -56,7 +56,7 @@ def allocated_nodes() -> int:
 
 NO_SLURM = (
     "no Slurm answers here: run it on a cluster's login node, or start a one-node cluster on this "
-    "computer with scripts/slurm-local.sh up (as root; see docs/cluster.md)"
+    "computer with scripts/slurm/local-cluster.sh up (as root; see docs/cluster.md)"
 )
 
 

@@ -4,9 +4,9 @@
 # authentication. Run as root, with Debian's packages installed:
 #   apt-get install slurm-wlm munge             # the cluster
 #   apt-get install slurmdbd mariadb-server     # optional: job accounting, so that sacct answers
-#   scripts/slurm-local.sh up       # start the daemons; wait until the node is idle
-#   scripts/slurm-local.sh status   # sinfo
-#   scripts/slurm-local.sh down     # cancel every job and stop the daemons
+#   scripts/slurm/local-cluster.sh up       # start the daemons; wait until the node is idle
+#   scripts/slurm/local-cluster.sh status   # sinfo
+#   scripts/slurm/local-cluster.sh down     # cancel every job and stop the daemons
 # It writes /etc/slurm/slurm.conf (and slurmdbd.conf) only when there is none or when it wrote the one
 # there, never over a real cluster's, and keeps its state and logs under /var/spool/slurm-local and
 # /var/log/slurm-local. Without accounting, sacct (which submitit asks for its jobs' states) prints
@@ -15,7 +15,7 @@ set -euo pipefail
 
 CONF=/etc/slurm/slurm.conf
 DBD_CONF=/etc/slurm/slurmdbd.conf
-MARK="# Written by brain-mri's scripts/slurm-local.sh"
+MARK="# Written by brain-mri's scripts/slurm/local-cluster.sh (a one-node cluster)"
 STATE=/var/spool/slurm-local
 LOGS=/var/log/slurm-local
 PARTITION=debug
