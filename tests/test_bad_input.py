@@ -438,3 +438,12 @@ def test_a_folder_named_for_a_run_that_holds_another_run_is_refused(tmp_path):
             claim(f"hydra.run.dir={taken}")
         said = stderr.getvalue()
         assert f"{taken} holds another run: choose a new folder (hydra.run.dir=...), or continue" in said
+
+
+def test_more_nodes_than_the_slurm_job_holds_is_one_message(phantom_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "1")
+    said = check_at_start(
+        tmp_path / "run", *FAST_TRAINING, f"data.root={phantom_root}", "trainer.num_nodes=2"
+    )
+    assert "trainer.num_nodes=2 but this Slurm job holds 1 node: ask for them (sbatch --nodes=2)" in said

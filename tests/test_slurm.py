@@ -81,7 +81,11 @@ def test_a_sweep_through_sbatch_reports_each_job_and_the_one_that_failed(phantom
     assert "Bypassing sacct error" not in said and "1 of 3 jobs failed" in said
     assert len(list((tmp_path / ".submitit").glob("*_[0-2]"))) == 3  # one Slurm job (array task) each
     rows = {row["batch_size"]: row for row in build_report(tmp_path, resamples=50)["rows"]}
-    assert {size: row["status"] for size, row in rows.items()} == {16: "completed", 8: "completed", 0: "failed"}
+    assert {size: row["status"] for size, row in rows.items()} == {
+        16: "completed",
+        8: "completed",
+        0: "failed",
+    }
     assert "batch_size" in rows[0]["error"] and 0 <= rows[16]["test/accuracy"] <= 1
 
 
