@@ -87,9 +87,10 @@ class TermAt(L.Callback):
 
 class SlurmSignalAt(L.Callback):
     """Has Slurm stop this job as a cluster does, when training epoch ``epoch`` starts in the job's
-    ``start``-th start (0: the first): ``how="USR1"`` sends SIGUSR1 (``scancel --signal``, a time limit's
-    warning), ``how="requeue"`` requeues it (``scontrol requeue``: SIGTERM, then a new start). It then
-    waits for Slurm to stop it (a test callback for runs on the local Slurm cluster)."""
+    ``start``-th start (0: the first): ``how="USR1"`` or ``"USR2"`` sends that signal (``scancel
+    --signal``: the warning before a time limit, to Lightning or to submitit); ``how="requeue"`` requeues
+    the job (``scontrol requeue``: SIGTERM, then a new start). It then waits for Slurm to stop it (a test
+    callback for runs on the local Slurm cluster)."""
 
     def __init__(self, epoch: int, start: int = 0, how: str = "USR1"):
         self.epoch, self.start, self.how = epoch, start, how
@@ -98,9 +99,9 @@ class SlurmSignalAt(L.Callback):
         this_start = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
         if trainer.current_epoch == self.epoch and this_start == self.start and trainer.is_global_zero:
             job = os.environ["SLURM_JOB_ID"]
-            command = (
-                ["scontrol", "requeue", job] if self.how == "requeue" else ["scancel", "--signal=USR1", job]
-            )
+            command = ["scancel", f"--signal={self.how}", job]
+            if self.how == "requeue":
+                command = ["scontrol", "requeue", job]
             subprocess.run(command, check=True)
             time.sleep(120)
 

@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from brain_mri.errors import BrainMRIError
@@ -80,9 +81,12 @@ def test_an_ensemble_with_flip_writes_the_spread(small_sweep, new_scans, tmp_pat
         ("batch_size=0", "at least 1"),
         ("explain=maybe", "explain must be true or false"),
         ("cam_layer=layer4", "add explain=true"),
+        ("device=tpu", "device must be cpu, cuda or auto, got 'tpu'"),
+        ("device=cuda", "device=cuda, but PyTorch sees no CUDA GPU here"),
     ],
 )
-def test_bad_settings_are_one_message(trained_run, new_scans, tmp_path, override, message):
+def test_bad_settings_are_one_message(trained_run, new_scans, tmp_path, override, message, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU
     overrides = [f"ckpt_path={trained_run}", f"input={new_scans}", override]
     with pytest.raises(BrainMRIError, match=message):
         predict(compose_task("predict", tmp_path, *overrides))

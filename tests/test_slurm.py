@@ -220,3 +220,31 @@ def test_a_run_asking_for_more_nodes_than_its_job_holds_is_one_message(phantom_r
     )
     assert srun.returncode != 0 and "trainer.num_nodes=2 but this Slurm job holds 1 node:" in srun.stderr
     assert "Traceback" not in srun.stderr
+
+
+def test_a_sweep_job_that_reaches_its_time_limit_is_requeued_by_submitit_and_resumes(
+    phantom_root, tmp_path, monkeypatch
+):
+    """Slurm's warning before the time limit (SIGUSR2, ``signal_delay_s`` before it) makes submitit
+    requeue the job; its new start resumes in the job's folder and the sweep receives its result."""
+    monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT / "tests"))  # the jobs import the test callback
+    result = check(
+        run_script(
+            "train.py",
+            "-m",
+            *ON_SLURM,
+            *FAST_TRAINING,
+            "trainer.max_epochs=4",
+            f"data.root={phantom_root}",
+            "+callbacks.usr2._target_=helpers.SlurmSignalAt",
+            "+callbacks.usr2.epoch=2",
+            "+callbacks.usr2.how=USR2",
+            f"hydra.sweep.dir={tmp_path}",
+        )
+    )
+    job = tmp_path / "0"
+    (resume,) = read_json(job / "run_info.json")["resumes"]
+    assert resume["slurm_requeue"]["restart"] == 1 and resume["first_epoch"] == 2, result.stderr[-2000:]
+    metrics = read_json(job / "metrics.json")
+    assert metrics["status"] == "completed" and metrics["epochs_trained"] == 4
+    assert "0 of 1 jobs failed" not in result.stderr and "jobs failed" not in result.stderr

@@ -326,6 +326,10 @@ def check_predict_settings(cfg: DictConfig) -> None:
     problems = []
     if cfg.tta not in VIEWS:
         problems.append(f"tta must be one of {', '.join(VIEWS)}, got '{cfg.tta}'.")
+    if cfg.device not in ("cpu", "cuda", "auto"):
+        problems.append(f"device must be cpu, cuda or auto, got '{cfg.device}'.")
+    elif cfg.device == "cuda" and not torch.cuda.is_available():
+        problems.append("device=cuda, but PyTorch sees no CUDA GPU here: predict with device=cpu (or auto).")
     if not isinstance(cfg.explain, bool):
         problems.append(f"explain must be true or false, got '{cfg.explain}'.")
     elif cfg.cam_layer and not cfg.explain:

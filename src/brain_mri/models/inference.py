@@ -53,11 +53,12 @@ def predict_files(
     explain: bool = False,
     cam_layer: str | None = None,
     min_image_size: int = 32,
+    device: str = "cpu",
 ) -> Iterator[Prediction]:
     """A :class:`Prediction` for every readable file, read ``chunk_size`` files at a time (bounded
     memory); ``explain`` adds the Grad-CAM map of the predicted class (on the model's own layer, or
     ``cam_layer``). Unreadable files and files with a side under ``min_image_size`` pixels are appended
-    to ``bad`` as (path, reason), not raised."""
+    to ``bad`` as (path, reason), not raised. The model must be on ``device`` (cpu or cuda)."""
     bad = [] if bad is None else bad
     model.eval()
     with Progress(disable=not progress, transient=True) as bar:
@@ -73,20 +74,22 @@ def predict_files(
             if chunk:
                 images = to_model_input(torch.from_numpy(np.stack(pixels)).unsqueeze(1))
                 for first in range(0, len(chunk), batch_size):
-                    batch = images[first : first + batch_size]
-                    with torch.inference_mode(), autocast(precision):
+                    batch = images[first : first + batch_size].to(device)
+                    with torch.inference_mode(), autocast(precision, device):
                         out = model.predict_step((batch, None), 0)
                     probabilities, spread = out if isinstance(out, tuple) else (out, None)
                     maps = None
                     if explain:
-                        with autocast(precision):
-                            maps = grad_cam(model, batch, probabilities.argmax(dim=1), cam_layer).numpy()
-                    for i, row in enumerate(probabilities.float().numpy()):
+                        with autocast(precision, device):
+                            maps = (
+                                grad_cam(model, batch, probabilities.argmax(dim=1), cam_layer).cpu().numpy()
+                            )
+                    for i, row in enumerate(probabilities.float().cpu().numpy()):
                         yield Prediction(
                             chunk[first + i],
                             row,
                             None if spread is None else float(spread[i]),
-                            batch[i, 0].float().numpy(),
+                            batch[i, 0].float().cpu().numpy(),
                             None if maps is None else maps[i],
                         )
             bar.advance(task, len(files[start : start + chunk_size]))

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from brain_mri.atomic import atomic_path
 from brain_mri.errors import BrainMRIError
-from brain_mri.hardware import precision_for_checkpoint
+from brain_mri.hardware import precision_for_checkpoint, uses_cuda
 from brain_mri.models.explain import explanation_path, overlay
 from brain_mri.models.inference import predict_files
 from brain_mri.models.loading import load_model
@@ -54,7 +54,9 @@ def predict(cfg: DictConfig) -> float:
 
     check_predict_settings(cfg)
     model, checkpoints = load_model(str(cfg.ckpt_path), cfg.tta)
-    precision, note = precision_for_checkpoint(model.provenance["precision"], "cpu")
+    device = "cuda" if uses_cuda(cfg.device) else "cpu"
+    model.to(device)
+    precision, note = precision_for_checkpoint(model.provenance["precision"], device)
     if note:
         log.warning("Predicting in %s: %s.", precision, note)
     output_dir = Path(cfg.paths.output_dir)
@@ -77,6 +79,7 @@ def predict(cfg: DictConfig) -> float:
             cfg.explain,
             cfg.cam_layer,
             cfg.min_image_size,
+            device,
         ):
             row = prediction_row(
                 str(found.path), found.probabilities.tolist(), class_names, spread=found.spread
