@@ -17,7 +17,6 @@ cd "$(dirname "$0")/.."
 device=${GPU_CHECK_DEVICE:-cuda}
 data=${1:-../shared/data/figshare_brain_tumor}
 out=${GPU_CHECK_OUT:-outputs/gpu_check}/$(date +%Y-%m-%d_%H-%M-%S)
-mkdir -p "$out"
 if [ "$device" = cuda ]; then
     python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
         || { echo "gpu-check: PyTorch sees no CUDA GPU here (GPU_CHECK_DEVICE=cpu checks the script)." >&2; exit 1; }
@@ -25,7 +24,7 @@ if [ "$device" = cuda ]; then
     bench=(--steps 30) trainer=(trainer=gpu) jobs=5
 else
     folds=2 epochs=1 size=32
-    bench=(--steps 2 --warmup 1 --image-size 32 --batch-size 8 --ensemble 2)
+    bench=(--steps 2 --warmup 1 --image-size 32 --batch-size 8 --ensemble 2 --precision 32-true)
     trainer=(trainer=cpu trainer.precision=32-true data.num_workers=0) jobs=2
 fi
 if [ -d "$data" ] && [ "$device" = cuda ]; then
@@ -34,6 +33,7 @@ else
     source=(data=synthetic)  # phantoms, generated into data/synthetic
     data=data/synthetic
 fi
+mkdir -p "$out"
 seconds() { python -c "import time; print(round(time.time() - $1, 1))"; }
 now() { python -c "import time; print(time.time())"; }
 

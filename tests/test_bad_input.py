@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import open_dict
 from PIL import Image
 
+from brain_mri.atomic import atomic_path, interrupt_between_writes
 from brain_mri.config.launch import OutputFolderCheck, run_task
+from brain_mri.config.settings import slurm_job_problems
 from brain_mri.data import BrainMRIDataModule
 from brain_mri.data.folder import scan_image_files
 from brain_mri.data.preprocessing import read_grayscale
@@ -253,6 +256,19 @@ def test_a_write_that_fails_leaves_the_previous_file_whole(tmp_path, monkeypatch
     assert target.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]
 
 
+def test_sigterm_during_a_write_stops_the_task_once_the_file_is_whole(tmp_path):
+    """A scheduler's SIGTERM that arrives while a checkpoint is written (Slurm sends it right after a
+    requeue) interrupts the task after the write: raised inside it, it broke the writer's transaction."""
+    target = tmp_path / "last.ckpt"
+    with pytest.raises(SIGTERMException), atomic_path(target) as temporary:
+        temporary.write_text("half")
+        interrupt_between_writes(SIGTERMException())  # what the task's SIGTERM handler does
+        temporary.write_text("whole")
+    assert target.read_text() == "whole" and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    with pytest.raises(SIGTERMException):  # between writes: at once
+        interrupt_between_writes(SIGTERMException())
+
+
 def test_broken_and_looping_links_are_listed_valid_links_followed(phantom_root, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -440,10 +456,21 @@ def test_a_folder_named_for_a_run_that_holds_another_run_is_refused(tmp_path):
         assert f"{taken} holds another run: choose a new folder (hydra.run.dir=...), or continue" in said
 
 
-def test_more_nodes_than_the_slurm_job_holds_is_one_message(phantom_root, tmp_path, monkeypatch):
+def test_more_nodes_or_devices_than_the_slurm_job_holds_are_one_message_each(
+    phantom_root, tmp_path, monkeypatch
+):
     monkeypatch.setenv("SLURM_JOB_ID", "41")
     monkeypatch.setenv("SLURM_JOB_NUM_NODES", "1")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "2")
+    monkeypatch.setenv("SLURM_JOB_NAME", "brain-mri")
     said = check_at_start(
-        tmp_path / "run", *FAST_TRAINING, f"data.root={phantom_root}", "trainer.num_nodes=2"
+        tmp_path / "run",
+        *FAST_TRAINING,
+        f"data.root={phantom_root}",
+        "trainer.num_nodes=2",
+        "trainer.devices=3",
     )
     assert "trainer.num_nodes=2 but this Slurm job holds 1 node: ask for them (sbatch --nodes=2)" in said
+    assert "trainer.devices=3 but Slurm starts 2 tasks per node (--ntasks-per-node)" in said
+    monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # Lightning starts its own processes there
+    assert slurm_job_problems(num_nodes=1, devices=3) == []

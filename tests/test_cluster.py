@@ -46,11 +46,15 @@ def test_where_no_slurm_answers_the_message_says_how_to_start_one(monkeypatch, t
         partitions()
 
 
-def test_the_default_partition_comes_first(monkeypatch, tmp_path):
-    (tmp_path / "sinfo").write_text("#!/bin/sh\nprintf 'cpu\\ngpu*\\ncpu\\n'\n")
+def test_each_partition_is_read_with_its_largest_node_and_the_default_first(monkeypatch, tmp_path):
+    answer = "cpu|4|64|257000|(null)\ngpu*|2|32|515000|gpu:a100:4(S:0-1)\ngpu*|1|128|1030000|gpu:8\n"
+    (tmp_path / "sinfo").write_text(f"#!/bin/sh\nprintf '{answer}'\n")
     (tmp_path / "sinfo").chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert partitions() == ["gpu", "cpu"]
+    gpu, cpu = partitions()
+    assert (gpu.name, gpu.default, gpu.nodes, gpu.cpus, gpu.gpus) == ("gpu", True, 3, 128, 8)
+    assert (cpu.name, cpu.default, cpu.nodes, cpu.cpus, cpu.gpus) == ("cpu", False, 4, 64, 0)
+    assert gpu.memory_gb == pytest.approx(1030000 / 1024) and cpu.memory_gb == pytest.approx(257000 / 1024)
 
 
 def test_a_time_limit_that_is_not_minutes_is_refused_naming_the_setting(tmp_path):

@@ -185,16 +185,23 @@ def test_a_job_that_slurm_requeues_resumes_in_its_folder_to_the_same_result(phan
 
 
 def test_bad_cluster_settings_are_one_message_before_any_job_is_queued(phantom_root, tmp_path):
-    base = ["-m", *ON_SLURM, *FAST_TRAINING, f"data.root={phantom_root}", f"hydra.sweep.dir={tmp_path}"]
+    sweep = tmp_path / "sweep"
+    base = ["-m", *ON_SLURM, *FAST_TRAINING, f"data.root={phantom_root}", f"hydra.sweep.dir={sweep}"]
     cases = {
         "hydra.launcher.partition=nowhere": "partition=nowhere: this cluster has no such partition",
         "trainer.num_nodes=2": "trainer.num_nodes=2 but hydra.launcher.nodes=1",
         "hydra.launcher.timeout_min=0": "timeout_min must be the job's time limit in whole minutes",
+        # what no node of the partition holds: the job would wait in the queue for ever
+        "hydra.launcher.cpus_per_task=999": "cpus_per_task=999 (x tasks_per_node=1) asks for more than",
+        "hydra.launcher.mem_gb=100000": "mem_gb=100000 asks for more than partition",
+        "hydra.launcher.gpus_per_node=1": "gpus_per_node=1 asks for more than partition debug has (0 GPUs",
+        "hydra.launcher.nodes=2": "nodes=2 asks for more than partition debug has (1 node)",
+        "+hydra.launcher.partiton=debug": "hydra.launcher.partiton is not a setting of the Slurm launcher",
     }
     for setting, message in cases.items():
         result = run_script("train.py", *base, setting)
         assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
-        assert "Traceback" not in result.stderr and not (tmp_path / ".submitit").exists()
+        assert "Traceback" not in result.stderr and not sweep.exists()
 
 
 def test_a_run_asking_for_more_nodes_than_its_job_holds_is_one_message(phantom_root, tmp_path):

@@ -61,6 +61,8 @@ SelectTypeParameters=CR_CPU
 MpiDefault=none
 SwitchType=switch/none
 ReturnToService=2
+# A job that asks for more than a node or the partition has is refused when submitted, not queued for ever.
+EnforcePartLimits=ALL
 AccountingStorageType=accounting_storage/$accounting
 JobAcctGatherType=jobacct_gather/none
 # A cancelled or preempted job has 10 s between SIGTERM and SIGKILL to save its state, and a requeued

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,8 +22,10 @@ class SlurmJob:
     step: str  # the step (srun) this task belongs to; "batch" in the batch script itself
     restarts: int  # how often Slurm has requeued the job (0 on its first start)
     task: int  # this task's rank among the step's tasks
-    tasks: int  # the step's (or the batch script's) number of tasks
     nodes: int  # nodes allocated to the job
+    # tasks per node when Lightning takes its processes from Slurm (--ntasks-per-node), which then must
+    # equal trainer.devices; None when not given, or in a job named bash or interactive (Lightning's rule)
+    tasks_per_node: int | None
 
     @property
     def command_key(self) -> str:
@@ -43,15 +46,16 @@ def slurm_job() -> SlurmJob | None:
         step=env.get("SLURM_STEP_ID", "batch"),
         restarts=int(env.get("SLURM_RESTART_COUNT") or 0),
         task=int(env.get("SLURM_PROCID") or 0),
-        tasks=int(env.get("SLURM_NTASKS") or 1),
         nodes=int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1),
+        tasks_per_node=(
+            int(env["SLURM_NTASKS_PER_NODE"])
+            if env.get("SLURM_NTASKS_PER_NODE", "").isdigit() and env.get("SLURM_JOB_NAME") not in INTERACTIVE
+            else None
+        ),
     )
 
 
-def allocated_nodes() -> int:
-    """The nodes a training run may span: the Slurm job's, or any number outside Slurm."""
-    job = slurm_job()
-    return job.nodes if job is not None else sys.maxsize
+INTERACTIVE = ("bash", "interactive")  # job names under which Lightning starts its own processes
 
 
 NO_SLURM = (
@@ -60,19 +64,54 @@ NO_SLURM = (
 )
 
 
-def partitions() -> list[str]:
+@dataclass(frozen=True)
+class Partition:
+    """What a partition's largest node holds, and how many nodes it has."""
+
+    name: str
+    default: bool
+    nodes: int
+    cpus: int  # per node
+    memory_gb: float  # per node
+    gpus: int  # per node
+
+
+def partitions() -> list[Partition]:
     """The cluster's partitions, its default first; one message when no Slurm answers."""
     if shutil.which("sinfo") is None:
         raise BrainMRIError(f"{NO_SLURM} (the command sinfo is not installed).")
     try:
         answer = subprocess.run(
-            ["sinfo", "--noheader", "--format=%P"], capture_output=True, text=True, timeout=30
+            ["sinfo", "--noheader", "--format=%P|%D|%c|%m|%G"], capture_output=True, text=True, timeout=30
         )
     except subprocess.TimeoutExpired:
         raise BrainMRIError(f"{NO_SLURM} (sinfo gave no answer in 30 s).") from None
     if answer.returncode != 0:
         said = answer.stderr.strip().splitlines()
         raise BrainMRIError(f"{NO_SLURM} (sinfo: {said[-1] if said else f'exit {answer.returncode}'}).")
-    names = [line.strip() for line in answer.stdout.splitlines() if line.strip()]
-    default = [name.rstrip("*") for name in names if name.endswith("*")]
-    return default + [name for name in dict.fromkeys(names) if not name.endswith("*")]
+    found: dict[str, Partition] = {}
+    for line in answer.stdout.splitlines():  # a line per kind of node in a partition
+        if line.count("|") != 4:
+            continue
+        name, nodes, cpus, memory, gres = line.strip().split("|")
+        gpus = max((int(count) for count in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", gres)), default=0)
+        this = Partition(
+            name.rstrip("*"), name.endswith("*"), leading(nodes), leading(cpus), leading(memory) / 1024, gpus
+        )
+        if (seen := found.get(this.name)) is not None:
+            this = Partition(
+                this.name,
+                this.default,
+                seen.nodes + this.nodes,
+                max(seen.cpus, this.cpus),
+                max(seen.memory_gb, this.memory_gb),
+                max(seen.gpus, this.gpus),
+            )
+        found[this.name] = this
+    return sorted(found.values(), key=lambda partition: not partition.default)
+
+
+def leading(text: str) -> int:
+    """The whole number ``text`` starts with (sinfo writes "64+" where nodes differ): 0 where none."""
+    digits = re.match(r"\d+", text)
+    return int(digits.group()) if digits else 0

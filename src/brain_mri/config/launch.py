@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from brain_mri.atomic import DISK_FULL, disk_full
+from brain_mri.atomic import DISK_FULL, disk_full, interrupt_between_writes
 from brain_mri.cluster import slurm_job
 from brain_mri.config.settings import register_schemas
 from brain_mri.config.slurm import (
@@ -113,7 +113,7 @@ def sigterm_raises() -> Iterator[None]:
     interrupted; Lightning adds its own handling while it trains. Only the main thread can set it."""
 
     def interrupt(signum, frame):
-        raise SIGTERMException
+        interrupt_between_writes(SIGTERMException())  # a file being written is finished first
 
     try:
         previous = signal.signal(signal.SIGTERM, interrupt)

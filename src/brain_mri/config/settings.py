@@ -14,7 +14,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from brain_mri.cluster import allocated_nodes
+from brain_mri.cluster import slurm_job
 from brain_mri.errors import BrainMRIError, user_error
 from brain_mri.runs.checkpoints import load_checkpoint
 from brain_mri.runs.files import best_checkpoints, one_checkpoint
@@ -205,6 +205,28 @@ def is_whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def slurm_job_problems(num_nodes: Any, devices: Any) -> list[str]:
+    """Inside a Slurm job, the nodes and processes of a training run must be the job's: more nodes than
+    it holds would wait for ever, and Lightning takes one process per device from Slurm's tasks."""
+    job = slurm_job()
+    if job is None:
+        return []
+    problems = []
+    if is_whole(num_nodes) and num_nodes > job.nodes:
+        problems.append(
+            f"trainer.num_nodes={num_nodes} but this Slurm job holds {job.nodes} node"
+            f"{'s' if job.nodes > 1 else ''}: ask for them (sbatch --nodes={num_nodes}) or set "
+            f"trainer.num_nodes={job.nodes}; Lightning would wait for ever."
+        )
+    if job.tasks_per_node and is_whole(devices) and devices != job.tasks_per_node:
+        problems.append(
+            f"trainer.devices={devices} but Slurm starts {job.tasks_per_node} tasks per node "
+            f"(--ntasks-per-node), one process per device: set trainer.devices={job.tasks_per_node}, or ask "
+            f"sbatch for --ntasks-per-node={devices}."
+        )
+    return problems
+
+
 def check_train_settings(cfg: DictConfig) -> None:
     """Every range problem of a training config in one message, before any data is read or folder written
     (the model and data module check their own arguments; building the data module reads nothing)."""
@@ -232,13 +254,7 @@ def check_train_settings(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=0)  # no early stopping: no patience to check
         if not is_whole(value) or value < 0:
             problems.append(f"{key} must be a whole number of 0 or more, got {value!r}.")
-    num_nodes = trainer.get("num_nodes") or 1
-    if is_whole(num_nodes) and num_nodes > (allocated := allocated_nodes()):
-        problems.append(
-            f"trainer.num_nodes={num_nodes} but this Slurm job holds {allocated} node"
-            f"{'s' if allocated > 1 else ''}: ask for them (sbatch "
-            f"--nodes={num_nodes}) or set trainer.num_nodes={allocated}; Lightning would wait for ever."
-        )
+    problems += slurm_job_problems(trainer.get("num_nodes") or 1, trainer.get("devices"))
     try:
         starts = [f"{key}={cfg[key]}" for key in ("resume", "ckpt_path", "init_from") if cfg.get(key)]
         if len(starts) > 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import fields
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -30,9 +31,20 @@ def uses_slurm_launcher(config: DictConfig) -> bool:
 
 
 def check_slurm_launcher(config: DictConfig) -> None:
-    """What the cluster preset asks of Slurm, checked before any job is queued: that Slurm answers, that
-    the partition exists, a time limit, and enough nodes for the trainer."""
+    """What the cluster preset asks of Slurm, checked before any job is queued: that Slurm answers, its
+    settings' names, the partition, a time limit, and no more nodes, CPUs, memory or GPUs than the
+    partition's nodes have (such a job would wait in the queue for ever)."""
+    from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+
     launcher = config.hydra.launcher
+    known = sorted(field.name for field in fields(SlurmQueueConf) if field.name != "_target_")
+    unknown = sorted(set(launcher) - {*known, "_target_"})
+    if unknown:
+        raise BrainMRIError(
+            f"hydra.launcher.{unknown[0]} is not a setting of the Slurm launcher; its settings: "
+            f"{', '.join(known)}. Other sbatch options: "
+            "+hydra.launcher.additional_parameters.<option>=<value>."
+        )
     timeout = launcher.get("timeout_min")
     if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
         raise BrainMRIError(
@@ -45,13 +57,42 @@ def check_slurm_launcher(config: DictConfig) -> None:
             f"trainer.num_nodes={num_nodes} but hydra.launcher.nodes={nodes} asks Slurm for {nodes}: set "
             f"hydra.launcher.nodes={num_nodes} and hydra.launcher.tasks_per_node to trainer.devices."
         )
-    names = partitions()
-    partition = launcher.get("partition")
-    if partition and partition not in names:
+    found = partitions()
+    names = [partition.name for partition in found]
+    chosen = launcher.get("partition") or (names[0] if names else None)
+    if chosen not in names:
         raise BrainMRIError(
-            f"hydra.launcher.partition={partition}: this cluster has no such partition. Its partitions: "
+            f"hydra.launcher.partition={chosen}: this cluster has no such partition. Its partitions: "
             f"{', '.join(names)} (the first is its default, used when the setting is null)."
         )
+    partition = found[names.index(chosen)]
+    tasks = launcher.get("tasks_per_node") or 1
+    cpus = (launcher.get("cpus_per_task") or 1) * tasks
+    gpus = max(launcher.get("gpus_per_node") or 0, (launcher.get("gpus_per_task") or 0) * tasks)
+    beyond = [
+        (
+            f"nodes={nodes}",
+            f"{partition.nodes} node{'s' if partition.nodes > 1 else ''}",
+            nodes > partition.nodes,
+        ),
+        (
+            f"cpus_per_task={launcher.get('cpus_per_task')} (x tasks_per_node={tasks})",
+            f"{partition.cpus} CPUs per node",
+            cpus > partition.cpus,
+        ),
+        (
+            f"mem_gb={launcher.get('mem_gb')}",
+            f"{partition.memory_gb:.0f} GB per node",
+            (launcher.get("mem_gb") or 0) > partition.memory_gb,
+        ),
+        (f"gpus_per_node={gpus}", f"{partition.gpus} GPUs per node", gpus > partition.gpus),
+    ]
+    for asked, has, too_much in beyond:
+        if too_much:
+            raise BrainMRIError(
+                f"hydra.launcher.{asked} asks for more than partition {chosen} has ({has}): the jobs would "
+                "wait in the queue for ever. Ask for less, or choose another partition."
+            )
 
 
 def job_record(config: DictConfig, job: SlurmJob) -> Path:

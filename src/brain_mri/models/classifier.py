@@ -363,7 +363,8 @@ class BrainMRIClassifier(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         self.val_loss_best.update(self.val_loss.compute())
-        self.log("val/loss_best", self.val_loss_best.compute(), prog_bar=True)
+        # the same on every process (val/loss is synchronised); sync_dist says so to Lightning under DDP
+        self.log("val/loss_best", self.val_loss_best.compute(), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
         loss = self._step(batch, self.test_metrics)

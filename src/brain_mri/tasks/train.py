@@ -193,10 +193,11 @@ def train(cfg: DictConfig) -> float:
         shown = write_gallery(output_dir, tested, datamodule.root, cfg.gallery_images)
         log.info("Grad-CAM maps of %d test images: %s", shown, output_dir / GALLERY_DIR)
     log_hyperparameters(loggers, model, datamodule, cfg.seed, results)
-    log.info(
-        "Run folder %s; best checkpoint %s (val/loss %.4f)",
-        output_dir,
-        best.best_model_path,
-        summary["val/loss_best"],
-    )
+    if evaluator.is_global_zero:  # once, not by every process of a DDP run
+        log.info(
+            "Run folder %s; best checkpoint %s (val/loss %.4f)",
+            output_dir,
+            best.best_model_path,
+            summary["val/loss_best"],
+        )
     return optimized_value(cfg, results, default="val/loss_best")
