@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import open_dict
 from PIL import Image
 
-from brain_mri.atomic import atomic_path, interrupt_between_writes
+from brain_mri.atomic import atomic_path, interrupt_between_writes, written_whole
 from brain_mri.config.launch import OutputFolderCheck, run_task
 from brain_mri.config.settings import slurm_job_problems
 from brain_mri.data import BrainMRIDataModule
@@ -260,7 +260,7 @@ def test_sigterm_during_a_write_stops_the_task_once_the_file_is_whole(tmp_path):
     """A scheduler's SIGTERM that arrives while a checkpoint is written (Slurm sends it right after a
     requeue) interrupts the task after the write: raised inside it, it broke the writer's transaction."""
     target = tmp_path / "last.ckpt"
-    with pytest.raises(SIGTERMException), atomic_path(target) as temporary:
+    with pytest.raises(SIGTERMException), written_whole(), atomic_path(target) as temporary:
         temporary.write_text("half")
         interrupt_between_writes(SIGTERMException())  # what the task's SIGTERM handler does
         temporary.write_text("whole")

@@ -16,41 +16,13 @@ from brain_mri.errors import BrainMRIError
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
-# Interruptions (SIGTERM) that arrived while a file was being written, raised once the write has ended:
-# raised inside it, they would leave the writer's own state (a library's transaction) half done.
-_writes_in_progress = 0
-_deferred: list[BaseException] = []
-
-
-def interrupt_between_writes(interruption: BaseException) -> None:
-    """For a signal handler: raise ``interruption`` now, or at the end of the write in progress."""
-    if _writes_in_progress:
-        _deferred.append(interruption)
-        return
-    raise interruption
-
 
 @contextmanager
 def atomic_path(path: str | Path, needed: int | None = None) -> Iterator[Path]:
     """Yields the temporary path to write (beside ``path``, hidden, with its suffix, which some writers
     read the format from); renames it into place when the block ends without an error, else removes it.
-    A full disk is one message that names the file and, given ``needed`` (bytes), the space it needs.
-    An interruption that arrives meanwhile (:func:`interrupt_between_writes`) is raised after it."""
-    global _writes_in_progress
-    _writes_in_progress += 1
-    try:
-        with _temporary_beside(Path(path), needed) as temporary:
-            yield temporary
-    finally:
-        _writes_in_progress -= 1
-        if not _writes_in_progress and _deferred:
-            interruption = _deferred.pop()
-            _deferred.clear()
-            raise interruption
-
-
-@contextmanager
-def _temporary_beside(path: Path, needed: int | None) -> Iterator[Path]:
+    A full disk is one message that names the file and, given ``needed`` (bytes), the space it needs."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # short, whatever the name's length (a file system allows 255 bytes), with the suffix some writers need
     tag = hashlib.sha1(path.name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
@@ -64,6 +36,36 @@ def _temporary_beside(path: Path, needed: int | None) -> Iterator[Path]:
         raise
     finally:
         temporary.unlink(missing_ok=True)
+
+
+# Interruptions (SIGTERM) that arrived while another library wrote a file, raised once it has finished:
+# raised inside it, they would leave its own state (a transaction) half done.
+_deferring = 0
+_deferred: list[BaseException] = []
+
+
+def interrupt_between_writes(interruption: BaseException) -> None:
+    """For a signal handler: raise ``interruption`` now, or at the end of a :func:`written_whole` block."""
+    if _deferring:
+        _deferred.append(interruption)
+        return
+    raise interruption
+
+
+@contextmanager
+def written_whole() -> Iterator[None]:
+    """A short write that an interruption must not cut (a checkpoint through Lightning's file system
+    layer); the interruption is raised when it has ended."""
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if not _deferring and _deferred:
+            interruption = _deferred.pop()
+            _deferred.clear()
+            raise interruption
 
 
 def disk_full(path: str | Path, needed: int | None = None) -> BrainMRIError:

@@ -13,7 +13,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from brain_mri.atomic import atomic_path
+from brain_mri.atomic import atomic_path, written_whole
 from brain_mri.errors import BrainMRIError
 
 
@@ -111,7 +111,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        with atomic_path(path, needed=tensor_bytes(checkpoint)) as temporary:
+        with written_whole(), atomic_path(path, needed=tensor_bytes(checkpoint)) as temporary:
             super().save_checkpoint(checkpoint, temporary, storage_options)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
