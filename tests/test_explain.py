@@ -16,7 +16,8 @@ from brain_mri.data.synthetic import LESIONS_FILE, generate_phantom_dataset
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier, EnsembleClassifier
 from brain_mri.models.backbones import BACKBONES
-from brain_mri.models.explain import OVERLAY_SIZE, grad_cam
+from brain_mri.models.explain import METHODS, OVERLAY_SIZE, explanation, grad_cam
+from brain_mri.models.localisation import localisation, true_class_maps
 from brain_mri.runs.files import read_csv
 from brain_mri.tasks.predict import predict
 from helpers import built_once, compose_task
@@ -162,3 +163,35 @@ def test_a_checkpoint_saved_without_a_layer_is_explained_on_the_layer_given(lesi
         grad_cam(lesion_model, images, targets, "layer9")
     with pytest.raises(BrainMRIError, match=r"cam_layer=fc: its output is not a feature map \(N, C, H, W\)"):
         grad_cam(lesion_model, images, targets, "fc")
+
+
+def lesion_boxes(root):
+    """The phantoms' lesions and the square around each, in input pixels (left, top, right, bottom)."""
+    where = lesions(root)
+    centre = np.array([[float(w["x"]), float(w["y"])] for w in where])
+    radius = np.array([[float(w["radius"])] for w in where])
+    return where, np.concatenate([centre - radius, centre + radius], axis=1) * SIZE
+
+
+def test_each_method_maps_every_image_and_grad_cam_points_at_the_lesions(lesion_model, lesion_phantoms):
+    where, boxes = lesion_boxes(lesion_phantoms)
+    images = prepare_images([lesion_phantoms / w["path"] for w in where], SIZE, "none")
+    tumour = torch.full((len(where),), lesion_model.hparams.class_names.index("yes"))
+    for method in METHODS:
+        maps = explanation(lesion_model, images[:3], tumour[:3], method)
+        assert (
+            maps.shape == (3, SIZE, SIZE)
+            and maps.min() >= 0
+            and torch.isin(maps.amax((1, 2)), torch.tensor([0.0, 1.0])).all()
+        )
+    ensemble = explanation(
+        EnsembleClassifier([lesion_model, lesion_model], tta="flip"), images[:2], tumour[:2]
+    )
+    assert ensemble.shape == (2, SIZE, SIZE)
+    with pytest.raises(
+        BrainMRIError, match="The explanation method must be one of guided_grad_cam, grad_cam"
+    ):
+        explanation(lesion_model, images[:1], tumour[:1], "lime")
+    # the hand-set detector's evidence is the lesion (test_explain.py): its Grad-CAM peaks in the box
+    maps = true_class_maps(lesion_model, [(images, tumour)], "grad_cam")
+    assert localisation(maps, boxes, 2.0)["pointing_game"].sum() >= 16  # of 18

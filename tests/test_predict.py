@@ -79,7 +79,7 @@ def test_an_ensemble_with_flip_writes_the_spread(small_sweep, new_scans, tmp_pat
         ("input=/no/such/folder", "no such file or folder"),
         ("tta=rotate", "tta must be one of"),
         ("batch_size=0", "at least 1"),
-        ("explain=maybe", "explain must be true or false"),
+        ("explain=maybe", "explain must be true, false or an explanation method"),
         ("cam_layer=layer4", "add explain=true"),
         ("device=tpu", "device must be cpu, cuda or auto, got 'tpu'"),
         ("device=cuda", "device=cuda, but PyTorch sees no CUDA GPU here"),

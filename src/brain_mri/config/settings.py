@@ -61,6 +61,9 @@ class EvalSettings:
     on: str = "test"
     tta: str = "none"
     class_map: Any = None  # {folder: class}; untyped, since a typed dict refuses new keys
+    boxes: Any = None  # a file of boxes (path); untyped, so a path is taken as it is written
+    box_tolerance: float = 2.0
+    explain: str = "guided_grad_cam"
 
 
 # Trainer arguments with a type Hydra checks when it composes (``trainer.max_epochs=abc`` is refused with
@@ -324,6 +327,7 @@ ALL_NEEDS_A_ROOT = (
 
 def check_eval_settings(cfg: DictConfig) -> None:
     from brain_mri.models.ensemble import VIEWS
+    from brain_mri.models.explain import METHODS
 
     if cfg.eval.on not in ("test", "all"):
         raise BrainMRIError(f"eval.on must be 'test' or 'all', got '{cfg.eval.on}'.")
@@ -332,11 +336,18 @@ def check_eval_settings(cfg: DictConfig) -> None:
         raise BrainMRIError(ALL_NEEDS_A_ROOT)
     if cfg.eval.tta not in VIEWS:
         raise BrainMRIError(f"eval.tta must be one of {', '.join(VIEWS)}, got '{cfg.eval.tta}'.")
+    if cfg.eval.explain not in METHODS:
+        raise BrainMRIError(f"eval.explain must be one of {', '.join(METHODS)}, got '{cfg.eval.explain}'.")
+    if cfg.eval.boxes is not None and not Path(str(cfg.eval.boxes)).is_file():
+        raise BrainMRIError(f"eval.boxes={cfg.eval.boxes}: no such file.")
+    if not cfg.eval.box_tolerance >= 0:
+        raise BrainMRIError(f"eval.box_tolerance must be 0 or more pixels, got {cfg.eval.box_tolerance}.")
     best_checkpoints(cfg.ckpt_path)  # each file there, or one message
 
 
 def check_predict_settings(cfg: DictConfig) -> None:
     from brain_mri.models.ensemble import VIEWS
+    from brain_mri.models.explain import METHODS
 
     check_given(cfg, ("ckpt_path", "input"), "predict.py", "Predicting new scans")
     problems = []
@@ -346,8 +357,11 @@ def check_predict_settings(cfg: DictConfig) -> None:
         problems.append(f"device must be cpu, cuda or auto, got '{cfg.device}'.")
     elif cfg.device == "cuda" and not torch.cuda.is_available():
         problems.append("device=cuda, but PyTorch sees no CUDA GPU here: predict with device=cpu (or auto).")
-    if not isinstance(cfg.explain, bool):
-        problems.append(f"explain must be true or false, got '{cfg.explain}'.")
+    if not isinstance(cfg.explain, bool) and cfg.explain not in METHODS:
+        problems.append(
+            f"explain must be true, false or an explanation method ({', '.join(METHODS)}), "
+            f"got '{cfg.explain}'."
+        )
     elif cfg.cam_layer and not cfg.explain:
         problems.append(f"cam_layer={cfg.cam_layer} chooses Grad-CAM's layer: add explain=true, or drop it.")
     for key in ("batch_size", "chunk_size", "min_image_size"):

@@ -116,30 +116,36 @@ def otsu_threshold(pixels: np.ndarray) -> float:
     return float(np.nanargmax(between[:-1]))
 
 
-def crop_to_brain(image: Image.Image, margin: float = 0.02) -> Image.Image:
-    """The bounding box of the head: the largest bright component after smoothing and an Otsu threshold,
-    plus a small margin. Images whose largest component is under 5% of the area are kept whole (nothing
-    found to crop to), so a crop never throws away most of a slice."""
+def crop_to_brain(image: Image.Image) -> Image.Image:
+    """The image cut to :func:`brain_box`."""
+    return image.crop(brain_box(image))
+
+
+def brain_box(image: Image.Image, margin: float = 0.02) -> tuple[int, int, int, int]:
+    """The bounding box (left, top, right, bottom, in pixels) of the head: the largest bright component
+    after smoothing and an Otsu threshold, plus a small margin. Images whose largest component is under
+    5% of the area keep their whole frame (nothing found to crop to), so a crop never throws away most of
+    a slice."""
     pixels = np.asarray(image, dtype=np.float32)
+    whole = (0, 0, pixels.shape[1], pixels.shape[0])
     if pixels.max() == pixels.min():
-        return image
+        return whole
     smooth = ndimage.gaussian_filter(pixels, sigma=max(pixels.shape) / 200)
     components, count = ndimage.label(smooth > otsu_threshold(smooth))
     if count == 0:
-        return image
+        return whole
     sizes = np.bincount(components.ravel())[1:]
     largest = components == int(np.argmax(sizes)) + 1
     if largest.sum() < 0.05 * largest.size:
-        return image
+        return whole
     rows, cols = np.flatnonzero(largest.any(axis=1)), np.flatnonzero(largest.any(axis=0))
     pad = round(margin * max(pixels.shape))
-    box = (
-        max(cols[0] - pad, 0),
-        max(rows[0] - pad, 0),
-        min(cols[-1] + 1 + pad, pixels.shape[1]),
-        min(rows[-1] + 1 + pad, pixels.shape[0]),
+    return (
+        max(int(cols[0]) - pad, 0),
+        max(int(rows[0]) - pad, 0),
+        min(int(cols[-1]) + 1 + pad, pixels.shape[1]),
+        min(int(rows[-1]) + 1 + pad, pixels.shape[0]),
     )
-    return image.crop(box)
 
 
 def model_pixels(image: Image.Image, size: int, crop: str = "none") -> np.ndarray:

@@ -17,7 +17,7 @@ from brain_mri.data.preprocessing import model_pixels, read_grayscale, to_model_
 from brain_mri.errors import BrainMRIError
 from brain_mri.hardware import autocast
 from brain_mri.models.classifier import BrainMRIClassifier
-from brain_mri.models.explain import grad_cam
+from brain_mri.models.explain import DEFAULT_METHOD, explanation
 
 
 def read_for_model(path: Path, model: BrainMRIClassifier, min_image_size: int = 32) -> np.ndarray:
@@ -50,16 +50,18 @@ def predict_files(
     precision: str = "32-true",
     bad: list[tuple[str, str]] | None = None,
     progress: bool = True,
-    explain: bool = False,
+    explain: bool | str = False,
     cam_layer: str | None = None,
     min_image_size: int = 32,
     device: str = "cpu",
 ) -> Iterator[Prediction]:
     """A :class:`Prediction` for every readable file, read ``chunk_size`` files at a time (bounded
-    memory); ``explain`` adds the Grad-CAM map of the predicted class (on the model's own layer, or
-    ``cam_layer``). Unreadable files and files with a side under ``min_image_size`` pixels are appended
-    to ``bad`` as (path, reason), not raised. The model must be on ``device`` (cpu or cuda)."""
+    memory); ``explain`` (True: the default method, or a method's name) adds the map of the predicted
+    class (on the model's own Grad-CAM layer, or ``cam_layer``). Unreadable files and files with a side
+    under ``min_image_size`` pixels are appended to ``bad`` as (path, reason), not raised. The model must
+    be on ``device`` (cpu or cuda)."""
     bad = [] if bad is None else bad
+    method = DEFAULT_METHOD if explain is True else explain or None
     model.eval()
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("Predicting", total=len(files))
@@ -79,10 +81,12 @@ def predict_files(
                         out = model.predict_step((batch, None), 0)
                     probabilities, spread = out if isinstance(out, tuple) else (out, None)
                     maps = None
-                    if explain:
+                    if method:
                         with autocast(precision, device):
                             maps = (
-                                grad_cam(model, batch, probabilities.argmax(dim=1), cam_layer).cpu().numpy()
+                                explanation(model, batch, probabilities.argmax(dim=1), method, cam_layer)
+                                .cpu()
+                                .numpy()
                             )
                     for i, row in enumerate(probabilities.float().cpu().numpy()):
                         yield Prediction(

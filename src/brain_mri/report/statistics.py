@@ -180,6 +180,28 @@ def bootstrap_intervals(
     }
 
 
+def mean_intervals(
+    values: dict[str, np.ndarray],
+    groups: np.ndarray,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Mean and percentile interval of per-image ``values``, resampling the scans (``groups``) as
+    :func:`bootstrap_intervals` does."""
+    rows = resampled_rows(np.asarray(groups), resamples, np.random.default_rng(seed))
+    tail = 100 * (1 - level) / 2
+    found = {}
+    for name, per_image in values.items():
+        means = np.array([per_image[r].mean() for r in rows])
+        found[name] = {
+            "estimate": float(per_image.mean()),
+            "low": float(np.percentile(means, tail)),
+            "high": float(np.percentile(means, 100 - tail)),
+        }
+    return found
+
+
 def paired_difference(
     labels: np.ndarray,
     first: np.ndarray,

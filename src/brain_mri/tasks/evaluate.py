@@ -8,14 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.config.launch import instantiate_group, optimized_value
 from brain_mri.config.settings import check_eval_settings
+from brain_mri.data.boxes import boxes_on_input, read_boxes
+from brain_mri.data.preprocessing import to_model_input
 from brain_mri.data.split import read_split
 from brain_mri.errors import BrainMRIError
-from brain_mri.hardware import precision_for_checkpoint
+from brain_mri.hardware import precision_for_checkpoint, uses_cuda
 from brain_mri.models.loading import load_model
+from brain_mri.models.localisation import localisation, true_class_maps
+from brain_mri.report.statistics import mean_intervals
 from brain_mri.runs.checkpoints import load_checkpoint
 from brain_mri.runs.files import (
     METRICS_FILE,
@@ -48,6 +53,39 @@ def same_test_partition(checkpoints: list[Path]) -> None:
             "runs of one split (e.g. the folds of a cross-validation), or evaluate on a folder none of them "
             "was trained on: eval.on=all data.root=<folder>."
         )
+
+
+def localisation_figures(
+    model, datamodule, boxes_file: Path, tolerance: float, method: str, device: str
+) -> dict:
+    """How the maps (``method``) of the evaluated images' true classes point at their boxes, with intervals
+    by scan (duplicate group), and the same for maps that know nothing (``models/localisation.py``)."""
+    files = datamodule.partition_files("test")
+    boxes, has = boxes_on_input(
+        read_boxes(boxes_file),
+        files,
+        Path(datamodule.root),
+        model.hparams.image_size,
+        model.hparams.get("crop", "none"),
+        boxes_file,
+    )
+    batches = (
+        (to_model_input(images), labels)
+        for images, labels in datamodule.partition_loader("test", sharded=False)
+    )
+    maps = true_class_maps(model.to(device), batches, method, device)
+    groups = np.array([datamodule.split_table[i]["group"] for i in datamodule.partition_indices("test")])
+    per_image = localisation(maps[has], boxes[has], tolerance)
+    layer = getattr(model, "members", [model])[0].hparams.get("cam_layer")
+    return {
+        "method": method if method == "integrated_gradients" else f"{method} on {layer}",
+        "target": "true class",
+        "images": int(has.sum()),
+        "images_without_a_box": int((~has).sum()),
+        "tolerance_px": tolerance,
+        "map_size_px": list(maps.shape[1:]),
+        **mean_intervals(per_image, groups[has]),
+    }
 
 
 def evaluate(cfg: DictConfig) -> float:
@@ -85,6 +123,12 @@ def evaluate(cfg: DictConfig) -> float:
     trainer = hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=False)
     log.info("Evaluating in %s on %s", trainer.precision, type(trainer.accelerator).__name__)
     extra = {"checkpoint": str(cfg.ckpt_path), "members": [str(p) for p in checkpoints], "tta": cfg.eval.tta}
+    if cfg.eval.boxes:
+        device = "cuda" if uses_cuda(str(trainer_cfg["accelerator"])) else "cpu"
+        extra["localisation"] = localisation_figures(
+            model, datamodule, Path(cfg.eval.boxes), cfg.eval.box_tolerance, cfg.eval.explain, device
+        )
+        log.info("Localisation against %s: %s", cfg.eval.boxes, extra["localisation"])
     metrics = test_and_save(trainer, model, datamodule, output_dir, extra=extra)
     log.info("Wrote %s and %s to %s", METRICS_FILE, PREDICTIONS_FILE, output_dir)
     return optimized_value(cfg, metrics, default="test/loss")

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from brain_mri.errors import BrainMRIError
-from brain_mri.models.explain import grad_cam
+from brain_mri.models.explain import explanation
 from brain_mri.report import figures
 from brain_mri.runs.checkpoints import keeps_best_checkpoints
 from brain_mri.runs.files import (
@@ -310,6 +310,6 @@ class TensorBoardImages(L.Callback):
             if pl_module.hparams.get("cam_layer"):  # Grad-CAM of the class the model wrongly chose
                 inputs = images[wrong].unsqueeze(1).expand(-1, 3, -1, -1).to(pl_module.device)
                 with trainer.precision_plugin.forward_context():
-                    maps = grad_cam(pl_module, inputs, predicted[wrong].to(pl_module.device)).cpu().numpy()
+                    maps = explanation(pl_module, inputs, predicted[wrong].to(pl_module.device)).cpu().numpy()
             figure = figures.image_grid(images[wrong].numpy(), captions, heat_maps=maps)
             writer.add_figure("test/misclassified", figure, step)

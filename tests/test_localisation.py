@@ -1,0 +1,102 @@
+"""Explanations measured against boxes (eval.py eval.boxes=): the boxes file's checks, boxes that follow
+the brain crop, the pointing game and mass against known maps, and the measures in metrics.json. (Each
+explanation method on the hand-set lesion detector: test_explain.py.)"""
+
+import csv
+
+import numpy as np
+import pytest
+from test_recipe import head_slice
+
+from brain_mri.data.boxes import boxes_on_input, read_boxes
+from brain_mri.data.folder import ImageFile
+from brain_mri.data.preprocessing import brain_box
+from brain_mri.data.split import read_split
+from brain_mri.errors import BrainMRIError
+from brain_mri.models.localisation import localisation
+from brain_mri.runs.files import read_csv, read_json
+from brain_mri.tasks.evaluate import evaluate
+from helpers import compose_task
+
+
+def write_boxes(path, rows, fields=("path", "x_center", "y_center", "width", "height")):
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(fields)
+        writer.writerows(rows)
+    return path
+
+
+def test_the_pointing_game_and_the_mass_in_the_box_of_known_maps():
+    maps = np.zeros((3, 10, 10))
+    maps[0, 2, 2] = 1.0  # peak inside the box (pixels 1-4 across and down)
+    maps[1, 2, 6] = 1.0  # peak 1.5 pixels right of the box: a hit only with the tolerance
+    maps[1, 2, 2] = 0.5
+    boxes = np.array([[1, 1, 5, 5]] * 3, dtype=float)  # maps[2] is empty: no evidence, no hit
+    strict, tolerant = localisation(maps, boxes, 0.0), localisation(maps, boxes, 2.0)
+    assert strict["pointing_game"].tolist() == [1, 0, 0] and tolerant["pointing_game"].tolist() == [1, 1, 0]
+    assert strict["mass_in_box"].tolist() == pytest.approx([1.0, 0.5 / 1.5, 0.0])
+    assert strict["flat_mass_in_box"].tolist() == pytest.approx([0.16] * 3)  # 4 x 4 of 10 x 10 pixels
+    assert strict["centre_pointing_game"].tolist() == [1, 1, 1]  # (5, 5) lies on the box's edge
+
+
+@pytest.mark.parametrize(
+    ("rows", "fields", "message"),
+    [
+        ([["a.png", 0.5, 0.5, 0.2]], ("path", "x_center", "y_center", "width"), "lacks the column(s) height"),
+        (
+            [["a.png", 0.95, 0.5, 0.2, 0.2]],
+            None,
+            "line 2 (a.png): the box (centre 0.95, 0.5, size 0.2 x 0.2)",
+        ),
+        ([["a.png", 50, 40, 10, 10]], None, "does not lie in [0, 1]: values are fractions"),
+        ([["a.png", "x", 0.5, 0.2, 0.2]], None, "line 2 (a.png): a value is not a number"),
+    ],
+)
+def test_a_bad_boxes_file_is_one_message(tmp_path, rows, fields, message):
+    path = write_boxes(tmp_path / "boxes.csv", rows, *([fields] if fields else []))
+    with pytest.raises(BrainMRIError) as error:
+        read_boxes(path)
+    assert message in str(error.value)
+
+
+def test_boxes_follow_the_brain_crop_and_must_name_evaluated_images(tmp_path):
+    image = head_slice(400, 300, (150, 60, 330, 260))
+    image.save(tmp_path / "head.png")
+    # the tumour: pixels 200-260 across, 100-160 down, as fractions of the whole 400 x 300 image
+    boxes = read_boxes(write_boxes(tmp_path / "boxes.csv", [["head.png", 230 / 400, 130 / 300, 0.15, 0.2]]))
+    files = [ImageFile("head.png", "yes", 1)]
+    whole, has = boxes_on_input(boxes, files, tmp_path, 100, "none", tmp_path / "boxes.csv")
+    assert has.tolist() == [True] and whole[0] == pytest.approx([50, 100 / 3, 65, 160 / 3])
+    cropped, _ = boxes_on_input(boxes, files, tmp_path, 100, "brain", tmp_path / "boxes.csv")
+    x0, y0, x1, y1 = brain_box(image)
+    expected = [
+        (200 - x0) / (x1 - x0),
+        (100 - y0) / (y1 - y0),
+        (260 - x0) / (x1 - x0),
+        (160 - y0) / (y1 - y0),
+    ]
+    assert cropped[0] == pytest.approx(np.array(expected) * 100)
+    with pytest.raises(
+        BrainMRIError, match=r"none of its 1 paths is an evaluated image \(e\.g\. 'head\.png'"
+    ):
+        boxes_on_input(
+            boxes, [ImageFile("other.png", "yes", 1)], tmp_path, 100, "none", tmp_path / "boxes.csv"
+        )
+
+
+def test_eval_measures_the_maps_against_the_boxes_with_intervals(trained_run, phantom_root, tmp_path):
+    tested = [r["path"] for r in read_split(trained_run / "split.csv") if r["partition"] == "test"]
+    whole = write_boxes(tmp_path / "whole.csv", [[path, 0.5, 0.5, 1.0, 1.0] for path in tested[1:]])
+    out = tmp_path / "eval"
+    evaluate(
+        compose_task("eval", out, f"ckpt_path={trained_run}", f"eval.boxes={whole}", "eval.explain=grad_cam")
+    )
+    found = read_json(out / "metrics.json")["localisation"]
+    assert found["images"] == len(tested) - 1 and found["images_without_a_box"] == 1
+    assert found["method"] == "grad_cam on layer4" and found["tolerance_px"] == 2
+    for name in ("centre_pointing_game", "flat_mass_in_box"):  # a box of the whole image holds them
+        assert found[name] == {"estimate": 1.0, "low": 1.0, "high": 1.0}, name
+    for name in ("pointing_game", "mass_in_box"):  # 1 but for maps with no evidence for the class
+        assert 0 <= found[name]["low"] <= found[name]["estimate"] <= found[name]["high"] <= 1, name
+    assert len(read_csv(out / "predictions.csv")) == len(tested)
