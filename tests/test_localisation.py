@@ -13,7 +13,7 @@ from brain_mri.data.folder import ImageFile
 from brain_mri.data.preprocessing import brain_box
 from brain_mri.data.split import read_split
 from brain_mri.errors import BrainMRIError
-from brain_mri.models.localisation import localisation
+from brain_mri.models.localisation import control_boxes, hidden, localisation
 from brain_mri.runs.files import read_csv, read_json
 from brain_mri.tasks.evaluate import evaluate
 from helpers import compose_task
@@ -100,3 +100,29 @@ def test_eval_measures_the_maps_against_the_boxes_with_intervals(trained_run, ph
     for name in ("pointing_game", "mass_in_box"):  # 1 but for maps with no evidence for the class
         assert 0 <= found[name]["low"] <= found[name]["estimate"] <= found[name]["high"] <= 1, name
     assert len(read_csv(out / "predictions.csv")) == len(tested)
+
+
+def test_a_hidden_box_takes_the_background_and_its_control_is_its_mirror_on_the_head():
+    image = np.zeros((1, 20, 20), dtype=np.uint8)
+    image[0, 2:18, 2:18] = 100  # the head
+    image[0, 4:8, 4:8] = 250  # the tumour, top left
+    box = np.array([[4.0, 4.0, 8.0, 8.0]])
+    covered = hidden(image, box)
+    assert (covered[0, 4:8, 4:8] == 0).all() and (covered[0, 8:] == image[0, 8:]).all()
+    assert control_boxes(image, box).tolist() == [[12.0, 4.0, 16.0, 8.0]]  # the other hemisphere
+    centred = np.array([[8.0, 4.0, 12.0, 8.0]])  # on the midline: its mirror overlaps it, so downwards
+    assert control_boxes(image, centred).tolist() == [[8.0, 12.0, 12.0, 16.0]]
+
+
+def test_eval_reports_how_the_true_class_falls_when_the_box_is_hidden(trained_run, tmp_path):
+    tested = [r["path"] for r in read_split(trained_run / "split.csv") if r["partition"] == "test"]
+    boxes = write_boxes(tmp_path / "boxes.csv", [[path, 0.4, 0.5, 0.2, 0.2] for path in tested])
+    out = tmp_path / "eval"
+    overrides = [f"ckpt_path={trained_run}", f"eval.boxes={boxes}", "eval.occlude=boxes"]
+    evaluate(compose_task("eval", out, *overrides))
+    found = read_json(out / "metrics.json")["occlusion"]
+    assert found["images"] == len(tested) and 0 <= found["true_class_probability"] <= 1
+    for name in ("drop_when_box_hidden", "drop_when_control_hidden", "box_minus_control"):
+        assert -1 <= found[name]["low"] <= found[name]["estimate"] <= found[name]["high"] <= 1, name
+    with pytest.raises(BrainMRIError, match=r"eval\.occlude=boxes hides each image's box: give them"):
+        evaluate(compose_task("eval", tmp_path / "again", f"ckpt_path={trained_run}", "eval.occlude=boxes"))

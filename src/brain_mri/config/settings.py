@@ -64,6 +64,7 @@ class EvalSettings:
     boxes: Any = None  # a file of boxes (path); untyped, so a path is taken as it is written
     box_tolerance: float = 2.0
     explain: str = "guided_grad_cam"
+    occlude: Any = None  # null or "boxes"
 
 
 # Trainer arguments with a type Hydra checks when it composes (``trainer.max_epochs=abc`` is refused with
@@ -338,6 +339,10 @@ def check_eval_settings(cfg: DictConfig) -> None:
         raise BrainMRIError(f"eval.tta must be one of {', '.join(VIEWS)}, got '{cfg.eval.tta}'.")
     if cfg.eval.explain not in METHODS:
         raise BrainMRIError(f"eval.explain must be one of {', '.join(METHODS)}, got '{cfg.eval.explain}'.")
+    if cfg.eval.occlude not in (None, "boxes"):
+        raise BrainMRIError(f"eval.occlude must be null or boxes, got '{cfg.eval.occlude}'.")
+    if cfg.eval.occlude and not cfg.eval.boxes:
+        raise BrainMRIError("eval.occlude=boxes hides each image's box: give them with eval.boxes=<csv>.")
     if cfg.eval.boxes is not None and not Path(str(cfg.eval.boxes)).is_file():
         raise BrainMRIError(f"eval.boxes={cfg.eval.boxes}: no such file.")
     if not cfg.eval.box_tolerance >= 0:

@@ -1,11 +1,15 @@
 """Where an explanation points, against a box drawn around what should explain the class (a tumour):
 the pointing game (does the map's peak fall in the box, give or take a few pixels), the share of the
-map's mass inside the box, and the same for a map that knows nothing (the image's centre; a flat map)."""
+map's mass inside the box, and the same for a map that knows nothing (the image's centre; a flat map).
+And a shortcut check: how much the true class's probability falls when the box is hidden, against an
+equal box elsewhere on the head."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from brain_mri.data.preprocessing import to_model_input
 from brain_mri.models.classifier import BrainMRIClassifier
 from brain_mri.models.explain import explanation
 
@@ -53,3 +57,62 @@ def localisation(maps: np.ndarray, boxes: np.ndarray, tolerance: float) -> dict[
         ).astype(float),
         "flat_mass_in_box": inside.reshape(count, -1).mean(axis=1),
     }
+
+
+def control_boxes(images: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """For each box, a box of the same size elsewhere in the slice, for a control: its mirror image across
+    the slice's vertical midline (the other hemisphere), else across the horizontal one, else both; the
+    first that does not overlap the box and lies on the head (its pixels brighter, on average, than the
+    slice's mean), else the one that overlaps the box least."""
+    _, height, width = images.shape
+    chosen = np.empty_like(boxes)
+    for i, (image, box) in enumerate(zip(images, boxes, strict=True)):
+        left, top, right, bottom = box
+        candidates = [
+            np.array([width - right, top, width - left, bottom]),
+            np.array([left, height - bottom, right, height - top]),
+            np.array([width - right, height - bottom, width - left, height - top]),
+        ]
+        fitting = [c for c in candidates if overlap(c, box) == 0 and on_head(image, c)]
+        chosen[i] = fitting[0] if fitting else min(candidates, key=lambda c: overlap(c, box))
+    return chosen
+
+
+def overlap(one: np.ndarray, other: np.ndarray) -> float:
+    """The area two boxes (left, top, right, bottom) share."""
+    across = max(0.0, min(one[2], other[2]) - max(one[0], other[0]))
+    down = max(0.0, min(one[3], other[3]) - max(one[1], other[1]))
+    return float(across * down)
+
+
+def pixels_in(image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    left, top, right, bottom = (round(float(v)) for v in box)
+    return image[top:bottom, left:right]
+
+
+def on_head(image: np.ndarray, box: np.ndarray) -> bool:
+    region = pixels_in(image, box)
+    return region.size > 0 and region.mean() > image.mean()
+
+
+def hidden(images: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """``images`` (N, H, W, uint8) with each box filled by its slice's background (the 1st percentile of
+    its pixels: the air around the head)."""
+    filled = images.copy()
+    for image, box in zip(filled, boxes, strict=True):
+        pixels_in(image, box)[...] = np.percentile(image, 1)
+    return filled
+
+
+def true_class_probability(
+    model: BrainMRIClassifier, images: np.ndarray, labels: np.ndarray, device: str = "cpu", batch: int = 64
+) -> np.ndarray:
+    """Each image's probability of its true class; ``images`` (N, H, W) uint8 on the model's input."""
+    found = []
+    with torch.inference_mode():
+        for first in range(0, len(images), batch):
+            inputs = to_model_input(torch.from_numpy(images[first : first + batch])[:, None]).to(device)
+            out = model.predict_step((inputs, None), 0)
+            probabilities = (out[0] if isinstance(out, tuple) else out).float().cpu().numpy()
+            found.append(probabilities[np.arange(len(inputs)), labels[first : first + batch]])
+    return np.concatenate(found)

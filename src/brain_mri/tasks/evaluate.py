@@ -9,6 +9,7 @@ from typing import Any
 
 import hydra
 import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from brain_mri.config.launch import instantiate_group, optimized_value
@@ -19,7 +20,13 @@ from brain_mri.data.split import read_split
 from brain_mri.errors import BrainMRIError
 from brain_mri.hardware import precision_for_checkpoint, uses_cuda
 from brain_mri.models.loading import load_model
-from brain_mri.models.localisation import localisation, true_class_maps
+from brain_mri.models.localisation import (
+    control_boxes,
+    hidden,
+    localisation,
+    true_class_maps,
+    true_class_probability,
+)
 from brain_mri.report.statistics import mean_intervals
 from brain_mri.runs.checkpoints import load_checkpoint
 from brain_mri.runs.files import (
@@ -55,37 +62,58 @@ def same_test_partition(checkpoints: list[Path]) -> None:
         )
 
 
-def localisation_figures(
-    model, datamodule, boxes_file: Path, tolerance: float, method: str, device: str
-) -> dict:
-    """How the maps (``method``) of the evaluated images' true classes point at their boxes, with intervals
-    by scan (duplicate group), and the same for maps that know nothing (``models/localisation.py``)."""
+def box_figures(model, datamodule, cfg: DictConfig, device: str) -> dict:
+    """Against the boxes of ``eval.boxes``: how the maps (``eval.explain``) of the evaluated images' true
+    classes point at them, and with ``eval.occlude=boxes`` how their probabilities fall when the box is
+    hidden against an equal box elsewhere on the head; means with intervals by scan (duplicate group)."""
+    boxes_file = Path(cfg.eval.boxes)
     files = datamodule.partition_files("test")
-    boxes, has = boxes_on_input(
-        read_boxes(boxes_file),
-        files,
-        Path(datamodule.root),
-        model.hparams.image_size,
-        model.hparams.get("crop", "none"),
-        boxes_file,
+    size, crop = model.hparams.image_size, model.hparams.get("crop", "none")
+    boxes, has = boxes_on_input(read_boxes(boxes_file), files, Path(datamodule.root), size, crop, boxes_file)
+    images, labels = (
+        torch.cat(part).numpy()
+        for part in zip(*datamodule.partition_loader("test", sharded=False), strict=True)
     )
-    batches = (
-        (to_model_input(images), labels)
-        for images, labels in datamodule.partition_loader("test", sharded=False)
-    )
-    maps = true_class_maps(model.to(device), batches, method, device)
-    groups = np.array([datamodule.split_table[i]["group"] for i in datamodule.partition_indices("test")])
-    per_image = localisation(maps[has], boxes[has], tolerance)
+    images, labels, boxes = images[has][:, 0], labels[has], boxes[has]
+    groups = np.array([datamodule.split_table[i]["group"] for i in datamodule.partition_indices("test")])[has]
+    model.to(device)
+    batches = [
+        (to_model_input(torch.from_numpy(images[i : i + 64])[:, None]), torch.from_numpy(labels[i : i + 64]))
+        for i in range(0, len(images), 64)
+    ]
+    maps = true_class_maps(model, batches, cfg.eval.explain, device)
     layer = getattr(model, "members", [model])[0].hparams.get("cam_layer")
-    return {
-        "method": method if method == "integrated_gradients" else f"{method} on {layer}",
-        "target": "true class",
-        "images": int(has.sum()),
-        "images_without_a_box": int((~has).sum()),
-        "tolerance_px": tolerance,
-        "map_size_px": list(maps.shape[1:]),
-        **mean_intervals(per_image, groups[has]),
+    found = {
+        "localisation": {
+            "method": cfg.eval.explain
+            if cfg.eval.explain == "integrated_gradients"
+            else f"{cfg.eval.explain} on {layer}",
+            "target": "true class",
+            "images": int(has.sum()),
+            "images_without_a_box": int((~has).sum()),
+            "tolerance_px": cfg.eval.box_tolerance,
+            "map_size_px": list(maps.shape[1:]),
+            **mean_intervals(localisation(maps, boxes, cfg.eval.box_tolerance), groups),
+        }
     }
+    if cfg.eval.occlude == "boxes":
+        shown = true_class_probability(model, images, labels, device)
+        controls = control_boxes(images, boxes)
+        drops = {
+            "drop_when_box_hidden": shown
+            - true_class_probability(model, hidden(images, boxes), labels, device),
+            "drop_when_control_hidden": shown
+            - true_class_probability(model, hidden(images, controls), labels, device),
+        }
+        drops["box_minus_control"] = drops["drop_when_box_hidden"] - drops["drop_when_control_hidden"]
+        found["occlusion"] = {
+            "images": len(images),
+            "fill": "the slice's background (1st percentile of its pixels)",
+            "control": "an equal box mirrored across the slice's midline, on the head, not overlapping",
+            "true_class_probability": float(shown.mean()),
+            **mean_intervals(drops, groups),
+        }
+    return found
 
 
 def evaluate(cfg: DictConfig) -> float:
@@ -124,11 +152,14 @@ def evaluate(cfg: DictConfig) -> float:
     log.info("Evaluating in %s on %s", trainer.precision, type(trainer.accelerator).__name__)
     extra = {"checkpoint": str(cfg.ckpt_path), "members": [str(p) for p in checkpoints], "tta": cfg.eval.tta}
     if cfg.eval.boxes:
-        device = "cuda" if uses_cuda(str(trainer_cfg["accelerator"])) else "cpu"
-        extra["localisation"] = localisation_figures(
-            model, datamodule, Path(cfg.eval.boxes), cfg.eval.box_tolerance, cfg.eval.explain, device
+        extra |= box_figures(
+            model, datamodule, cfg, "cuda" if uses_cuda(str(trainer_cfg["accelerator"])) else "cpu"
         )
-        log.info("Localisation against %s: %s", cfg.eval.boxes, extra["localisation"])
+        log.info(
+            "Against the boxes of %s: %s",
+            cfg.eval.boxes,
+            {k: extra[k] for k in ("localisation", "occlusion") if k in extra},
+        )
     metrics = test_and_save(trainer, model, datamodule, output_dir, extra=extra)
     log.info("Wrote %s and %s to %s", METRICS_FILE, PREDICTIONS_FILE, output_dir)
     return optimized_value(cfg, metrics, default="test/loss")
