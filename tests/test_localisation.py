@@ -121,7 +121,11 @@ def test_eval_reports_how_the_true_class_falls_when_the_box_is_hidden(trained_ru
     overrides = [f"ckpt_path={trained_run}", f"eval.boxes={boxes}", "eval.occlude=boxes"]
     evaluate(compose_task("eval", out, *overrides))
     found = read_json(out / "metrics.json")["occlusion"]
-    assert found["images"] == len(tested) and 0 <= found["true_class_probability"] <= 1
+    rows = read_csv(out / "predictions.csv")  # the same probabilities as testing gave, unoccluded
+    tested_probability = np.mean([float(r[f"prob_{r['class']}"]) for r in rows])
+    assert found["images"] == len(tested) and found["true_class_probability"] == pytest.approx(
+        tested_probability, abs=1e-4
+    )
     for name in ("drop_when_box_hidden", "drop_when_control_hidden", "box_minus_control"):
         assert -1 <= found[name]["low"] <= found[name]["estimate"] <= found[name]["high"] <= 1, name
     with pytest.raises(BrainMRIError, match=r"eval\.occlude=boxes hides each image's box: give them"):

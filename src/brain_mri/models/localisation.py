@@ -109,6 +109,7 @@ def true_class_probability(
 ) -> np.ndarray:
     """Each image's probability of its true class; ``images`` (N, H, W) uint8 on the model's input."""
     found = []
+    model.eval()  # batch norm with its running statistics, as in testing
     with torch.inference_mode():
         for first in range(0, len(images), batch):
             inputs = to_model_input(torch.from_numpy(images[first : first + batch])[:, None]).to(device)
