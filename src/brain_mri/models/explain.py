@@ -59,7 +59,7 @@ def explanation(
     model.eval()
     # gradients even when called from a test or prediction loop (inference mode: its tensors are cloned)
     with torch.inference_mode(False), torch.enable_grad():
-        inputs, target = images.clone(), targets.tolist()
+        inputs, target = images.clone().requires_grad_(True), targets.tolist()
         if method == "integrated_gradients":
             found = IntegratedGradients(model).attribute(inputs, target=target, n_steps=32).abs().sum(dim=1)
         else:
