@@ -185,10 +185,10 @@ def prediction(model: BrainMRIClassifier, args, precision: str) -> StepTimer:
 
 
 def file_prediction(
-    model: BrainMRIClassifier, files: list[Path], args, precision: str, explain: bool
+    model: BrainMRIClassifier, files: list[Path], args, precision: str, explain: bool | str
 ) -> float:
     """Images per second of :func:`brain_mri.models.inference.predict_files` over image files, and with
-    ``explain`` the overlay PNGs too (encoded in memory), as ``predict.py explain=true`` writes them."""
+    ``explain`` (a method) the overlay PNGs too (in memory), as ``predict.py explain=`` writes them."""
     predict_files(model, files[: args.batch_size], precision=precision, progress=False)  # warm-up
     started = time.perf_counter()
     for found in predict_files(
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
         files = [root / f.path for f in scan_image_files(root)]
         model = model.to("cpu")  # predict.py predicts on the CPU
         files_rate = file_prediction(model, files, args, precision, explain=False)
-        explained_rate = file_prediction(model, files, args, precision, explain=True)
+        explained_rate = file_prediction(model, files, args, precision, explain="grad_cam")
     predicted = prediction(model, args, precision)
     members = [model] + [BrainMRIClassifier(**model.hparams) for _ in range(args.ensemble - 1)]
     ensemble = prediction(EnsembleClassifier(members, args.tta), args, precision)
