@@ -51,6 +51,11 @@ def test_the_pointing_game_and_the_mass_in_the_box_of_known_maps():
         ),
         ([["a.png", 50, 40, 10, 10]], None, "does not lie in [0, 1]: values are fractions"),
         ([["a.png", "x", 0.5, 0.2, 0.2]], None, "line 2 (a.png): a value is not a number"),
+        (
+            [["a.png", 0.5, 0.5, 0.2, 0.2], ["a.png", 0.2, 0.2, 0.1, 0.1]],
+            None,
+            "a.png has two boxes (lines 2 and 3)",
+        ),
     ],
 )
 def test_a_bad_boxes_file_is_one_message(tmp_path, rows, fields, message):
@@ -58,6 +63,18 @@ def test_a_bad_boxes_file_is_one_message(tmp_path, rows, fields, message):
     with pytest.raises(BrainMRIError) as error:
         read_boxes(path)
     assert message in str(error.value)
+
+
+def test_a_spreadsheets_boxes_file_is_read_and_one_not_in_utf8_is_one_message(tmp_path):
+    (tmp_path / "excel.csv").write_bytes(
+        "\ufeffpath,x_center,y_center,width,height\r\na.png,0.5,0.5,0.2,0.2\r\n".encode()
+    )
+    assert read_boxes(tmp_path / "excel.csv") == {"a.png": pytest.approx((0.4, 0.4, 0.6, 0.6))}
+    (tmp_path / "latin.csv").write_bytes(
+        "path,x_center,y_center,width,height\ntumeur_é.png,0.5,0.5,0.2,0.2\n".encode("latin-1")
+    )
+    with pytest.raises(BrainMRIError, match=r"latin\.csv is not UTF-8 text"):
+        read_boxes(tmp_path / "latin.csv")
 
 
 def test_boxes_follow_the_brain_crop_and_must_name_evaluated_images(tmp_path):
@@ -77,6 +94,10 @@ def test_boxes_follow_the_brain_crop_and_must_name_evaluated_images(tmp_path):
         (160 - y0) / (y1 - y0),
     ]
     assert cropped[0] == pytest.approx(np.array(expected) * 100)
+    # a box the crop cuts away (in the black margin left of the head) is no box on the model's input
+    margin = read_boxes(write_boxes(tmp_path / "margin.csv", [["head.png", 0.05, 0.5, 0.05, 0.05]]))
+    _, kept = boxes_on_input(margin, files, tmp_path, 100, "brain", tmp_path / "margin.csv")
+    assert kept.tolist() == [False]
     with pytest.raises(
         BrainMRIError, match=r"none of its 1 paths is an evaluated image \(e\.g\. 'head\.png'"
     ):

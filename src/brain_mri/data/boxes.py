@@ -5,6 +5,7 @@ crop its input contract makes), for measuring where explanations point (``eval.p
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from pathlib import Path
 
@@ -17,38 +18,61 @@ from brain_mri.errors import BrainMRIError
 BOX_FIELDS = ("path", "x_center", "y_center", "width", "height")
 EDGE = 1e-3  # boxes drawn to the image's edge may pass it by rounding
 
+log = logging.getLogger(__name__)
+
 
 def read_boxes(path: Path) -> dict[str, tuple[float, float, float, float]]:
     """Each image's box as (left, top, right, bottom) fractions of its width and height."""
     if not path.is_file():
         raise BrainMRIError(f"eval.boxes={path}: no such file.")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [field for field in BOX_FIELDS if field not in (reader.fieldnames or [])]
-        if missing:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
+            return boxes_of(csv.DictReader(handle), path)
+    except UnicodeDecodeError as err:
+        raise BrainMRIError(
+            f"eval.boxes={path} is not UTF-8 text ({err.reason} at byte {err.start})."
+        ) from None
+
+
+def boxes_of(reader: csv.DictReader, path: Path) -> dict[str, tuple[float, float, float, float]]:
+    """The boxes of a read CSV file, each row checked."""
+    missing = [field for field in BOX_FIELDS if field not in (reader.fieldnames or [])]
+    if missing:
+        raise BrainMRIError(
+            f"eval.boxes={path} lacks the column(s) {', '.join(missing)}: it needs {', '.join(BOX_FIELDS)} "
+            "(centre, width and height as fractions of the image's width and height)."
+        )
+    boxes: dict[str, tuple[float, float, float, float]] = {}
+    lines: dict[str, int] = {}
+    for number, row in enumerate(reader, start=2):  # the header is line 1
+        name = row["path"]
+        if name in lines:
             raise BrainMRIError(
-                f"eval.boxes={path} lacks the column(s) {', '.join(missing)}: it needs "
-                f"{', '.join(BOX_FIELDS)} (centre, width and height as fractions of the image's width and "
-                "height)."
+                f"eval.boxes={path}: {name} has two boxes (lines {lines[name]} and {number}); give each "
+                "image one."
             )
-        boxes = {}
-        for number, row in enumerate(reader, start=2):  # the header is line 1
-            try:
-                x, y, width, height = (float(row[field]) for field in BOX_FIELDS[1:])
-            except (TypeError, ValueError):
-                raise BrainMRIError(
-                    f"eval.boxes={path}, line {number} ({row['path']}): a value is not a number."
-                ) from None
-            box = (x - width / 2, y - height / 2, x + width / 2, y + height / 2)
-            finite = all(math.isfinite(v) for v in box)
-            if not finite or width <= 0 or height <= 0 or min(box) < -EDGE or max(box) > 1 + EDGE:
-                raise BrainMRIError(
-                    f"eval.boxes={path}, line {number} ({row['path']}): the box (centre {x}, {y}, size "
-                    f"{width} x {height}) does not lie in [0, 1]: values are fractions of the image's width "
-                    "and height."
-                )
-            boxes[row["path"]] = tuple(min(max(v, 0.0), 1.0) for v in box)
-    return boxes  # type: ignore[return-value]
+        lines[name] = number
+        try:
+            x, y, width, height = (float(row[field]) for field in BOX_FIELDS[1:])
+        except (TypeError, ValueError):
+            raise BrainMRIError(
+                f"eval.boxes={path}, line {number} ({name}): a value is not a number."
+            ) from None
+        left, top, right, bottom = x - width / 2, y - height / 2, x + width / 2, y + height / 2
+        box = (left, top, right, bottom)
+        if (
+            not all(map(math.isfinite, box))
+            or width <= 0
+            or height <= 0
+            or min(box) < -EDGE
+            or max(box) > 1 + EDGE
+        ):
+            raise BrainMRIError(
+                f"eval.boxes={path}, line {number} ({name}): the box (centre {x}, {y}, size {width} x "
+                f"{height}) does not lie in [0, 1]: values are fractions of the image's width and height."
+            )
+        boxes[name] = (max(left, 0.0), max(top, 0.0), min(right, 1.0), min(bottom, 1.0))
+    return boxes
 
 
 def boxes_on_input(
@@ -81,4 +105,12 @@ def boxes_on_input(
             left, right = ((v * width - x0) / (x1 - x0) for v in (left, right))
             top, bottom = ((v * height - y0) / (y1 - y0) for v in (top, bottom))
         placed[i] = np.clip([left, top, right, bottom], 0, 1) * size
-    return placed, has
+    outside = has & ((placed[:, 2] <= placed[:, 0]) | (placed[:, 3] <= placed[:, 1]))
+    if outside.any():  # the crop cut the box away: nothing of it is on the model's input
+        log.warning(
+            "%d box(es) of eval.boxes lie outside their image's brain crop (e.g. %s): those images are "
+            "left out as images without a box.",
+            int(outside.sum()),
+            files[int(np.flatnonzero(outside)[0])].path,
+        )
+    return placed, has & ~outside

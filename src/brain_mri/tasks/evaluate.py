@@ -74,6 +74,13 @@ def box_figures(model, datamodule, cfg: DictConfig, device: str) -> dict:
         torch.cat(part).numpy()
         for part in zip(*datamodule.partition_loader("test", sharded=False), strict=True)
     )
+    if not has.all():
+        log.warning(
+            "%d of the %d evaluated images have no box in %s: they are left out of the box figures.",
+            int((~has).sum()),
+            len(has),
+            boxes_file,
+        )
     images, labels, boxes = images[has][:, 0], labels[has], boxes[has]
     groups = np.array([datamodule.split_table[i]["group"] for i in datamodule.partition_indices("test")])[has]
     model.to(device)
