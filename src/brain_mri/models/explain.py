@@ -61,7 +61,11 @@ def explanation(
     with torch.inference_mode(False), torch.enable_grad():
         inputs, target = images.clone().requires_grad_(True), targets.tolist()
         if method == "integrated_gradients":
-            found = IntegratedGradients(model).attribute(inputs, target=target, n_steps=32).abs().sum(dim=1)
+            # one image batch at a time through the 32 steps: memory as for one batch, not 32
+            found = IntegratedGradients(model).attribute(
+                inputs, target=target, n_steps=32, internal_batch_size=len(inputs)
+            )
+            found = found.abs().sum(dim=1)
         else:
             module = cam_module(model, layer)
             if method == "grad_cam":
