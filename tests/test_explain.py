@@ -16,8 +16,8 @@ from brain_mri.data.synthetic import LESIONS_FILE, generate_phantom_dataset
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier, EnsembleClassifier
 from brain_mri.models.backbones import BACKBONES
-from brain_mri.models.explain import METHODS, OVERLAY_SIZE, explanation, grad_cam
-from brain_mri.models.localisation import localisation, true_class_maps
+from brain_mri.models.explain import METHODS, OVERLAY_SIZE, explanation
+from brain_mri.models.localisation import localisation
 from brain_mri.runs.files import read_csv
 from brain_mri.tasks.predict import predict
 from helpers import built_once, compose_task
@@ -99,13 +99,15 @@ def test_the_heat_map_peaks_where_the_models_evidence_is(lesion_model, lesion_ph
     assert len(where) == 18  # every positive phantom, the two planted copies included
     images = prepare_images([lesion_phantoms / w["path"] for w in where], SIZE, "none")
     tumour = torch.full((len(where),), lesion_model.hparams.class_names.index("yes"))
-    maps = grad_cam(lesion_model, images, tumour)
+    maps = explanation(lesion_model, images, tumour, method="grad_cam")
     peaks = maps.amax(dim=(1, 2))
     assert maps.shape == (len(where), SIZE, SIZE) and maps.min() >= 0 and (peaks.eq(1) | peaks.eq(0)).all()
     # 18 of 18 here; a 10x10 map places its peak to within half a cell, so a small lesion may be missed
     assert peaks_inside(maps, where) >= 16
     # mirrored views are mapped back: an ensemble with flip points at the same lesions (18 of 18 here)
-    mirrored = grad_cam(EnsembleClassifier([lesion_model, lesion_model], tta="flip"), images, tumour)
+    mirrored = explanation(
+        EnsembleClassifier([lesion_model, lesion_model], tta="flip"), images, tumour, method="grad_cam"
+    )
     assert peaks_inside(mirrored, where) >= 16
     assert peaks_inside(maps.flip(-1), where) <= 9  # a map left mirrored would miss (5 of 18 here)
 
@@ -118,7 +120,7 @@ def test_every_model_config_names_a_layer_after_the_last_convolution(arch):
     for name, module in model.net.named_modules():
         if isinstance(module, torch.nn.Conv2d) or name == model.hparams.cam_layer:
             module.register_forward_hook(lambda m, i, out, name=name: order.append((name, out.shape)))
-    maps = grad_cam(model, torch.rand(2, 3, 64, 64), torch.tensor([0, 1]))
+    maps = explanation(model, torch.rand(2, 3, 64, 64), torch.tensor([0, 1]), method="grad_cam")
     names = [name for name, _ in order]
     assert names.index(model.hparams.cam_layer) == len(names) - 1  # no convolution after it
     assert len(order[-1][1]) == 4 and order[-1][1][-1] >= 2  # a spatial map (2x2 or more at 64 px)
@@ -154,15 +156,15 @@ def test_predict_writes_an_overlay_per_image(lesion_checkpoint, lesion_phantoms,
 def test_a_checkpoint_saved_without_a_layer_is_explained_on_the_layer_given(lesion_model, lesion_phantoms):
     images = prepare_images([lesion_phantoms / w["path"] for w in lesions(lesion_phantoms)[:2]], SIZE, "none")
     targets = torch.tensor([1, 1])
-    own = grad_cam(lesion_model, images, targets)
+    own = explanation(lesion_model, images, targets, method="grad_cam")
     lesion_model.hparams.cam_layer = None  # as in checkpoints saved before cam_layer was recorded
     with pytest.raises(BrainMRIError, match=r"pass cam_layer=<module>, as conf/model/resnet18\.yaml"):
-        grad_cam(lesion_model, images, targets)
-    assert torch.equal(grad_cam(lesion_model, images, targets, "layer3"), own)
+        explanation(lesion_model, images, targets, method="grad_cam")
+    assert torch.equal(explanation(lesion_model, images, targets, "grad_cam", "layer3"), own)
     with pytest.raises(BrainMRIError, match="cam_layer=layer9: resnet18 has no such module"):
-        grad_cam(lesion_model, images, targets, "layer9")
+        explanation(lesion_model, images, targets, "grad_cam", "layer9")
     with pytest.raises(BrainMRIError, match=r"cam_layer=fc: its output is not a feature map \(N, C, H, W\)"):
-        grad_cam(lesion_model, images, targets, "fc")
+        explanation(lesion_model, images, targets, "grad_cam", "fc")
 
 
 def lesion_boxes(root):
@@ -193,5 +195,5 @@ def test_each_method_maps_every_image_and_grad_cam_points_at_the_lesions(lesion_
     ):
         explanation(lesion_model, images[:1], tumour[:1], "lime")
     # the hand-set detector's evidence is the lesion (test_explain.py): its Grad-CAM peaks in the box
-    maps = true_class_maps(lesion_model, [(images, tumour)], "grad_cam")
+    maps = explanation(lesion_model, images, tumour, "grad_cam").numpy()
     assert localisation(maps, boxes, 2.0)["pointing_game"].sum() >= 16  # of 18

@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from brain_mri.errors import BrainMRIError
 
@@ -98,14 +98,13 @@ def partitions() -> list[Partition]:
         this = Partition(
             name.rstrip("*"), name.endswith("*"), leading(nodes), leading(cpus), leading(memory) / 1024, gpus
         )
-        if (seen := found.get(this.name)) is not None:
-            this = Partition(
-                this.name,
-                this.default,
-                seen.nodes + this.nodes,
-                max(seen.cpus, this.cpus),
-                max(seen.memory_gb, this.memory_gb),
-                max(seen.gpus, this.gpus),
+        if (seen := found.get(this.name)) is not None:  # another kind of node: the largest of each counts
+            this = replace(
+                this,
+                nodes=seen.nodes + this.nodes,
+                cpus=max(seen.cpus, this.cpus),
+                memory_gb=max(seen.memory_gb, this.memory_gb),
+                gpus=max(seen.gpus, this.gpus),
             )
         found[this.name] = this
     return sorted(found.values(), key=lambda partition: not partition.default)

@@ -23,8 +23,6 @@ log = logging.getLogger(__name__)
 
 def read_boxes(path: Path) -> dict[str, tuple[float, float, float, float]]:
     """Each image's box as (left, top, right, bottom) fractions of its width and height."""
-    if not path.is_file():
-        raise BrainMRIError(f"eval.boxes={path}: no such file.")
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
             return boxes_of(csv.DictReader(handle), path)
@@ -32,6 +30,8 @@ def read_boxes(path: Path) -> dict[str, tuple[float, float, float, float]]:
         raise BrainMRIError(
             f"eval.boxes={path} is not UTF-8 text ({err.reason} at byte {err.start})."
         ) from None
+    except OSError as err:  # eval.py checks that it is a file before any work; here, what reading found
+        raise BrainMRIError(f"eval.boxes={path}: cannot be read ({err.strerror}).") from None
 
 
 def boxes_of(reader: csv.DictReader, path: Path) -> dict[str, tuple[float, float, float, float]]:

@@ -84,13 +84,6 @@ def explanation(
     return normalised(found.detach().float())
 
 
-def grad_cam(
-    model: BrainMRIClassifier, images: torch.Tensor, targets: torch.Tensor, layer: str | None = None
-) -> torch.Tensor:
-    """:func:`explanation` by Grad-CAM."""
-    return explanation(model, images, targets, "grad_cam", layer)
-
-
 def cam_module(model: BrainMRIClassifier, layer: str | None):
     """The network's module that Grad-CAM reads: ``layer``, or the model's own ``cam_layer``."""
     layer_name = layer or model.hparams.get("cam_layer")

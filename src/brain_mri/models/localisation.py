@@ -14,11 +14,21 @@ from brain_mri.models.classifier import BrainMRIClassifier
 from brain_mri.models.explain import explanation
 
 
-def true_class_maps(model: BrainMRIClassifier, batches, method: str, device: str = "cpu") -> np.ndarray:
-    """(N, H, W) maps (``method``) of each image's true class, for (images, labels) batches of model input."""
+def true_class_maps(
+    model: BrainMRIClassifier,
+    images: np.ndarray,
+    labels: np.ndarray,
+    method: str,
+    device: str = "cpu",
+    batch: int = 64,
+) -> np.ndarray:
+    """(N, H, W) maps (``method``) of each image's true class; ``images`` (N, H, W) uint8 on the model's
+    input."""
     found = []
-    for images, labels in batches:
-        found.append(explanation(model, images.to(device), labels.to(device), method).cpu().numpy())
+    for first in range(0, len(images), batch):
+        inputs = to_model_input(torch.from_numpy(images[first : first + batch])[:, None]).to(device)
+        targets = torch.from_numpy(labels[first : first + batch]).to(device)
+        found.append(explanation(model, inputs, targets, method).cpu().numpy())
     return np.concatenate(found)
 
 

@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 from brain_mri.config.launch import instantiate_group, optimized_value
 from brain_mri.config.settings import check_eval_settings
 from brain_mri.data.boxes import boxes_on_input, read_boxes
-from brain_mri.data.preprocessing import to_model_input
 from brain_mri.data.split import read_split
 from brain_mri.errors import BrainMRIError
 from brain_mri.hardware import precision_for_checkpoint, uses_cuda
@@ -84,11 +83,7 @@ def box_figures(model, datamodule, cfg: DictConfig, device: str) -> dict:
     images, labels, boxes = images[has][:, 0], labels[has], boxes[has]
     groups = np.array([datamodule.split_table[i]["group"] for i in datamodule.partition_indices("test")])[has]
     model.to(device)
-    batches = [
-        (to_model_input(torch.from_numpy(images[i : i + 64])[:, None]), torch.from_numpy(labels[i : i + 64]))
-        for i in range(0, len(images), 64)
-    ]
-    maps = true_class_maps(model, batches, cfg.eval.explain, device)
+    maps = true_class_maps(model, images, labels, cfg.eval.explain, device)
     layer = getattr(model, "members", [model])[0].hparams.get("cam_layer")
     found = {
         "localisation": {
