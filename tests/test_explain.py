@@ -16,7 +16,7 @@ from brain_mri.data.synthetic import LESIONS_FILE, generate_phantom_dataset
 from brain_mri.errors import BrainMRIError
 from brain_mri.models import BrainMRIClassifier, EnsembleClassifier
 from brain_mri.models.backbones import BACKBONES
-from brain_mri.models.explain import METHODS, OVERLAY_SIZE, explanation
+from brain_mri.models.explain import BOX_COLOUR, METHODS, OVERLAY_SIZE, PEAK_COLOUR, explanation, overlay
 from brain_mri.models.localisation import localisation
 from brain_mri.runs.files import read_csv
 from brain_mri.tasks.predict import predict
@@ -197,3 +197,18 @@ def test_each_method_maps_every_image_and_grad_cam_points_at_the_lesions(lesion_
     # the hand-set detector's evidence is the lesion (test_explain.py): its Grad-CAM peaks in the box
     maps = explanation(lesion_model, images, tumour, "grad_cam").numpy()
     assert localisation(maps, boxes, 2.0)["pointing_game"].sum() >= 16  # of 18
+
+
+def test_an_overlay_draws_the_box_and_the_maps_peak_and_no_peak_for_an_empty_map():
+    pixels, heat = np.zeros((16, 16)), np.zeros((16, 16))
+    heat[3, 12] = 1.0  # the peak: pixel (12, 3), right of the box
+    box = np.array([2.0, 2.0, 8.0, 8.0])  # left, top, right, bottom
+    drawn = np.asarray(overlay(pixels, heat, "x", box=box))
+    picture = drawn[drawn.shape[0] - OVERLAY_SIZE :]  # below the caption strip
+    scale = OVERLAY_SIZE / 16
+    assert tuple(picture[int(5 * scale), int(2 * scale)]) == BOX_COLOUR  # the box's left edge
+    assert tuple(picture[int(5 * scale), int(5 * scale)]) != BOX_COLOUR  # its inside is not painted
+    assert tuple(picture[int(3.5 * scale), int(12.5 * scale)]) == PEAK_COLOUR  # the cross's centre
+    empty = np.asarray(overlay(pixels, np.zeros((16, 16)), "x", box=box))[-OVERLAY_SIZE:]
+    assert not (empty == PEAK_COLOUR).all(axis=-1).any()  # no evidence: no peak drawn
+    assert (empty == BOX_COLOUR).all(axis=-1).any()

@@ -14,7 +14,8 @@ from brain_mri.data.preprocessing import brain_box
 from brain_mri.data.split import read_split
 from brain_mri.errors import BrainMRIError
 from brain_mri.models.localisation import control_boxes, hidden, localisation
-from brain_mri.runs.files import read_csv, read_json
+from brain_mri.report.build import build_report
+from brain_mri.runs.files import BOX_GALLERY_FIELDS, read_csv, read_json
 from brain_mri.tasks.evaluate import evaluate
 from helpers import compose_task
 
@@ -139,7 +140,12 @@ def test_eval_reports_how_the_true_class_falls_when_the_box_is_hidden(trained_ru
     tested = [r["path"] for r in read_split(trained_run / "split.csv") if r["partition"] == "test"]
     boxes = write_boxes(tmp_path / "boxes.csv", [[path, 0.4, 0.5, 0.2, 0.2] for path in tested])
     out = tmp_path / "eval"
-    overrides = [f"ckpt_path={trained_run}", f"eval.boxes={boxes}", "eval.occlude=boxes"]
+    overrides = [
+        f"ckpt_path={trained_run}",
+        f"eval.boxes={boxes}",
+        "eval.occlude=boxes",
+        "eval.gallery_images=3",
+    ]
     evaluate(compose_task("eval", out, *overrides))
     found = read_json(out / "metrics.json")["occlusion"]
     rows = read_csv(out / "predictions.csv")  # the same probabilities as testing gave, unoccluded
@@ -149,5 +155,36 @@ def test_eval_reports_how_the_true_class_falls_when_the_box_is_hidden(trained_ru
     )
     for name in ("drop_when_box_hidden", "drop_when_control_hidden", "box_minus_control"):
         assert -1 <= found[name]["low"] <= found[name]["estimate"] <= found[name]["high"] <= 1, name
+    drawn = read_csv(out / "gallery.csv")  # eval.gallery_images=3 of them, misclassified first
+    assert len(drawn) == 3 and list(drawn[0]) == list(BOX_GALLERY_FIELDS)
+    assert all((out / row["image"]).is_file() for row in drawn)
+    wrong = [row["predicted_class"] != row["class"] for row in drawn]
+    assert wrong == sorted(wrong, reverse=True)
     with pytest.raises(BrainMRIError, match=r"eval\.occlude=boxes hides each image's box: give them"):
         evaluate(compose_task("eval", tmp_path / "again", f"ckpt_path={trained_run}", "eval.occlude=boxes"))
+
+
+def test_the_report_shows_an_evaluations_box_figures_and_its_maps_with_the_boxes(trained_run, tmp_path):
+    tested = [r["path"] for r in read_split(trained_run / "split.csv") if r["partition"] == "test"]
+    boxes = write_boxes(tmp_path / "boxes.csv", [[path, 0.4, 0.5, 0.2, 0.2] for path in tested])
+    evaluations = tmp_path / "evals"
+    overrides = [
+        f"ckpt_path={trained_run}",
+        f"eval.boxes={boxes}",
+        "eval.occlude=boxes",
+        "eval.gallery_images=2",
+    ]
+    evaluate(compose_task("eval", evaluations / "boxed", *overrides))
+    evaluate(compose_task("eval", evaluations / "plain", f"ckpt_path={trained_run}"))
+    report = build_report(evaluations, resamples=20)
+    assert report["rows"] == [] and [e["evaluation"] for e in report["evaluations"]] == ["boxed", "plain"]
+    metrics = read_json(evaluations / "boxed" / "metrics.json")
+    markdown = (evaluations / "report" / "runs.md").read_text()
+    for part, name in [("localisation", "pointing_game"), ("occlusion", "box_minus_control")]:
+        figure = metrics[part][name]
+        assert f"{figure['estimate']:.3f} ({figure['low']:.3f}-{figure['high']:.3f})" in markdown, name
+    assert "## Where the maps point" in markdown and "## Hiding the box" in markdown
+    page = (evaluations / "report" / "index.html").read_text()
+    assert "Maps against the boxes: boxed" in page and "Maps against the boxes: plain" not in page
+    assert page.count("data:image/png") == 2 and "the box in green" in page  # the gallery's 2 images
+    assert "No run completed" not in page and not (evaluations / "report" / "runs.csv").exists()

@@ -65,6 +65,7 @@ class EvalSettings:
     box_tolerance: float = 2.0
     explain: str = "guided_grad_cam"
     occlude: Any = None  # null or "boxes"
+    gallery_images: int = 64
 
 
 # Trainer arguments with a type Hydra checks when it composes (``trainer.max_epochs=abc`` is refused with
@@ -347,6 +348,8 @@ def check_eval_settings(cfg: DictConfig) -> None:
         raise BrainMRIError(f"eval.boxes={cfg.eval.boxes}: no such file.")
     if not cfg.eval.box_tolerance >= 0:
         raise BrainMRIError(f"eval.box_tolerance must be 0 or more pixels, got {cfg.eval.box_tolerance}.")
+    if cfg.eval.gallery_images < 0:
+        raise BrainMRIError(f"eval.gallery_images must be 0 or more, got {cfg.eval.gallery_images}.")
     best_checkpoints(cfg.ckpt_path)  # each file there, or one message
 
 

@@ -110,15 +110,36 @@ def normalised(maps: torch.Tensor) -> torch.Tensor:
     return maps / peak
 
 
-def overlay(pixels: np.ndarray, heat_map: np.ndarray, caption: str) -> Image.Image:
+BOX_COLOUR = (0, 255, 0)  # the box a map is measured against (a tumour's), in the overlay
+PEAK_COLOUR = (255, 255, 255)  # the map's peak: where the pointing game says the map points
+
+
+def overlay(
+    pixels: np.ndarray, heat_map: np.ndarray, caption: str, box: np.ndarray | None = None
+) -> Image.Image:
     """The slice (H, W in [0, 1]) in gray, the heat map over it in colour (transparent where cold), and
-    a caption strip above it."""
+    a caption strip above it; with ``box`` (left, top, right, bottom in the slice's pixels), that box in
+    green and the map's peak (if it has one) as a white cross."""
     gray = Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8)).convert("RGB")
     heat = Image.fromarray((colormaps["jet"](heat_map)[..., :3] * 255).astype(np.uint8))
     alpha = Image.fromarray((np.clip(heat_map, 0, 1) * 0.6 * 255).astype(np.uint8))
     size = (max(OVERLAY_SIZE, gray.width), max(OVERLAY_SIZE, gray.height))
+    scale = np.array([size[0] / gray.width, size[1] / gray.height])
     gray, heat, alpha = (im.resize(size, Image.Resampling.BILINEAR) for im in (gray, heat, alpha))
     picture = Image.composite(heat, gray, alpha)
+    draw, width = ImageDraw.Draw(picture), max(1, size[0] // 128)
+    if box is not None:
+        draw.rectangle(
+            [*(np.asarray(box[:2]) * scale), *(np.asarray(box[2:]) * scale - 1)],
+            outline=BOX_COLOUR,
+            width=width,
+        )
+    if box is not None and heat_map.max() > 0:  # an empty map has no peak
+        row, column = np.unravel_index(np.argmax(heat_map), heat_map.shape)
+        x, y = (np.array([column, row]) + 0.5) * scale
+        arm = 4 * width
+        draw.line([x - arm, y, x + arm, y], fill=PEAK_COLOUR, width=width)
+        draw.line([x, y - arm, x, y + arm], fill=PEAK_COLOUR, width=width)
     text_size = max(12, size[0] // 16)
     font = ImageFont.load_default(size=text_size)
     strip = text_size + 8

@@ -114,16 +114,19 @@ def hidden(images: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return filled
 
 
-def true_class_probability(
-    model: BrainMRIClassifier, images: np.ndarray, labels: np.ndarray, device: str = "cpu", batch: int = 64
+def class_probabilities(
+    model: BrainMRIClassifier, images: np.ndarray, device: str = "cpu", batch: int = 64
 ) -> np.ndarray:
-    """Each image's probability of its true class; ``images`` (N, H, W) uint8 on the model's input."""
+    """(N, classes): each image's probabilities; ``images`` (N, H, W) uint8 on the model's input."""
     found = []
     model.eval()  # batch norm with its running statistics, as in testing
     with torch.inference_mode():
         for first in range(0, len(images), batch):
             inputs = to_model_input(torch.from_numpy(images[first : first + batch])[:, None]).to(device)
             out = model.predict_step((inputs, None), 0)
-            probabilities = (out[0] if isinstance(out, tuple) else out).float().cpu().numpy()
-            found.append(probabilities[np.arange(len(inputs)), labels[first : first + batch]])
+            found.append((out[0] if isinstance(out, tuple) else out).float().cpu().numpy())
     return np.concatenate(found)
+
+
+def of_true_class(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return probabilities[np.arange(len(labels)), labels]

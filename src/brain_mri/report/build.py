@@ -5,7 +5,9 @@ Reads only what runs wrote (``config.yaml``, ``.hydra/overrides.yaml``, ``metric
 partly failed. Writes ``<folder>/report/``: runs.csv, runs.md, best.json, grid_3d.png (the minimum
 validation loss over the swept settings), for the best run curves_/roc_/confusion_<run>.png, and all of it
 as one page, index.html. Runs on different data (``run_info.json``'s data fingerprint) are ranked
-separately: each data set has its own tables, best run and grid figure.
+separately: each data set has its own tables, best run and grid figure. Evaluations (eval.py's folders)
+below ``<folder>`` get their own tables, and the maps they drew against boxes are on the page
+(``report/evaluations.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from omegaconf import OmegaConf
 from brain_mri.data.split import read_split
 from brain_mri.errors import BrainMRIError, print_undecodable_escaped, stop
 from brain_mri.report import figures
+from brain_mri.report.evaluations import evaluation_sections, find_evaluations, is_evaluation, read_evaluation
 from brain_mri.report.page import BestRun, write_page
 from brain_mri.report.statistics import METRIC_NAMES, bootstrap_intervals, paired_difference, positive_label
 from brain_mri.report.tables import print_summary, render_markdown, report_sections
@@ -61,12 +64,12 @@ NOT_SETTINGS = ("hydra.", "paths.", "data.root", "data.cache_dir", "data.split_f
 
 
 def find_runs(folder: Path) -> list[Path]:
-    """Every run folder at or below ``folder``, in natural order: a folder in which a run wrote its
-    resolved config, or (a sweep job that failed at start) Hydra's record and the failed status."""
+    """Every training run folder at or below ``folder``, in natural order: a folder in which a run wrote
+    its resolved config, or (a sweep job that failed at start) Hydra's record and the failed status."""
     configs = files_named(folder, CONFIG_FILE)  # linked run folders too
     written = {p.parent for p in configs if p.parent.name != ".hydra"}
     failed = {p.parent.parent for p in configs if p.parent.name == ".hydra"}
-    runs = written | {run for run in failed if (run / METRICS_FILE).is_file()}
+    runs = written | {run for run in failed if (run / METRICS_FILE).is_file() and not is_evaluation(run)}
 
     return sorted(runs, key=natural_order)
 
@@ -336,13 +339,17 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     folder = folder.resolve()
     if not folder.is_dir():
         raise BrainMRIError(f"{folder} is not a folder: give a sweep or run folder.")
-    runs = find_runs(folder)
-    if not runs:
-        raise BrainMRIError(f"No runs under {folder} (a run folder holds {CONFIG_FILE}).")
+    runs, evaluated = find_runs(folder), find_evaluations(folder)
+    if not runs and not evaluated:
+        raise BrainMRIError(
+            f"No runs under {folder} (a run folder holds {CONFIG_FILE}), and no evaluations (eval.py's "
+            f"folders, with {METRICS_FILE})."
+        )
     rows = [read_run(run, folder) for run in runs]
     extra = add_swept_columns(rows)
     data_sets = group_by_data(rows)
     rows = [row for data_set in data_sets for row in data_set.rows]
+    evaluations = [read_evaluation(found, folder) for found in evaluated]
     out = folder / "report"
     try:
         out.mkdir(exist_ok=True)
@@ -351,7 +358,8 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
             f"cannot write the report folder {out} ({err.strerror}): copy the runs to a folder you can write."
         ) from None
     columns = run_columns(extra)  # every run's whole record
-    write_csv(out / "runs.csv", rows, (*columns, "error", "data_fingerprint"))
+    if rows:
+        write_csv(out / "runs.csv", rows, (*columns, "error", "data_fingerprint"))
     reports = [
         report_data_set(data_set, index, extra, out, resamples, seed)
         for index, data_set in enumerate(data_sets)
@@ -372,11 +380,12 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
             part["best"],
         )
     ]
+    sections += evaluation_sections(evaluations)
     note = data_sets_note(data_sets)
     atomic_write_text(out / "runs.md", render_markdown(sections, note))
     bests = [part["best"] for part in reports if part["best"]]
     best_runs = [BestRun(best["run"], best["folder"], best["data"] if several else None) for best in bests]
-    write_page(out, sections, best_runs, note)
+    write_page(out, sections, best_runs, note, evaluations)
     return {
         "rows": rows,
         "columns": columns,
@@ -384,6 +393,7 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
         "repeated": [entry for part in reports for entry in part["repeated"]],
         "best": bests[0] if bests else None,
         "data_sets": reports,
+        "evaluations": evaluations,
         "note": note,
         "folder": out,
     }

@@ -1,5 +1,6 @@
-"""The report as one self-contained HTML page (``report/index.html``): tables, figures and a gallery of
-the test images of the best run (of each data set) under their Grad-CAM maps, misclassified first.
+"""The report as one self-contained HTML page (``report/index.html``): tables, figures, a gallery of the
+test images of the best run (of each data set) under their Grad-CAM maps, misclassified first, and the
+maps each evaluation against boxes drew, with the boxes.
 Figures are embedded as data URIs, so the page needs no network and no other file; it can be mailed or
 attached to a paper review.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -78,12 +80,27 @@ class Figure(NamedTuple):
 
 
 class Gallery(NamedTuple):
-    """The test images of a best run on the page, or why there are none."""
+    """Images under their maps on the page (a best run's test images, an evaluation's), or why there are
+    none."""
 
     heading: str
     summary: str = ""
     figures: tuple[Figure, ...] = ()
     missing: str = ""
+    maps: str = "Grad-CAM of the predicted class over each slice, as the model saw it."
+
+
+def gallery_figures(folder: Path, rows: list[dict], caption) -> tuple[Figure, ...]:
+    """The images ``gallery.csv`` names, each captioned by ``caption(row)``; never a file outside the
+    folder's gallery."""
+    figures = []
+    for row in rows:
+        image = (folder / row["image"]).resolve()
+        if not image.is_relative_to((folder / GALLERY_DIR).resolve()):  # a file names it: never elsewhere
+            damaged = folder / GALLERY_FILE
+            raise BrainMRIError(f"{damaged} is damaged: it names an image outside {GALLERY_DIR}/")
+        figures.append(Figure(png_uri(image), caption(row), row["predicted_class"] != row["class"]))
+    return tuple(figures)
 
 
 def gallery(best: BestRun) -> Gallery:
@@ -101,15 +118,40 @@ def gallery(best: BestRun) -> Gallery:
     tested = read_csv(run / PREDICTIONS_FILE)
     wrong = sum(r["predicted_class"] != r["class"] for r in tested)
     rows = read_csv(run / GALLERY_FILE)
-    figures = []
-    for row in rows:
+
+    def caption(row: dict) -> str:
         misclassified = row["predicted_class"] != row["class"]
-        label = f"{row['path']}: true {row['class']}{' (misclassified)' if misclassified else ''}"
-        image = (run / row["image"]).resolve()
-        if not image.is_relative_to((run / GALLERY_DIR).resolve()):  # a file names it: never elsewhere
-            raise BrainMRIError(f"{run / GALLERY_FILE} is damaged: it names an image outside {GALLERY_DIR}/")
-        figures.append(Figure(png_uri(image), label, misclassified))
-    return Gallery(heading, gallery_summary(best.name, len(rows), len(tested), wrong), tuple(figures))
+        return f"{row['path']}: true {row['class']}{' (misclassified)' if misclassified else ''}"
+
+    figures = gallery_figures(run, rows, caption)
+    return Gallery(heading, gallery_summary(best.name, len(rows), len(tested), wrong), figures)
+
+
+def evaluation_gallery(evaluation: dict) -> Gallery | None:
+    """The maps an evaluation against boxes drew (``gallery.csv`` with ``peak_in_box``), or None."""
+    folder = evaluation["folder"]
+    if not evaluation["method"] or not (folder / GALLERY_FILE).is_file():
+        return None
+    rows = read_csv(folder / GALLERY_FILE)
+    wrong = sum(r["predicted_class"] != r["class"] for r in rows)
+    hits = sum(r["peak_in_box"] == "True" for r in rows)
+
+    def caption(row: dict) -> str:
+        predicted = "" if row["predicted_class"] == row["class"] else f", predicted {row['predicted_class']}"
+        where = "in" if row["peak_in_box"] == "True" else "outside"
+        return f"{row['path']}: true {row['class']}{predicted}; peak {where} the box"
+
+    summary = (
+        f"{len(rows)} of the {evaluation['images with a box']} images with a box of evaluation "
+        f"{evaluation['evaluation']} ({wrong} of them misclassified, shown first); the map peaks in the box "
+        f"for {hits} of them."
+    )
+    maps = (
+        f"{evaluation['method']}, of the true class, over each slice as the model saw it; the box in "
+        "green, the map's peak as a white cross."
+    )
+    heading = f"Maps against the boxes: {evaluation['evaluation']}"
+    return Gallery(heading, summary, gallery_figures(folder, rows, caption), maps=maps)
 
 
 def no_gallery(heading: str, run: Path, why: str) -> Gallery:
@@ -124,10 +166,13 @@ PAGE = jinja2.Environment(
 ).get_template("report.html")
 
 
-def write_page(out: Path, sections: list, best_runs: list[BestRun], note: str = "") -> Path:
+def write_page(
+    out: Path, sections: list, best_runs: list[BestRun], note: str = "", evaluations: Sequence[dict] = ()
+) -> Path:
     """``report/index.html``: the report's tables (``brain_mri.report.tables.Section``, whose level 1 is the
-    page's h2), its figures, and the gallery of each of ``best_runs``; ``note`` opens the page. Every
-    name that comes from a folder, a file or a setting is escaped by the template."""
+    page's h2), its figures, the gallery of each of ``best_runs`` and the maps of each of ``evaluations``
+    that drew them; ``note`` opens the page. Every name that comes from a folder, a file or a setting is
+    escaped by the template."""
     figures = [Figure(png_uri(f), f.stem) for f in sorted(out.glob("*.png"))]
     page = PAGE.render(
         name=readable_name(out.parent),
@@ -137,6 +182,8 @@ def write_page(out: Path, sections: list, best_runs: list[BestRun], note: str = 
         cell=format_value,
         figures=figures,
         galleries=[gallery(best) for best in best_runs],
+        drawn=[found for found in map(evaluation_gallery, evaluations) if found],
+        trained=bool(best_runs) or not evaluations,
     )
     path = out / PAGE_FILE
     atomic_write_text(path, page)

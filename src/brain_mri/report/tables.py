@@ -155,5 +155,15 @@ def print_summary(report: dict, limit: int = 10) -> None:
                 f"best run on {part['data']}: {part['best']['run']}, test AUROC {auroc['estimate']:.3f} "
                 f"(95 % CI {auroc['low']:.3f}-{auroc['high']:.3f})"
             )
+    for evaluation in report["evaluations"][:limit]:
+        boxes = (
+            f"; {evaluation['method']}: pointing game {evaluation['pointing game']}"
+            if evaluation["pointing game"]
+            else ""
+        )
+        accuracy, auroc = (format_value(evaluation[f"test/{name}"]) for name in ("accuracy", "auroc"))
+        console.print(
+            f"evaluation {evaluation['evaluation']}: test accuracy {accuracy}, AUROC {auroc}{boxes}"
+        )
     for row in [r for r in report["rows"] if r["status"] == "failed"][:limit]:
         console.print(f"failed: {row['run']}: {format_value(row.get('error'), one_line=True)}")

@@ -20,11 +20,12 @@ from brain_mri.errors import BrainMRIError
 from brain_mri.hardware import precision_for_checkpoint, uses_cuda
 from brain_mri.models.loading import load_model
 from brain_mri.models.localisation import (
+    class_probabilities,
     control_boxes,
     hidden,
     localisation,
+    of_true_class,
     true_class_maps,
-    true_class_probability,
 )
 from brain_mri.report.statistics import mean_intervals
 from brain_mri.runs.checkpoints import load_checkpoint
@@ -36,6 +37,7 @@ from brain_mri.runs.files import (
     write_bad_images,
 )
 from brain_mri.training.callbacks import task_callbacks
+from brain_mri.training.gallery import write_box_gallery
 from brain_mri.training.scoring import test_and_save
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,8 @@ def same_test_partition(checkpoints: list[Path]) -> None:
 def box_figures(model, datamodule, cfg: DictConfig, device: str) -> dict:
     """Against the boxes of ``eval.boxes``: how the maps (``eval.explain``) of the evaluated images' true
     classes point at them, and with ``eval.occlude=boxes`` how their probabilities fall when the box is
-    hidden against an equal box elsewhere on the head; means with intervals by scan (duplicate group)."""
+    hidden against an equal box elsewhere on the head; means with intervals by scan (duplicate group).
+    Draws ``eval.gallery_images`` of the images under their maps, with box and peak (``gallery/``)."""
     boxes_file = Path(cfg.eval.boxes)
     files = datamodule.partition_files("test")
     size, crop = model.hparams.image_size, model.hparams.get("crop", "none")
@@ -84,6 +87,20 @@ def box_figures(model, datamodule, cfg: DictConfig, device: str) -> dict:
     groups = np.array([datamodule.split_table[i]["group"] for i in datamodule.partition_indices("test")])[has]
     model.to(device)
     maps = true_class_maps(model, images, labels, cfg.eval.explain, device)
+    pointing = localisation(maps, boxes, cfg.eval.box_tolerance)
+    probabilities = class_probabilities(model, images, device)
+    if cfg.eval.gallery_images:
+        write_box_gallery(
+            Path(cfg.paths.output_dir),
+            [file for file, boxed in zip(files, has, strict=True) if boxed],
+            images,
+            maps,
+            boxes,
+            pointing["pointing_game"],
+            probabilities,
+            model.hparams.class_names,
+            cfg.eval.gallery_images,
+        )
     layer = getattr(model, "members", [model])[0].hparams.get("cam_layer")
     found = {
         "localisation": {
@@ -95,17 +112,17 @@ def box_figures(model, datamodule, cfg: DictConfig, device: str) -> dict:
             "images_without_a_box": int((~has).sum()),
             "tolerance_px": cfg.eval.box_tolerance,
             "map_size_px": list(maps.shape[1:]),
-            **mean_intervals(localisation(maps, boxes, cfg.eval.box_tolerance), groups),
+            **mean_intervals(pointing, groups),
         }
     }
     if cfg.eval.occlude == "boxes":
-        shown = true_class_probability(model, images, labels, device)
+        shown = of_true_class(probabilities, labels)
         controls = control_boxes(images, boxes)
         drops = {
             "drop_when_box_hidden": shown
-            - true_class_probability(model, hidden(images, boxes), labels, device),
+            - of_true_class(class_probabilities(model, hidden(images, boxes), device), labels),
             "drop_when_control_hidden": shown
-            - true_class_probability(model, hidden(images, controls), labels, device),
+            - of_true_class(class_probabilities(model, hidden(images, controls), device), labels),
         }
         drops["box_minus_control"] = drops["drop_when_box_hidden"] - drops["drop_when_control_hidden"]
         found["occlusion"] = {

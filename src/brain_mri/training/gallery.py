@@ -1,16 +1,23 @@
-"""A run's test images under their Grad-CAM maps, misclassified first: written by the training run that
-made the predictions (``gallery/`` and ``gallery.csv``), shown by the report page, which reads files only."""
+"""Galleries: test images under their maps, misclassified first, written by the task that made the
+predictions (``gallery/`` and ``gallery.csv``) and shown by the report page, which reads files only. A
+training run draws its test images' Grad-CAM of the predicted class; an evaluation against boxes draws the
+true class's maps with each box and the map's peak."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from brain_mri.atomic import atomic_path
+from brain_mri.data.folder import ImageFile
 from brain_mri.models.classifier import BrainMRIClassifier
 from brain_mri.models.explain import overlay
 from brain_mri.models.inference import predict_files
 from brain_mri.runs.files import (
+    BOX_GALLERY_FIELDS,
     GALLERY_DIR,
     GALLERY_FIELDS,
     GALLERY_FILE,
@@ -51,4 +58,44 @@ def write_gallery(run_dir: Path, model: BrainMRIClassifier, data_root: Path, lim
             len(rows),
             *unread[0],
         )
+    return len(shown)
+
+
+def write_box_gallery(
+    output_dir: Path,
+    files: Sequence[ImageFile],
+    images: np.ndarray,
+    maps: np.ndarray,
+    boxes: np.ndarray,
+    hits: np.ndarray,
+    probabilities: np.ndarray,
+    class_names: Sequence[str],
+    limit: int,
+) -> int:
+    """Up to ``limit`` of the evaluated ``files`` (``images``: (N, H, W) uint8 as the model saw them) under
+    their true class's ``maps``, with their ``boxes`` and each map's peak, misclassified first; ``hits``
+    (the pointing game's score of each image) becomes the ``peak_in_box`` column. Returns how many were
+    written."""
+    predicted = probabilities.argmax(axis=1)
+    order = sorted(range(len(files)), key=lambda i: (predicted[i] == files[i].label, files[i].path))[:limit]
+    (output_dir / GALLERY_DIR).mkdir(parents=True, exist_ok=True)
+    shown = []
+    for number, i in enumerate(order):
+        image = f"{GALLERY_DIR}/{number:03d}.png"
+        true_probability = float(probabilities[i, files[i].label])
+        caption = f"true {files[i].class_name} {true_probability:.2f}"
+        with atomic_path(output_dir / image) as temporary:
+            overlay(images[i] / 255.0, maps[i], caption, box=boxes[i]).save(temporary)
+        shown.append(
+            {
+                "image": image,
+                "path": files[i].path,
+                "class": files[i].class_name,
+                "predicted_class": class_names[predicted[i]],
+                "probability": float(probabilities[i, predicted[i]]),
+                "true_class_probability": true_probability,
+                "peak_in_box": bool(hits[i]),
+            }
+        )
+    write_csv(output_dir / GALLERY_FILE, shown, BOX_GALLERY_FIELDS)
     return len(shown)
