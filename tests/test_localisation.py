@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 from test_recipe import head_slice
 
 from brain_mri.data.boxes import boxes_on_input, read_boxes
@@ -13,7 +14,8 @@ from brain_mri.data.folder import ImageFile
 from brain_mri.data.preprocessing import brain_box
 from brain_mri.data.split import read_split
 from brain_mri.errors import BrainMRIError
-from brain_mri.models.localisation import control_boxes, hidden, localisation
+from brain_mri.models import BrainMRIClassifier
+from brain_mri.models.localisation import control_boxes, hidden, localisation, with_random_weights
 from brain_mri.report.build import build_report
 from brain_mri.runs.files import BOX_GALLERY_FIELDS, read_csv, read_json
 from brain_mri.tasks.evaluate import evaluate
@@ -119,7 +121,12 @@ def test_eval_measures_the_maps_against_the_boxes_with_intervals(trained_run, ph
     assert found["method"] == "grad_cam on layer4" and found["tolerance_px"] == 2
     for name in ("centre_pointing_game", "flat_mass_in_box"):  # a box of the whole image holds them
         assert found[name] == {"estimate": 1.0, "low": 1.0, "high": 1.0}, name
-    for name in ("pointing_game", "mass_in_box"):  # 1 but for maps with no evidence for the class
+    for name in (
+        "pointing_game",
+        "mass_in_box",
+        "random_weights_pointing_game",
+        "random_weights_mass_in_box",
+    ):
         assert 0 <= found[name]["low"] <= found[name]["estimate"] <= found[name]["high"] <= 1, name
     assert len(read_csv(out / "predictions.csv")) == len(tested)
 
@@ -188,3 +195,17 @@ def test_the_report_shows_an_evaluations_box_figures_and_its_maps_with_the_boxes
     assert "Maps against the boxes: boxed" in page and "Maps against the boxes: plain" not in page
     assert page.count("data:image/png") == 2 and "the box in green" in page  # the gallery's 2 images
     assert "No run completed" not in page and not (evaluations / "report" / "runs.csv").exists()
+
+
+def test_the_sanity_checks_network_has_fresh_weights_the_same_for_one_seed(trained_run):
+    model = BrainMRIClassifier.load_from_checkpoint(next((trained_run / "checkpoints").glob("epoch*.ckpt")))
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    torch.manual_seed(5)
+    expected = torch.rand(1)
+    torch.manual_seed(5)
+    fresh, again = with_random_weights(model), with_random_weights(model)
+    assert torch.equal(torch.rand(1), expected)  # the caller's random stream is left as it was
+    assert all(torch.equal(model.state_dict()[name], before[name]) for name in before)  # the model untouched
+    kernels = [name for name, value in before.items() if name.endswith("weight") and value.dim() >= 2]
+    assert kernels and not any(torch.equal(fresh.state_dict()[name], before[name]) for name in kernels)
+    assert all(torch.equal(fresh.state_dict()[name], again.state_dict()[name]) for name in before)

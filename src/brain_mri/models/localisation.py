@@ -1,10 +1,14 @@
 """Where an explanation points, against a box drawn around what should explain the class (a tumour):
 the pointing game (does the map's peak fall in the box, give or take a few pixels), the share of the
 map's mass inside the box, and the same for a map that knows nothing (the image's centre; a flat map).
-And a shortcut check: how much the true class's probability falls when the box is hidden, against an
-equal box elsewhere on the head."""
+And two checks: the same maps of the network with fresh random weights (a method whose maps still
+point at the box then shows the image, not what the model learnt: Adebayo et al., "Sanity checks for
+saliency maps", 2018), and how much the true class's probability falls when the box is hidden, against
+an equal box elsewhere on the head."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
@@ -30,6 +34,19 @@ def true_class_maps(
         targets = torch.from_numpy(labels[first : first + batch]).to(device)
         found.append(explanation(model, inputs, targets, method).cpu().numpy())
     return np.concatenate(found)
+
+
+def with_random_weights(model: BrainMRIClassifier, seed: int = 0) -> BrainMRIClassifier:
+    """A copy of ``model`` (each member of an ensemble) whose every layer is initialised afresh."""
+    fresh = copy.deepcopy(model)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    for module in fresh.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+    torch.random.set_rng_state(generator_state)
+    return fresh
 
 
 def pixel_centres_inside(boxes: np.ndarray, height: int, width: int, margin: float = 0.0) -> np.ndarray:

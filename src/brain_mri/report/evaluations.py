@@ -61,6 +61,7 @@ def read_evaluation(folder: Path, root: Path) -> dict:
         "tolerance (px)": pointing.get("tolerance_px"),
         "pointing game": with_interval(pointing.get("pointing_game")),
         "centre point": with_interval(pointing.get("centre_pointing_game")),
+        "random weights": with_interval(pointing.get("random_weights_pointing_game")),
         "mass in box": with_interval(pointing.get("mass_in_box")),
         "flat map": with_interval(pointing.get("flat_mass_in_box")),
         "true-class probability": hiding.get("true_class_probability"),
@@ -82,10 +83,12 @@ def evaluation_sections(rows: list[dict]) -> list[Section]:
             "The true class's maps of the evaluated images against their boxes: the pointing game (share of "
             "images whose map peaks in the box, give or take the tolerance) and the share of the map's mass "
             "in the box, beside what knows nothing of the image (the image's centre as the peak; a flat "
-            "map). Means with 95 % intervals that resample scans (copies of one scan are one case)."
+            "map) and the pointing game of the same method on the network with random weights (what the "
+            "image alone draws). Means with 95 % intervals that resample scans (copies of one scan are one "
+            "case)."
         )
         columns = ["evaluation", "method", "images with a box", "tolerance (px)", "pointing game"]
-        columns += ["centre point", "mass in box", "flat map"]
+        columns += ["centre point", "random weights", "mass in box", "flat map"]
         sections.append(Section("Where the maps point", text, boxed, columns))
     hidden = [row for row in rows if row["drop, box hidden"]]
     if hidden:

@@ -26,6 +26,7 @@ from brain_mri.models.localisation import (
     localisation,
     of_true_class,
     true_class_maps,
+    with_random_weights,
 )
 from brain_mri.report.statistics import mean_intervals
 from brain_mri.runs.checkpoints import load_checkpoint
@@ -65,8 +66,9 @@ def same_test_partition(checkpoints: list[Path]) -> None:
 
 def box_figures(model, datamodule, cfg: DictConfig, device: str) -> dict:
     """Against the boxes of ``eval.boxes``: how the maps (``eval.explain``) of the evaluated images' true
-    classes point at them, and with ``eval.occlude=boxes`` how their probabilities fall when the box is
-    hidden against an equal box elsewhere on the head; means with intervals by scan (duplicate group).
+    classes point at them, beside those of the network with random weights, and with
+    ``eval.occlude=boxes`` how their probabilities fall when the box is hidden against an equal box
+    elsewhere on the head; means with intervals by scan (duplicate group).
     Draws ``eval.gallery_images`` of the images under their maps, with box and peak (``gallery/``)."""
     boxes_file = Path(cfg.eval.boxes)
     files = datamodule.partition_files("test")
@@ -88,6 +90,12 @@ def box_figures(model, datamodule, cfg: DictConfig, device: str) -> dict:
     model.to(device)
     maps = true_class_maps(model, images, labels, cfg.eval.explain, device)
     pointing = localisation(maps, boxes, cfg.eval.box_tolerance)
+    untrained = localisation(
+        true_class_maps(with_random_weights(model), images, labels, cfg.eval.explain, device),
+        boxes,
+        cfg.eval.box_tolerance,
+    )
+    pointing |= {f"random_weights_{name}": untrained[name] for name in ("pointing_game", "mass_in_box")}
     probabilities = class_probabilities(model, images, device)
     if cfg.eval.gallery_images:
         write_box_gallery(
