@@ -19,6 +19,7 @@ from brain_mri.models.localisation import control_boxes, hidden, localisation, w
 from brain_mri.report.build import build_report
 from brain_mri.runs.files import BOX_GALLERY_FIELDS, read_csv, read_json
 from brain_mri.tasks.evaluate import evaluate
+from brain_mri.training.gallery import shown_first
 from helpers import compose_task
 
 
@@ -59,6 +60,10 @@ def test_the_pointing_game_and_the_mass_in_the_box_of_known_maps():
             None,
             "a.png has two boxes (lines 2 and 3)",
         ),
+        ([["a.png", 0.5, 0.5, 0, 0.2]], None, "line 2 (a.png): the box has no area (size 0.0 x 0.2)"),
+        ([["a.png", 0.5, 0.5]], None, "line 2 (a.png): it ends before width, height"),
+        ([], None, "holds no boxes: only a header, or nothing"),
+        ([["a.png"]], ("path", "x", "y"), "its header is path, x, y"),
     ],
 )
 def test_a_bad_boxes_file_is_one_message(tmp_path, rows, fields, message):
@@ -69,10 +74,17 @@ def test_a_bad_boxes_file_is_one_message(tmp_path, rows, fields, message):
 
 
 def test_a_spreadsheets_boxes_file_is_read_and_one_not_in_utf8_is_one_message(tmp_path):
+    """With a byte-order mark and CRLF, or spaces after the header's commas: read."""
     (tmp_path / "excel.csv").write_bytes(
         "\ufeffpath,x_center,y_center,width,height\r\na.png,0.5,0.5,0.2,0.2\r\n".encode()
     )
     assert read_boxes(tmp_path / "excel.csv") == {"a.png": pytest.approx((0.4, 0.4, 0.6, 0.6))}
+    spaced = write_boxes(
+        tmp_path / "spaced.csv",
+        [["a.png", 0.5, 0.5, 0.2, 0.2]],
+        ("path", " x_center", " y_center", " width", " height"),
+    )
+    assert read_boxes(spaced) == {"a.png": pytest.approx((0.4, 0.4, 0.6, 0.6))}  # "path, x_center, ..."
     (tmp_path / "latin.csv").write_bytes(
         "path,x_center,y_center,width,height\ntumeur_é.png,0.5,0.5,0.2,0.2\n".encode("latin-1")
     )
@@ -165,6 +177,7 @@ def test_eval_reports_how_the_true_class_falls_when_the_box_is_hidden(trained_ru
     drawn = read_csv(out / "gallery.csv")  # eval.gallery_images=3 of them, misclassified first
     assert len(drawn) == 3 and list(drawn[0]) == list(BOX_GALLERY_FIELDS)
     assert all((out / row["image"]).is_file() for row in drawn)
+    assert {row["peak"] for row in drawn} <= {"in box", "outside box", "none"}
     wrong = [row["predicted_class"] != row["class"] for row in drawn]
     assert wrong == sorted(wrong, reverse=True)
     with pytest.raises(BrainMRIError, match=r"eval\.occlude=boxes hides each image's box: give them"):
@@ -209,3 +222,61 @@ def test_the_sanity_checks_network_has_fresh_weights_the_same_for_one_seed(train
     kernels = [name for name, value in before.items() if name.endswith("weight") and value.dim() >= 2]
     assert kernels and not any(torch.equal(fresh.state_dict()[name], before[name]) for name in kernels)
     assert all(torch.equal(fresh.state_dict()[name], again.state_dict()[name]) for name in before)
+
+
+def test_a_gallery_shows_the_misclassified_first_then_each_class_in_turn():
+    images = [
+        (False, "yes", "yes/1.png"),
+        (False, "yes", "yes/0.png"),
+        (True, "yes", "yes/9.png"),
+        (False, "no", "no/5.png"),
+        (False, "no", "no/3.png"),
+        (True, "no", "no/8.png"),
+    ]
+    assert [images[i][2] for i in shown_first(images)] == [
+        "no/8.png",
+        "yes/9.png",
+        "no/3.png",
+        "yes/0.png",
+        "no/5.png",
+        "yes/1.png",
+    ]
+
+
+def test_a_damaged_evaluation_is_one_message_before_the_report_writes_anything(trained_run, tmp_path):
+    tested = [r["path"] for r in read_split(trained_run / "split.csv") if r["partition"] == "test"]
+    boxes = write_boxes(tmp_path / "boxes.csv", [[path, 0.4, 0.5, 0.2, 0.2] for path in tested])
+    folder = tmp_path / "evals" / "boxed"
+    evaluate(
+        compose_task(
+            "eval", folder, f"ckpt_path={trained_run}", f"eval.boxes={boxes}", "eval.gallery_images=2"
+        )
+    )
+    gallery, metrics = (folder / "gallery.csv").read_text(), (folder / "metrics.json").read_text()
+    damages = [
+        (
+            "gallery.csv",
+            gallery.replace("peak", "summit"),
+            r"gallery\.csv is damaged: it lacks the column\(s\) peak",
+        ),
+        ("gallery/000.png", None, r"gallery\.csv names gallery/000\.png, which is not there"),
+        (
+            "metrics.json",
+            '{"members": [], "localisation": "?"}',
+            r"metrics\.json is damaged: not what eval\.py",
+        ),
+        ("metrics.json", metrics.replace('"estimate"', '"guess"'), r"metrics\.json is damaged"),
+    ]
+    for name, damaged, message in damages:
+        original = (folder / name).read_bytes()
+        if damaged is None:
+            (folder / name).unlink()
+        else:
+            (folder / name).write_text(damaged)
+        with pytest.raises(BrainMRIError, match=message):
+            build_report(tmp_path / "evals", resamples=20)
+        assert not (tmp_path / "evals" / "report").exists() or not any(
+            (tmp_path / "evals" / "report").iterdir()
+        )
+        (folder / name).write_bytes(original)
+    build_report(tmp_path / "evals", resamples=20)  # whole again

@@ -345,7 +345,8 @@ def check_eval_settings(cfg: DictConfig) -> None:
     if cfg.eval.occlude and not cfg.eval.boxes:
         raise BrainMRIError("eval.occlude=boxes hides each image's box: give them with eval.boxes=<csv>.")
     if cfg.eval.boxes is not None and not Path(str(cfg.eval.boxes)).is_file():
-        raise BrainMRIError(f"eval.boxes={cfg.eval.boxes}: no such file.")
+        what = "a folder, not a file" if Path(str(cfg.eval.boxes)).is_dir() else "no such file"
+        raise BrainMRIError(f"eval.boxes={cfg.eval.boxes}: {what}.")
     if not cfg.eval.box_tolerance >= 0:
         raise BrainMRIError(f"eval.box_tolerance must be 0 or more pixels, got {cfg.eval.box_tolerance}.")
     if cfg.eval.gallery_images < 0:

@@ -36,11 +36,14 @@ def read_boxes(path: Path) -> dict[str, tuple[float, float, float, float]]:
 
 def boxes_of(reader: csv.DictReader, path: Path) -> dict[str, tuple[float, float, float, float]]:
     """The boxes of a read CSV file, each row checked."""
+    if reader.fieldnames:  # "path, x_center": spaces after the commas are not part of the names
+        reader.fieldnames = [name.strip() for name in reader.fieldnames]
     missing = [field for field in BOX_FIELDS if field not in (reader.fieldnames or [])]
     if missing:
         raise BrainMRIError(
             f"eval.boxes={path} lacks the column(s) {', '.join(missing)}: it needs {', '.join(BOX_FIELDS)} "
-            "(centre, width and height as fractions of the image's width and height)."
+            "(centre, width and height as fractions of the image's width and height); its header is "
+            f"{', '.join(reader.fieldnames or []) or 'empty'}."
         )
     boxes: dict[str, tuple[float, float, float, float]] = {}
     lines: dict[str, int] = {}
@@ -52,26 +55,32 @@ def boxes_of(reader: csv.DictReader, path: Path) -> dict[str, tuple[float, float
                 "image one."
             )
         lines[name] = number
+        absent = [field for field in BOX_FIELDS if row[field] is None]  # a short line
+        if absent:
+            raise BrainMRIError(
+                f"eval.boxes={path}, line {number} ({name}): it ends before {', '.join(absent)}."
+            )
         try:
             x, y, width, height = (float(row[field]) for field in BOX_FIELDS[1:])
         except (TypeError, ValueError):
             raise BrainMRIError(
                 f"eval.boxes={path}, line {number} ({name}): a value is not a number."
             ) from None
+        if not (width > 0 and height > 0):
+            raise BrainMRIError(
+                f"eval.boxes={path}, line {number} ({name}): the box has no area (size {width} x {height}); "
+                "width and height must be above 0."
+            )
         left, top, right, bottom = x - width / 2, y - height / 2, x + width / 2, y + height / 2
         box = (left, top, right, bottom)
-        if (
-            not all(map(math.isfinite, box))
-            or width <= 0
-            or height <= 0
-            or min(box) < -EDGE
-            or max(box) > 1 + EDGE
-        ):
+        if not all(map(math.isfinite, box)) or min(box) < -EDGE or max(box) > 1 + EDGE:
             raise BrainMRIError(
                 f"eval.boxes={path}, line {number} ({name}): the box (centre {x}, {y}, size {width} x "
                 f"{height}) does not lie in [0, 1]: values are fractions of the image's width and height."
             )
         boxes[name] = (max(left, 0.0), max(top, 0.0), min(right, 1.0), min(bottom, 1.0))
+    if not boxes:
+        raise BrainMRIError(f"eval.boxes={path} holds no boxes: only a header, or nothing.")
     return boxes
 
 
@@ -84,11 +93,12 @@ def boxes_on_input(
     source: Path,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The boxes of ``files`` in the model's input pixels (N, 4: left, top, right, bottom on the
-    ``size`` x ``size`` input), and which files have one. Under ``crop=brain`` each box follows its
-    image's crop: the image is read again to find it."""
+    ``size`` x ``size`` input), and which files have one (a warning says how many have none, and how many
+    lost theirs to the crop). Under ``crop=brain`` each box follows its image's crop: the image is read
+    again to find it."""
     has = np.array([f.path in boxes for f in files])
     if not has.any():
-        example = next(iter(boxes), "(none)")
+        example = next(iter(boxes))
         raise BrainMRIError(
             f"eval.boxes={source}: none of its {len(boxes)} paths is an evaluated image (e.g. '{example}'; "
             f"the images are named as '{files[0].path if files else ''}', relative to the data root {root})."
@@ -112,5 +122,14 @@ def boxes_on_input(
             "left out as images without a box.",
             int(outside.sum()),
             files[int(np.flatnonzero(outside)[0])].path,
+        )
+    if not has.all():
+        log.warning(
+            "%d of the %d evaluated images have no box in %s (e.g. %s): they are left out of the box "
+            "figures.",
+            int((~has).sum()),
+            len(has),
+            source,
+            files[int(np.flatnonzero(~has)[0])].path,
         )
     return placed, has & ~outside

@@ -27,7 +27,7 @@ from brain_mri.data.split import read_split
 from brain_mri.errors import BrainMRIError, print_undecodable_escaped, stop
 from brain_mri.report import figures
 from brain_mri.report.evaluations import evaluation_sections, find_evaluations, is_evaluation, read_evaluation
-from brain_mri.report.page import BestRun, write_page
+from brain_mri.report.page import BestRun, evaluation_gallery, write_page
 from brain_mri.report.statistics import METRIC_NAMES, bootstrap_intervals, paired_difference, positive_label
 from brain_mri.report.tables import print_summary, render_markdown, report_sections
 from brain_mri.runs.files import (
@@ -338,7 +338,7 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     first data set) and per data set its rows, summaries and best run."""
     folder = folder.resolve()
     if not folder.is_dir():
-        raise BrainMRIError(f"{folder} is not a folder: give a sweep or run folder.")
+        raise BrainMRIError(f"{folder} is not a folder: give a sweep, run or evaluations folder.")
     runs, evaluated = find_runs(folder), find_evaluations(folder)
     if not runs and not evaluated:
         raise BrainMRIError(
@@ -350,6 +350,7 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     data_sets = group_by_data(rows)
     rows = [row for data_set in data_sets for row in data_set.rows]
     evaluations = [read_evaluation(found, folder) for found in evaluated]
+    drawn = [found for found in map(evaluation_gallery, evaluations) if found]  # read before any writing
     out = folder / "report"
     try:
         out.mkdir(exist_ok=True)
@@ -385,7 +386,7 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     atomic_write_text(out / "runs.md", render_markdown(sections, note))
     bests = [part["best"] for part in reports if part["best"]]
     best_runs = [BestRun(best["run"], best["folder"], best["data"] if several else None) for best in bests]
-    write_page(out, sections, best_runs, note, evaluations)
+    write_page(out, sections, best_runs, note, drawn, has_runs=bool(rows))
     return {
         "rows": rows,
         "columns": columns,
@@ -633,7 +634,11 @@ def compare(first: Path, second: Path, resamples: int = 2000, seed: int = 0) -> 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m brain_mri.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("folder", type=Path, help="a sweep folder (outputs/multiruns/...) or one run folder")
+    parser.add_argument(
+        "folder",
+        type=Path,
+        help="a sweep folder (outputs/multiruns/...), a run folder, or evaluations (outputs/evals)",
+    )
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from brain_mri.errors import BrainMRIError
 from brain_mri.report.tables import Section
 from brain_mri.runs.files import CONFIG_FILE, METRICS_FILE, files_named, natural_order, read_config, read_json
 
@@ -41,9 +42,38 @@ def with_interval(figure: dict | None) -> str | None:
     return f"{figure['estimate']:.3f} ({figure['low']:.3f}-{figure['high']:.3f})"
 
 
+def box_summary(found: dict) -> str:
+    """One line on an evaluation's box figures (its ``localisation`` and ``occlusion``), for the log."""
+    pointing = found["localisation"]
+    line = (
+        f"{pointing['method']}: pointing game {with_interval(pointing['pointing_game'])} (the centre "
+        f"{pointing['centre_pointing_game']['estimate']:.3f}, random weights "
+        f"{pointing['random_weights_pointing_game']['estimate']:.3f}), mass in the box "
+        f"{with_interval(pointing['mass_in_box'])} (a flat map "
+        f"{pointing['flat_mass_in_box']['estimate']:.3f})"
+    )
+    if "occlusion" in found:
+        hiding = found["occlusion"]
+        line += (
+            f"; hiding the box lowers the true class's probability by "
+            f"{with_interval(hiding['drop_when_box_hidden'])}, the control box by "
+            f"{with_interval(hiding['drop_when_control_hidden'])}"
+        )
+    return line
+
+
 def read_evaluation(folder: Path, root: Path) -> dict:
     """One evaluation's row: what it tested, its test metrics, and its box figures where it has them."""
     metrics = read_json(folder / METRICS_FILE)
+    try:
+        return evaluation_row(metrics, folder, root)
+    except (AttributeError, KeyError, TypeError, ValueError) as err:  # valid JSON, not what eval.py writes
+        raise BrainMRIError(
+            f"{folder / METRICS_FILE} is damaged: not what eval.py writes ({type(err).__name__}: {err})."
+        ) from None
+
+
+def evaluation_row(metrics: dict, folder: Path, root: Path) -> dict:
     pointing = metrics.get("localisation") or {}
     hiding = metrics.get("occlusion") or {}
     return {

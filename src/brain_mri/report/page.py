@@ -17,7 +17,13 @@ import jinja2
 
 from brain_mri.errors import BrainMRIError
 from brain_mri.report.tables import format_value
-from brain_mri.runs.files import GALLERY_DIR, GALLERY_FILE, PREDICTIONS_FILE, atomic_write_text, read_csv
+from brain_mri.runs.files import (
+    GALLERY_DIR,
+    GALLERY_FILE,
+    PREDICTIONS_FILE,
+    atomic_write_text,
+    read_csv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +96,25 @@ class Gallery(NamedTuple):
     maps: str = "Grad-CAM of the predicted class over each slice, as the model saw it."
 
 
-def gallery_figures(folder: Path, rows: list[dict], caption) -> tuple[Figure, ...]:
+SHOWN_FIELDS = ("image", "path", "class", "predicted_class")  # the gallery.csv columns the page reads
+
+
+def gallery_figures(folder: Path, rows: list[dict], caption, needed=SHOWN_FIELDS) -> tuple[Figure, ...]:
     """The images ``gallery.csv`` names, each captioned by ``caption(row)``; never a file outside the
-    folder's gallery."""
+    folder's gallery. A file without the ``needed`` columns, or naming a missing image, is damaged."""
+    damaged = folder / GALLERY_FILE
+    missing = [column for column in needed if rows and column not in rows[0]]
+    if missing:
+        raise BrainMRIError(f"{damaged} is damaged: it lacks the column(s) {', '.join(missing)}.")
     figures = []
     for row in rows:
         image = (folder / row["image"]).resolve()
         if not image.is_relative_to((folder / GALLERY_DIR).resolve()):  # a file names it: never elsewhere
-            damaged = folder / GALLERY_FILE
             raise BrainMRIError(f"{damaged} is damaged: it names an image outside {GALLERY_DIR}/")
+        if not image.is_file():
+            raise BrainMRIError(
+                f"{damaged} names {row['image']}, which is not there: draw the gallery again."
+            )
         figures.append(Figure(png_uri(image), caption(row), row["predicted_class"] != row["class"]))
     return tuple(figures)
 
@@ -127,31 +143,35 @@ def gallery(best: BestRun) -> Gallery:
     return Gallery(heading, gallery_summary(best.name, len(rows), len(tested), wrong), figures)
 
 
+PEAK_CAPTIONS = {"in box": "peak in the box", "outside box": "peak outside the box", "none": "an empty map"}
+
+
 def evaluation_gallery(evaluation: dict) -> Gallery | None:
-    """The maps an evaluation against boxes drew (``gallery.csv`` with ``peak_in_box``), or None."""
+    """The maps an evaluation against boxes drew (``gallery.csv`` with a ``peak`` column), or None."""
     folder = evaluation["folder"]
     if not evaluation["method"] or not (folder / GALLERY_FILE).is_file():
         return None
     rows = read_csv(folder / GALLERY_FILE)
-    wrong = sum(r["predicted_class"] != r["class"] for r in rows)
-    hits = sum(r["peak_in_box"] == "True" for r in rows)
 
     def caption(row: dict) -> str:
         predicted = "" if row["predicted_class"] == row["class"] else f", predicted {row['predicted_class']}"
-        where = "in" if row["peak_in_box"] == "True" else "outside"
-        return f"{row['path']}: true {row['class']}{predicted}; peak {where} the box"
+        return f"{row['path']}: true {row['class']}{predicted}; {PEAK_CAPTIONS.get(row['peak'], '?')}"
 
+    figures = gallery_figures(folder, rows, caption, (*SHOWN_FIELDS, "peak"))
+    wrong = sum(figure.wrong for figure in figures)
+    hits, empty = (sum(r["peak"] == value for r in rows) for value in ("in box", "none"))
     summary = (
         f"{len(rows)} of the {evaluation['images with a box']} images with a box of evaluation "
-        f"{evaluation['evaluation']} ({wrong} of them misclassified, shown first); the map peaks in the box "
-        f"for {hits} of them."
+        f"{evaluation['evaluation']} ({wrong} of them misclassified, shown first; then each class in "
+        f"turn); the map peaks in the box for {hits} of them"
+        + (f", and {empty} map(s) are empty (no evidence for the true class)." if empty else ".")
     )
     maps = (
         f"{evaluation['method']}, of the true class, over each slice as the model saw it; the box in "
         "green, the map's peak as a white cross."
     )
     heading = f"Maps against the boxes: {evaluation['evaluation']}"
-    return Gallery(heading, summary, gallery_figures(folder, rows, caption), maps=maps)
+    return Gallery(heading, summary, figures, maps=maps)
 
 
 def no_gallery(heading: str, run: Path, why: str) -> Gallery:
@@ -167,11 +187,17 @@ PAGE = jinja2.Environment(
 
 
 def write_page(
-    out: Path, sections: list, best_runs: list[BestRun], note: str = "", evaluations: Sequence[dict] = ()
+    out: Path,
+    sections: list,
+    best_runs: list[BestRun],
+    note: str = "",
+    drawn: Sequence[Gallery] = (),
+    has_runs: bool = True,
 ) -> Path:
     """``report/index.html``: the report's tables (``brain_mri.report.tables.Section``, whose level 1 is the
-    page's h2), its figures, the gallery of each of ``best_runs`` and the maps of each of ``evaluations``
-    that drew them; ``note`` opens the page. Every name that comes from a folder, a file or a setting is
+    page's h2), its figures, the gallery of each of ``best_runs`` and the evaluations' maps ``drawn``
+    (:func:`evaluation_gallery`); ``note`` opens the page; without a best run, the page says why when
+    there were runs (``has_runs``). Every name that comes from a folder, a file or a setting is
     escaped by the template."""
     figures = [Figure(png_uri(f), f.stem) for f in sorted(out.glob("*.png"))]
     page = PAGE.render(
@@ -182,8 +208,8 @@ def write_page(
         cell=format_value,
         figures=figures,
         galleries=[gallery(best) for best in best_runs],
-        drawn=[found for found in map(evaluation_gallery, evaluations) if found],
-        trained=bool(best_runs) or not evaluations,
+        drawn=list(drawn),
+        has_runs=has_runs,
     )
     path = out / PAGE_FILE
     atomic_write_text(path, page)

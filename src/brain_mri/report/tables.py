@@ -165,5 +165,7 @@ def print_summary(report: dict, limit: int = 10) -> None:
         console.print(
             f"evaluation {evaluation['evaluation']}: test accuracy {accuracy}, AUROC {auroc}{boxes}"
         )
+    if len(report["evaluations"]) > limit:
+        console.print(f"... and {len(report['evaluations']) - limit} more evaluations: see runs.md.")
     for row in [r for r in report["rows"] if r["status"] == "failed"][:limit]:
         console.print(f"failed: {row['run']}: {format_value(row.get('error'), one_line=True)}")

@@ -37,7 +37,7 @@ EPOCH_LOG = "csv/metrics.csv"
 GALLERY_DIR = "gallery"  # Grad-CAM overlays of test images, misclassified first
 GALLERY_FILE = "gallery.csv"  # one row per overlay
 GALLERY_FIELDS = ("image", "path", "class", "predicted_class", "probability")
-BOX_GALLERY_FIELDS = (*GALLERY_FIELDS, "true_class_probability", "peak_in_box")  # an evaluation's, on boxes
+BOX_GALLERY_FIELDS = (*GALLERY_FIELDS, "true_class_probability", "peak")  # an evaluation's, on boxes
 
 
 def run_folder_of(checkpoint: str | Path) -> Path:

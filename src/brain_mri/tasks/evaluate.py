@@ -28,6 +28,7 @@ from brain_mri.models.localisation import (
     true_class_maps,
     with_random_weights,
 )
+from brain_mri.report.evaluations import box_summary
 from brain_mri.report.statistics import mean_intervals
 from brain_mri.runs.checkpoints import load_checkpoint
 from brain_mri.runs.files import (
@@ -78,13 +79,6 @@ def box_figures(model, datamodule, cfg: DictConfig, device: str) -> dict:
         torch.cat(part).numpy()
         for part in zip(*datamodule.partition_loader("test", sharded=False), strict=True)
     )
-    if not has.all():
-        log.warning(
-            "%d of the %d evaluated images have no box in %s: they are left out of the box figures.",
-            int((~has).sum()),
-            len(has),
-            boxes_file,
-        )
     images, labels, boxes = images[has][:, 0], labels[has], boxes[has]
     groups = np.array([datamodule.split_table[i]["group"] for i in datamodule.partition_indices("test")])[has]
     model.to(device)
@@ -182,11 +176,7 @@ def evaluate(cfg: DictConfig) -> float:
         extra |= box_figures(
             model, datamodule, cfg, "cuda" if uses_cuda(str(trainer_cfg["accelerator"])) else "cpu"
         )
-        log.info(
-            "Against the boxes of %s: %s",
-            cfg.eval.boxes,
-            {k: extra[k] for k in ("localisation", "occlusion") if k in extra},
-        )
+        log.info("Against the boxes of %s: %s", cfg.eval.boxes, box_summary(extra))
     metrics = test_and_save(trainer, model, datamodule, output_dir, extra=extra)
     log.info("Wrote %s and %s to %s", METRICS_FILE, PREDICTIONS_FILE, output_dir)
     return optimized_value(cfg, metrics, default="test/loss")

@@ -29,12 +29,25 @@ from brain_mri.runs.files import (
 log = logging.getLogger(__name__)
 
 
+def shown_first(images: Sequence[tuple[bool, str, str]]) -> list[int]:
+    """The order a gallery draws ``images`` (misclassified, class, path) in: the misclassified first, then
+    the rest one class after the other in turn (so a short gallery shows every class), each in path
+    order."""
+    ranks: dict[tuple[bool, str], int] = {}
+    keyed = []
+    for i in sorted(range(len(images)), key=lambda i: images[i][2]):
+        wrong, class_name, path = images[i]
+        rank = ranks[(wrong, class_name)] = ranks.get((wrong, class_name), -1) + 1
+        keyed.append(((not wrong, path if wrong else "", rank, class_name), i))
+    return [i for _, i in sorted(keyed)]
+
+
 def write_gallery(run_dir: Path, model: BrainMRIClassifier, data_root: Path, limit: int) -> int:
     """Grad-CAM overlays of up to ``limit`` of the run's test images (``predictions.csv``, paths under
     ``data_root``), misclassified first; returns how many were written."""
     rows = read_csv(run_dir / PREDICTIONS_FILE)
-    rows.sort(key=lambda r: (r["predicted_class"] == r["class"], r["path"]))
-    rows = rows[:limit]
+    order = shown_first([(r["predicted_class"] != r["class"], r["class"], r["path"]) for r in rows])
+    rows = [rows[i] for i in order[:limit]]
     by_file = {data_root / r["path"]: r for r in rows}
     # the run read every one of them: no size limit of its own here
     unread: list[tuple[str, str]] = []
@@ -74,13 +87,13 @@ def write_box_gallery(
 ) -> int:
     """Up to ``limit`` of the evaluated ``files`` (``images``: (N, H, W) uint8 as the model saw them) under
     their true class's ``maps``, with their ``boxes`` and each map's peak, misclassified first; ``hits``
-    (the pointing game's score of each image) becomes the ``peak_in_box`` column. Returns how many were
-    written."""
+    (the pointing game's score of each image) fills the ``peak`` column: in box, outside box, or none (an
+    empty map: no evidence for the class). Returns how many were written."""
     predicted = probabilities.argmax(axis=1)
-    order = sorted(range(len(files)), key=lambda i: (predicted[i] == files[i].label, files[i].path))[:limit]
+    order = shown_first([(predicted[i] != f.label, f.class_name, f.path) for i, f in enumerate(files)])
     (output_dir / GALLERY_DIR).mkdir(parents=True, exist_ok=True)
     shown = []
-    for number, i in enumerate(order):
+    for number, i in enumerate(order[:limit]):
         image = f"{GALLERY_DIR}/{number:03d}.png"
         true_probability = float(probabilities[i, files[i].label])
         caption = f"true {files[i].class_name} {true_probability:.2f}"
@@ -94,7 +107,7 @@ def write_box_gallery(
                 "predicted_class": class_names[predicted[i]],
                 "probability": float(probabilities[i, predicted[i]]),
                 "true_class_probability": true_probability,
-                "peak_in_box": bool(hits[i]),
+                "peak": "in box" if hits[i] else "outside box" if maps[i].max() > 0 else "none",
             }
         )
     write_csv(output_dir / GALLERY_FILE, shown, BOX_GALLERY_FIELDS)
