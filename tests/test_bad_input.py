@@ -425,10 +425,10 @@ def test_the_memory_estimate_counts_the_batch_that_can_form(monkeypatch):
     assert float(said.split("GiB for one training batch")[0].split()[-1]) < 8  # 253 images, not 100,000
 
 
-def claim(*overrides, run_dir=None):
-    """The run folder Hydra's callback claims for a train.py run of ``overrides``."""
+def claim(*overrides, run_dir=None, task="train"):
+    """The run folder Hydra's callback claims for a ``task`` (train.py) run of ``overrides``."""
     with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+        cfg = compose(task, overrides=list(overrides), return_hydra_config=True)
     if run_dir:
         with open_dict(cfg):
             cfg.hydra.run.dir = str(run_dir)
@@ -454,6 +454,9 @@ def test_a_folder_named_for_a_run_that_holds_another_run_is_refused(tmp_path):
             claim(f"hydra.run.dir={taken}")
         said = stderr.getvalue()
         assert f"{taken} holds another run: choose a new folder (hydra.run.dir=...), or continue" in said
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as stderr:
+        claim(f"hydra.run.dir={taken}", "ckpt_path=x.ckpt", task="eval")  # only training resumes
+    assert f"{taken} holds another run: choose a new folder (hydra.run.dir=...).\n" in stderr.getvalue()
 
 
 def test_more_nodes_or_devices_than_the_slurm_job_holds_are_one_message_each(

@@ -180,11 +180,12 @@ CLAIM_FILE = ".claimed"  # created first, exclusively: the folder belongs to the
 RUN_FILES = (".hydra", CLAIM_FILE, CONFIG_FILE, METRICS_FILE, LOCK_FILE)  # a folder holding one is a run's
 
 
-def claim_folder(folder: Path, named_by_user: bool) -> Path:
+def claim_folder(folder: Path, named_by_user: bool, resumable: bool = True) -> Path:
     """Make ``folder`` this run's before anything is written: its claim file is created exclusively, so
     that two runs started in the same second never share a folder. A folder of the default name that is
-    another run's gives way to ``<folder>_2``, ``_3``, ...; one the user named is refused. A folder that
-    cannot be created or written is one message."""
+    another run's gives way to ``<folder>_2``, ``_3``, ...; one the user named is refused (naming
+    ``resume=`` where the task is ``resumable``). A folder that cannot be created or written is one
+    message."""
     candidate = folder
     for number in itertools.count(2):
         try:
@@ -196,10 +197,8 @@ def claim_folder(folder: Path, named_by_user: bool) -> Path:
             return candidate
         except FileExistsError:
             if named_by_user:
-                stop(
-                    f"{folder} holds another run: choose a new folder (hydra.run.dir=...), or continue that "
-                    f"run with resume={folder}."
-                )
+                resume = f", or continue that run with resume={folder}" if resumable else ""
+                stop(f"{folder} holds another run: choose a new folder (hydra.run.dir=...){resume}.")
             candidate = folder.with_name(f"{folder.name}_{number}")
         except OSError as err:
             unwritable(candidate, err)
@@ -209,7 +208,7 @@ def claim_folder(folder: Path, named_by_user: bool) -> Path:
 def claim_output_folder(config: DictConfig, key: str, named_by_user: bool) -> None:
     """Claim the folder ``hydra.<key>.dir`` names and set it to the folder claimed."""
     node = config.hydra[key]
-    claimed = claim_folder(Path(node.dir), named_by_user)
+    claimed = claim_folder(Path(node.dir), named_by_user, resumable=config.get("task_name") == "train")
     with read_write(config.hydra), open_dict(config.hydra):
         node.dir = str(claimed)
 
