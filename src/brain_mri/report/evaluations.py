@@ -74,6 +74,7 @@ def read_evaluation(folder: Path, root: Path) -> dict:
 
 
 def evaluation_row(metrics: dict, folder: Path, root: Path) -> dict:
+    """The row of ``metrics`` (an evaluation's metrics.json); figures it lacks are empty cells."""
     pointing = metrics.get("localisation") or {}
     hiding = metrics.get("occlusion") or {}
     return {
