@@ -127,19 +127,19 @@ def overlay(
     scale = np.array([size[0] / gray.width, size[1] / gray.height])
     gray, heat, alpha = (im.resize(size, Image.Resampling.BILINEAR) for im in (gray, heat, alpha))
     picture = Image.composite(heat, gray, alpha)
-    draw, width = ImageDraw.Draw(picture), max(1, size[0] // 128)
     if box is not None:
+        draw, width = ImageDraw.Draw(picture), max(1, size[0] // 128)
         draw.rectangle(
             [*(np.asarray(box[:2]) * scale), *(np.asarray(box[2:]) * scale - 1)],
             outline=BOX_COLOUR,
             width=width,
         )
-    if box is not None and heat_map.max() > 0:  # an empty map has no peak
-        row, column = np.unravel_index(np.argmax(heat_map), heat_map.shape)
-        x, y = (np.array([column, row]) + 0.5) * scale
-        arm = 4 * width
-        draw.line([x - arm, y, x + arm, y], fill=PEAK_COLOUR, width=width)
-        draw.line([x, y - arm, x, y + arm], fill=PEAK_COLOUR, width=width)
+        if heat_map.max() > 0:  # an empty map has no peak
+            row, column = np.unravel_index(np.argmax(heat_map), heat_map.shape)
+            x, y = (np.array([column, row]) + 0.5) * scale
+            arm = 4 * width
+            draw.line([x - arm, y, x + arm, y], fill=PEAK_COLOUR, width=width)
+            draw.line([x, y - arm, x, y + arm], fill=PEAK_COLOUR, width=width)
     text_size = max(12, size[0] // 16)
     font = ImageFont.load_default(size=text_size)
     strip = text_size + 8

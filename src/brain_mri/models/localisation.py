@@ -18,6 +18,13 @@ from brain_mri.models.classifier import BrainMRIClassifier
 from brain_mri.models.explain import explanation
 
 
+def input_batches(images: np.ndarray, device: str, batch: int):
+    """(first index, model inputs on ``device``) of ``images`` (N, H, W) uint8 on the model's input,
+    ``batch`` at a time."""
+    for first in range(0, len(images), batch):
+        yield first, to_model_input(torch.from_numpy(images[first : first + batch])[:, None]).to(device)
+
+
 def true_class_maps(
     model: BrainMRIClassifier,
     images: np.ndarray,
@@ -29,9 +36,8 @@ def true_class_maps(
     """(N, H, W) maps (``method``) of each image's true class; ``images`` (N, H, W) uint8 on the model's
     input."""
     found = []
-    for first in range(0, len(images), batch):
-        inputs = to_model_input(torch.from_numpy(images[first : first + batch])[:, None]).to(device)
-        targets = torch.from_numpy(labels[first : first + batch]).to(device)
+    for first, inputs in input_batches(images, device, batch):
+        targets = torch.from_numpy(labels[first : first + len(inputs)]).to(device)
         found.append(explanation(model, inputs, targets, method).cpu().numpy())
     return np.concatenate(found)
 
@@ -138,8 +144,7 @@ def class_probabilities(
     found = []
     model.eval()  # batch norm with its running statistics, as in testing
     with torch.inference_mode():
-        for first in range(0, len(images), batch):
-            inputs = to_model_input(torch.from_numpy(images[first : first + batch])[:, None]).to(device)
+        for _, inputs in input_batches(images, device, batch):
             out = model.predict_step((inputs, None), 0)
             found.append((out[0] if isinstance(out, tuple) else out).float().cpu().numpy())
     return np.concatenate(found)
