@@ -9,7 +9,7 @@ import pytest
 
 from brain_mri.errors import BrainMRIError
 from brain_mri.report.build import build_report, compare, find_runs, main, read_run
-from brain_mri.report.page import BestRun, gallery_summary, write_page
+from brain_mri.report.page import BestRun, gallery, gallery_summary, write_page
 from brain_mri.runs.files import best_checkpoints, read_csv, read_json, write_csv, write_json
 
 FIGURES = ("grid_3d.png", "curves_{}.png", "roc_{}.png", "confusion_{}.png")
@@ -383,7 +383,7 @@ def test_names_in_a_runs_gallery_and_in_markdown_are_shown_never_run(tmp_path):
     write_csv(run / "predictions.csv", [tested], tuple(tested))
     row = {"image": "gallery/0.png", "path": hostile, "class": hostile, "predicted_class": "no"}
     write_csv(run / "gallery.csv", [row], tuple(row))
-    page = write_page(tmp_path / "report", [], [BestRun(hostile, run, hostile)]).read_text()
+    page = write_page(tmp_path / "report", [], [gallery(BestRun(hostile, run, hostile))]).read_text()
     assert "<svg" not in page and page.count("&lt;svg onload=alert(5)&gt;") >= 4
     section = SimpleNamespace(
         title=hostile, text=hostile, rows=[{hostile: hostile}], columns=[hostile], level=1
@@ -392,7 +392,7 @@ def test_names_in_a_runs_gallery_and_in_markdown_are_shown_never_run(tmp_path):
     assert "<svg" not in markdown and markdown.count("&lt;svg onload=alert(5)&gt;") == 5
     write_csv(run / "gallery.csv", [row | {"image": "../../../etc/hostname"}], tuple(row))  # outside
     with pytest.raises(BrainMRIError, match=r"gallery\.csv is damaged: it names an image outside gallery/"):
-        write_page(tmp_path / "report", [], [BestRun("1", run, None)])
+        write_page(tmp_path / "report", [], [gallery(BestRun("1", run, None))])
 
 
 def test_the_gallery_counts_the_runs_misclassified_test_images(trained_run, tmp_path):
@@ -400,7 +400,7 @@ def test_the_gallery_counts_the_runs_misclassified_test_images(trained_run, tmp_
     wrong = sum(r["predicted_class"] != r["class"] for r in rows)
     out = tmp_path / "report"
     out.mkdir()
-    page = write_page(out, [], [BestRun("1", trained_run, None)]).read_text()
+    page = write_page(out, [], [gallery(BestRun("1", trained_run, None))]).read_text()
     said = f"{wrong} misclassified (shown first)" if wrong else "none misclassified"
     assert f"test images of run 1, {said}." in page and page.count('class="wrong"') == wrong
 
@@ -433,3 +433,12 @@ def test_names_that_are_not_utf8_or_hold_markdown_are_drawn_and_written_as_text(
     assert (tmp_path / "figure.png").read_bytes().startswith(b"\x89PNG")
     said = markdown_text("a|b\n# HACKED [x](javascript:alert(1)) `code`")
     assert said == "a\\|b # HACKED \\[x\\](javascript:alert(1)) \\`code\\`"
+
+
+def test_a_damaged_gallery_of_the_best_run_stops_the_report_before_it_writes(trained_run, tmp_path):
+    run = tmp_path / "sweep" / "run"
+    shutil.copytree(trained_run, run)
+    (run / "gallery" / "000.png").unlink()
+    with pytest.raises(BrainMRIError, match=r"gallery\.csv names gallery/000\.png, which is not there"):
+        build_report(tmp_path / "sweep", resamples=20)
+    assert not (tmp_path / "sweep" / "report").exists() or not any((tmp_path / "sweep" / "report").iterdir())

@@ -27,7 +27,7 @@ from brain_mri.data.split import read_split
 from brain_mri.errors import BrainMRIError, print_undecodable_escaped, stop
 from brain_mri.report import figures
 from brain_mri.report.evaluations import evaluation_sections, find_evaluations, is_evaluation, read_evaluation
-from brain_mri.report.page import BestRun, evaluation_gallery, write_page
+from brain_mri.report.page import BestRun, evaluation_gallery, gallery, write_page
 from brain_mri.report.statistics import METRIC_NAMES, bootstrap_intervals, paired_difference, positive_label
 from brain_mri.report.tables import print_summary, render_markdown, report_sections
 from brain_mri.runs.files import (
@@ -207,6 +207,11 @@ def grid_settings(rows: list[dict], extra: list[str]) -> list[str]:
     return [k for k in candidates if len({r[k] for r in rows}) > 1]
 
 
+def completed(rows: list[dict]) -> list[dict]:
+    """The completed runs of ``rows``, in their order (best first: the first is the best run)."""
+    return [row for row in rows if row["status"] == "completed"]
+
+
 def sort_key(row: dict):
     loss = row["val_loss_best"]
     return (row["status"] != "completed", math.isnan(loss) if loss is not None else True, loss or 0.0)
@@ -350,7 +355,14 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     data_sets = group_by_data(rows)
     rows = [row for data_set in data_sets for row in data_set.rows]
     evaluations = [read_evaluation(found, folder) for found in evaluated]
-    drawn = [found for found in map(evaluation_gallery, evaluations) if found]  # read before any writing
+    # every gallery is read before anything is written: a damaged one leaves the last report as it was
+    several = len(data_sets) > 1
+    galleries = [
+        gallery(BestRun(best["run"], best["folder"], data_set.label if several else None))
+        for data_set in data_sets
+        if (best := next(iter(completed(data_set.rows)), None))
+    ]
+    galleries += [found for found in map(evaluation_gallery, evaluations) if found]
     out = folder / "report"
     try:
         out.mkdir(exist_ok=True)
@@ -368,7 +380,6 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     records = [best_record(part) for part in reports if part["best"]]
     if records:  # the first data set's best run, and the others' after it
         write_json(out / "best.json", records[0] | ({"other_data_sets": records[1:]} if records[1:] else {}))
-    several = len(data_sets) > 1
     sections = [
         section
         for data_set, part in zip(data_sets, reports, strict=True)
@@ -385,8 +396,7 @@ def build_report(folder: Path, resamples: int = 2000, seed: int = 0) -> dict:
     note = data_sets_note(data_sets)
     atomic_write_text(out / "runs.md", render_markdown(sections, note))
     bests = [part["best"] for part in reports if part["best"]]
-    best_runs = [BestRun(best["run"], best["folder"], best["data"] if several else None) for best in bests]
-    write_page(out, sections, best_runs, note, drawn, has_runs=bool(rows))
+    write_page(out, sections, galleries, note, no_best_run=bool(rows) and not bests)
     return {
         "rows": rows,
         "columns": columns,
@@ -426,7 +436,7 @@ def report_data_set(
     if all(row["fold"] is None for row in data_set.rows):
         columns.remove("fold")
     cv = cross_validation_summary(data_set.rows, extra, resamples, seed)
-    finished = [r for r in data_set.rows if r["status"] == "completed"]
+    finished = completed(data_set.rows)
     best = None
     suffix = "" if index == 0 else "_" + re.sub(r"[^\w.-]+", "_", data_set.label).strip("_")
     if finished:

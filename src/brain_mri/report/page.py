@@ -113,7 +113,7 @@ def gallery_figures(folder: Path, rows: list[dict], caption, needed=SHOWN_FIELDS
             raise BrainMRIError(f"{damaged} is damaged: it names an image outside {GALLERY_DIR}/")
         if not image.is_file():
             raise BrainMRIError(
-                f"{damaged} names {row['image']}, which is not there: draw the gallery again."
+                f"{damaged} names {row['image']}, which is not there: the gallery is incomplete."
             )
         figures.append(Figure(png_uri(image), caption(row), row["predicted_class"] != row["class"]))
     return tuple(figures)
@@ -154,8 +154,10 @@ def evaluation_gallery(evaluation: dict) -> Gallery | None:
     rows = read_csv(folder / GALLERY_FILE)
 
     def caption(row: dict) -> str:
+        if row["peak"] not in PEAK_CAPTIONS:
+            raise BrainMRIError(f"{folder / GALLERY_FILE} is damaged: its peak column holds '{row['peak']}'.")
         predicted = "" if row["predicted_class"] == row["class"] else f", predicted {row['predicted_class']}"
-        return f"{row['path']}: true {row['class']}{predicted}; {PEAK_CAPTIONS.get(row['peak'], '?')}"
+        return f"{row['path']}: true {row['class']}{predicted}; {PEAK_CAPTIONS[row['peak']]}"
 
     figures = gallery_figures(folder, rows, caption, (*SHOWN_FIELDS, "peak"))
     wrong = sum(figure.wrong for figure in figures)
@@ -187,18 +189,12 @@ PAGE = jinja2.Environment(
 
 
 def write_page(
-    out: Path,
-    sections: list,
-    best_runs: list[BestRun],
-    note: str = "",
-    drawn: Sequence[Gallery] = (),
-    has_runs: bool = True,
+    out: Path, sections: list, galleries: Sequence[Gallery], note: str = "", no_best_run: bool = False
 ) -> Path:
     """``report/index.html``: the report's tables (``brain_mri.report.tables.Section``, whose level 1 is the
-    page's h2), its figures, the gallery of each of ``best_runs`` and the evaluations' maps ``drawn``
-    (:func:`evaluation_gallery`); ``note`` opens the page; without a best run, the page says why when
-    there were runs (``has_runs``). Every name that comes from a folder, a file or a setting is
-    escaped by the template."""
+    page's h2), its figures, and ``galleries`` (:func:`gallery` of each best run, :func:`evaluation_gallery`
+    of each evaluation that drew maps); ``note`` opens the page; ``no_best_run``: there were runs, and none
+    completed. Every name that comes from a folder, a file or a setting is escaped by the template."""
     figures = [Figure(png_uri(f), f.stem) for f in sorted(out.glob("*.png"))]
     page = PAGE.render(
         name=readable_name(out.parent),
@@ -207,9 +203,8 @@ def write_page(
         sections=sections,
         cell=format_value,
         figures=figures,
-        galleries=[gallery(best) for best in best_runs],
-        drawn=list(drawn),
-        has_runs=has_runs,
+        galleries=list(galleries),
+        no_best_run=no_best_run,
     )
     path = out / PAGE_FILE
     atomic_write_text(path, page)
